@@ -1,0 +1,31 @@
+"""Backends launch workers: ``local`` (processes here); more register themselves here."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from ..errors import ConfigError, did_you_mean
+from .base import Backend, Launch
+
+
+def _local(**options: Any) -> Backend:
+    from .local import LocalBackend
+
+    return LocalBackend(**options)
+
+
+#: Backend name → factory. Factories import their module lazily (pyspark stays unloaded).
+BACKENDS: Dict[str, Callable[..., Backend]] = {"local": _local}
+
+
+def get_backend(spec: Any = "local", **options: Any) -> Backend:
+    """A backend instance from a name or an instance."""
+    if isinstance(spec, Backend):
+        return spec
+    name = str(spec or "local").lower()
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {spec!r}; {did_you_mean(name, BACKENDS)}")
+    return BACKENDS[name](**options)
+
+
+__all__ = ["Backend", "Launch", "BACKENDS", "get_backend"]

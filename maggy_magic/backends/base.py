@@ -1,0 +1,56 @@
+"""The backend contract: launch workers that run the worker loop, and make them go away."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Dict, Optional
+
+
+class Launch:
+    """Everything a backend needs to start workers for one run.
+
+    ``host``/``port``/``secret`` reach the driver; ``function`` is the training function
+    (backends serialise it with cloudpickle into their own launch channel, never the RPC);
+    ``fail(message)`` ends the run from any thread when workers cannot be had.
+    """
+
+    def __init__(self, *, host: str, port: int, secret: bytes, function: Callable,
+                 num_workers: int, run_dir: str, fail: Callable[[str], None],
+                 extras: Optional[Dict[str, Any]] = None):
+        self.host, self.port, self.secret = host, port, secret
+        self.function = function
+        self.num_workers = num_workers
+        self.run_dir = run_dir
+        self.fail = fail
+        self.extras = extras or {}
+
+
+class Backend(abc.ABC):
+    """Launches and stops workers; knows nothing about trials.
+
+    ``start`` returns once launching is under way (workers connect to the driver by
+    themselves). ``stop`` is called exactly once when the run is over, from the thread that
+    called ``start``; when it returns, no worker of this run may be left running.
+    """
+
+    name = "abstract"
+
+    @abc.abstractmethod
+    def default_workers(self) -> int:
+        """How many workers to use when the user does not say."""
+
+    @abc.abstractmethod
+    def start(self, launch: Launch) -> None:
+        """Start ``launch.num_workers`` workers."""
+
+    @abc.abstractmethod
+    def stop(self, grace: float = 5.0) -> None:
+        """Make every worker exit within about ``grace`` seconds (then force it)."""
+
+    def driver_host(self) -> str:
+        """The address the driver listens on, reachable from this backend's workers."""
+        return "127.0.0.1"
+
+    def describe(self) -> Dict[str, Any]:
+        """What the run's config records about this backend."""
+        return {"backend": self.name}

@@ -1,0 +1,137 @@
+"""The local backend: long-lived worker processes on this machine.
+
+Each worker is a fresh ``python -m maggy_magic.worker`` process (spawned, never forked
+from the kernel, so the kernel's threads and state do not leak into it). Its setup
+(driver address, secret, ``sys.path``) and the cloudpickled training function go through
+its stdin; its raw output goes to ``workers/<id>.out`` in the run directory, while the
+worker loop streams lines to the driver. Workers live in their own session, so a
+terminal's Ctrl-C reaches only the kernel, which then stops them. A worker that dies
+while the run is still going is replaced, up to a restart budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Dict, List, Optional
+
+from .base import Backend, Launch
+
+_TAIL_BYTES = 2000
+
+
+class LocalBackend(Backend):
+    """N worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, max_restarts: Optional[int] = None):
+        self.max_restarts = max_restarts
+        self._procs: Dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._restarts = 0
+        self._launch: Optional[Launch] = None
+        self._payload = b""
+        self._watchers: List[threading.Thread] = []
+
+    def default_workers(self) -> int:
+        return max(1, min(os.cpu_count() or 1, 8))
+
+    def start(self, launch: Launch) -> None:
+        import cloudpickle
+
+        self._launch = launch
+        self._payload = cloudpickle.dumps(launch.function)
+        if self.max_restarts is None:
+            self.max_restarts = 2 * launch.num_workers + 2
+        os.makedirs(os.path.join(launch.run_dir, "workers"), exist_ok=True)
+        for index in range(launch.num_workers):
+            self._spawn(str(index))
+
+    def _spawn(self, worker_id: str) -> None:
+        launch = self._launch
+        assert launch is not None
+        header = {"host": launch.host, "port": launch.port, "secret": launch.secret.hex(),
+                  "worker": worker_id, "sys_path": [p for p in sys.path if p]}
+        out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        python_path = os.environ.get("PYTHONPATH", "")
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=package_parent + (os.pathsep + python_path if python_path
+                                                else ""))
+        with open(out_path, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "maggy_magic.worker"], stdin=subprocess.PIPE,
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                close_fds=True)
+        with self._lock:
+            self._procs[worker_id] = proc
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(header).encode() + b"\n" + self._payload)
+            proc.stdin.close()
+        except OSError:
+            pass  # the process died at once; its watcher reports it
+        watcher = threading.Thread(target=self._watch, args=(worker_id, proc, out_path),
+                                   name=f"maggy-local-{worker_id}", daemon=True)
+        watcher.start()
+        self._watchers.append(watcher)
+
+    def _watch(self, worker_id: str, proc: subprocess.Popen, out_path: str) -> None:
+        code = proc.wait()
+        with self._lock:
+            if self._stopping or self._procs.get(worker_id) is not proc:
+                return
+            del self._procs[worker_id]
+            restart = self._restarts < (self.max_restarts or 0)
+            if restart:
+                self._restarts += 1
+            alive = len(self._procs)
+        if restart:
+            self._spawn(worker_id)
+        elif alive == 0 and self._launch is not None:
+            self._launch.fail(f"every local worker exited (last: worker {worker_id}, exit code "
+                              f"{code}) after {self._restarts} restarts; its output ends with: "
+                              f"{_tail(out_path)}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs.values())
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace / 2)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace / 2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def pids(self) -> Dict[str, int]:
+        """Worker id → process id of the live workers (for tests and tools)."""
+        with self._lock:
+            return {wid: p.pid for wid, p in self._procs.items() if p.poll() is None}
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL_BYTES))
+            text = handle.read().decode(errors="replace").strip()
+    except OSError:
+        return "(no output)"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"

@@ -1,0 +1,129 @@
+"""Experiment configurations, with Maggy's names and argument order.
+
+``HyperparameterOptConfig(num_trials, optimizer, searchspace, optimization_key, direction,
+es_interval, es_min, es_policy, name, description, hb_interval, model, dataset)`` is
+Maggy's signature; everything after it is keyword-only and specific to maggy-magic
+(backend, workers, fault tolerance, run directory, resume).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+from .errors import ConfigError, did_you_mean
+from .searchspace import Searchspace
+
+
+class RunOptions:
+    """Options every experiment kind shares (where and how to run, fault tolerance)."""
+
+    def __init__(self, *, backend: Any = "local", workers: Optional[int] = None,
+                 max_failures: int = 0, max_retries: int = 2, hb_timeout: float = 60.0,
+                 stop_grace: float = 30.0, seed: Optional[int] = None,
+                 resume: Optional[str] = None, root: str = "maggy_experiments",
+                 run_id: Optional[str] = None, backend_options: Optional[dict] = None):
+        self.backend = backend
+        self.workers = workers
+        self.max_failures = max_failures
+        self.max_retries = max_retries
+        self.hb_timeout = hb_timeout
+        self.stop_grace = stop_grace
+        self.seed = seed
+        self.resume = resume
+        self.root = root
+        self.run_id = run_id
+        self.backend_options = dict(backend_options or {})
+
+    def validate_run_options(self) -> None:
+        if self.workers is not None:
+            _positive_int("workers", self.workers)
+        _nonnegative_int("max_failures", self.max_failures)
+        _nonnegative_int("max_retries", self.max_retries)
+        _positive_number("hb_timeout", self.hb_timeout)
+        _positive_number("stop_grace", self.stop_grace)
+        if self.seed is not None and (isinstance(self.seed, bool) or
+                                      not isinstance(self.seed, int)):
+            raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
+
+
+class HyperparameterOptConfig(RunOptions):
+    """A hyperparameter search: which optimizer explores which space, for how long."""
+
+    kind = "hpo"
+
+    def __init__(self, num_trials: int = 1, optimizer: Any = "randomsearch",
+                 searchspace: Optional[Searchspace] = None, optimization_key: str = "metric",
+                 direction: str = "max", es_interval: float = 1, es_min: int = 10,
+                 es_policy: Any = "median", name: str = "HPOptimization",
+                 description: str = "", hb_interval: float = 1, model: Any = None,
+                 dataset: Any = None, **options: Any):
+        optimizer_options = options.pop("optimizer_options", None) or {}
+        super().__init__(**options)
+        self.num_trials = num_trials
+        self.optimizer = optimizer
+        self.optimizer_options = dict(optimizer_options)
+        self.searchspace = searchspace if searchspace is not None else Searchspace()
+        self.optimization_key = optimization_key
+        self.direction = direction
+        self.es_interval = es_interval
+        self.es_min = es_min
+        self.es_policy = es_policy
+        self.name = name
+        self.description = description
+        self.hb_interval = hb_interval
+        self.model = model
+        self.dataset = dataset
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`ConfigError` for the first invalid setting."""
+        _positive_int("num_trials", self.num_trials)
+        if not isinstance(self.searchspace, Searchspace):
+            raise ConfigError(f"searchspace must be a Searchspace, got "
+                              f"{type(self.searchspace).__name__}")
+        direction = str(self.direction).lower()
+        if direction not in ("max", "min"):
+            raise ConfigError(f"direction must be 'max' or 'min', got {self.direction!r}; "
+                              f"{did_you_mean(direction, ('max', 'min'))}")
+        self.direction = direction
+        if not isinstance(self.optimization_key, str) or not self.optimization_key:
+            raise ConfigError(f"optimization_key must be a non-empty string, got "
+                              f"{self.optimization_key!r}")
+        _positive_number("es_interval", self.es_interval)
+        _nonnegative_int("es_min", self.es_min)
+        _positive_number("hb_interval", self.hb_interval)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        self.validate_run_options()
+
+    def to_dict(self) -> Dict[str, Any]:
+        """What the run directory and the ``run_started`` event record (JSON only)."""
+        def named(x: Any) -> Any:
+            return x if x is None or isinstance(x, str) else type(x).__name__
+
+        return {"kind": self.kind, "name": self.name, "description": self.description,
+                "num_trials": self.num_trials, "optimizer": named(self.optimizer),
+                "optimizer_options": self.optimizer_options,
+                "searchspace": self.searchspace.to_dict(),
+                "optimization_key": self.optimization_key, "direction": self.direction,
+                "es_policy": named(self.es_policy), "es_interval": self.es_interval,
+                "es_min": self.es_min, "hb_interval": self.hb_interval,
+                "backend": named(self.backend), "workers": self.workers,
+                "max_failures": self.max_failures, "max_retries": self.max_retries,
+                "seed": self.seed}
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _nonnegative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")

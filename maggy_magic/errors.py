@@ -1,0 +1,94 @@
+"""Errors a user can cause.
+
+Every error that a user can provoke (bad configuration, bad training function, bad
+search space, a failed experiment) is a :class:`MaggyError` subclass whose message is one
+line that says what to change. Internal bugs stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class MaggyError(Exception):
+    """Base class of every user-facing error of maggy-magic."""
+
+
+class SearchspaceError(MaggyError, ValueError):
+    """A search space is malformed (bad type, bounds, or values)."""
+
+
+class ConfigError(MaggyError, ValueError):
+    """An experiment configuration is invalid (unknown optimizer, bad option value...)."""
+
+
+class TrainFunctionError(MaggyError, TypeError):
+    """The training function cannot be called the way the experiment needs."""
+
+
+class InvalidMetricError(MaggyError, ValueError):
+    """A training function returned or broadcast a value that is not a usable metric."""
+
+
+class BroadcastError(InvalidMetricError):
+    """``reporter.broadcast`` was called with a bad value or a decreasing step."""
+
+
+class ExperimentFailed(MaggyError):
+    """The experiment ended in failure (too many failed trials, workers unable to start)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class ExperimentInterrupted(MaggyError, KeyboardInterrupt):
+    """The experiment was interrupted; ``result`` holds what finished, the journal the rest.
+
+    It is also a :class:`KeyboardInterrupt`, so code that handles interrupts keeps working.
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class ResumeError(MaggyError):
+    """A run cannot be resumed (no such run directory, or its journal does not match)."""
+
+
+class EarlyStopException(Exception):
+    """Raised inside a trial by ``reporter.broadcast`` once the driver has stopped it.
+
+    The worker loop catches it and reports the trial as early-stopped with its last
+    metric; training functions may catch it to clean up but should re-raise it.
+    """
+
+    def __init__(self, metric=None):
+        super().__init__(metric)
+        self.metric = metric
+
+
+def is_maggy_error(name: str | None) -> bool:
+    """Whether ``name`` is the class name of a MaggyError subclass of this module."""
+    cls = globals().get(name or "")
+    return isinstance(cls, type) and issubclass(cls, MaggyError)
+
+
+def error_class(name: str | None, default: type = ExperimentFailed) -> type:
+    """The MaggyError subclass called ``name``, else ``default``."""
+    return globals()[name] if is_maggy_error(name) else default
+
+
+def closest(word: str, choices) -> str:
+    """The choice closest to ``word`` (for 'did you mean' hints); '' if nothing is close."""
+    import difflib
+
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return match[0] if match else ""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """A sentence fragment naming the valid choices and the closest one."""
+    choices = sorted(str(c) for c in choices)
+    hint = closest(word, choices)
+    valid = ", ".join(choices)
+    return f"did you mean {hint!r}? (valid: {valid})" if hint else f"valid: {valid}"

@@ -1,0 +1,80 @@
+"""The experiment event schema and the stream that delivers events to listeners.
+
+Every event is a flat, JSON-serialisable dict with ``type``, ``run`` (run id), ``seq``
+(monotonic per run, continued across resumes) and ``t`` (unix time), plus the fields of
+its type below. The journal stores these events one per line; the dashboard, the text
+progress and resume all read the same stream.
+
+=================  ==========================================================
+type               fields
+=================  ==========================================================
+run_started        config, kind, name, run_dir, resumed (bool)
+worker_joined      worker, host, pid
+worker_lost        worker, reason
+trial_started      trial, params, worker, budget, info, attempt
+metric             trial, step, value
+log                worker, trial (or None), lines (list of str)
+early_stopped      trial, step
+trial_finished     trial, value, metrics, state (FINISHED or EARLY_STOPPED), duration
+trial_failed       trial, error, error_type, traceback, duration
+trial_retried      trial, reason, retries
+frame_rejected     peer, reason, count
+stop_requested     reason
+run_finished       state (finished, failed, stopped, interrupted), best, error, counts
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List
+
+Event = Dict[str, Any]
+Listener = Callable[[Event], None]
+
+EVENT_FIELDS = {
+    "run_started": ("config", "kind", "name", "run_dir", "resumed"),
+    "worker_joined": ("worker", "host", "pid"),
+    "worker_lost": ("worker", "reason"),
+    "trial_started": ("trial", "params", "worker", "budget", "info", "attempt"),
+    "metric": ("trial", "step", "value"),
+    "log": ("worker", "trial", "lines"),
+    "early_stopped": ("trial", "step"),
+    "trial_finished": ("trial", "value", "metrics", "state", "duration"),
+    "trial_failed": ("trial", "error", "error_type", "traceback", "duration"),
+    "trial_retried": ("trial", "reason", "retries"),
+    "frame_rejected": ("peer", "reason", "count"),
+    "stop_requested": ("reason",),
+    "run_finished": ("state", "best", "error", "counts"),
+}
+
+
+class EventStream:
+    """Numbers events and hands each to every listener, in order.
+
+    Used by one thread at a time (the driver's loop). A listener that raises is reported
+    on stderr once and removed, so a broken display never stops an experiment.
+    """
+
+    def __init__(self, run_id: str, first_seq: int = 0):
+        self.run_id = run_id
+        self.seq = first_seq
+        self.listeners: List[Listener] = []
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, type_: str, **fields: Any) -> Event:
+        event = {"type": type_, "run": self.run_id, "seq": self.seq, "t": time.time()}
+        event.update(fields)
+        self.seq += 1
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a display must not break the run
+                self.listeners.remove(listener)
+                print(f"maggy-magic: event listener {listener!r} failed and was removed:\n"
+                      f"{traceback.format_exc()}", file=sys.stderr)
+        return event

@@ -1,0 +1,136 @@
+"""The Python API: ``experiment.lagom(train_fn, config)`` runs an experiment and returns
+its :class:`~maggy_magic.result.ExperimentResult`.
+
+This module wires the pieces for one run and nothing more: it validates the config and
+the training function before anything starts, opens (or resumes) the run directory,
+starts the driver's loop in a thread and the backend's workers, waits, and turns the end
+state into a result or a :class:`~maggy_magic.errors.MaggyError`. The calling thread only
+waits, so Ctrl-C (KeyboardInterrupt) lands here and is turned into a clean interrupt.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Optional
+
+from .backends import get_backend
+from .driver import Driver, DriverSettings
+from .earlystop import get_earlystop
+from .errors import ExperimentInterrupted, ResumeError, error_class
+from .events import EventStream, Listener
+from .optimizers import get_optimizer
+from .result import ExperimentResult
+from .store import RunStore, find_run, load_trials
+from .worker import check_signature
+
+#: Seconds the workers get to leave after an interrupt before they are killed.
+INTERRUPT_GRACE = 3.0
+
+
+def lagom(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = ()
+          ) -> ExperimentResult:
+    """Run ``train_fn`` as the experiment ``config`` describes (Maggy's entry point)."""
+    return run(train_fn, config, listeners=listeners)
+
+
+def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
+        on_driver: Optional[Callable[[Driver, Any], None]] = None) -> ExperimentResult:
+    """Run one experiment; ``on_driver(driver, backend)`` sees them once both exist."""
+    config.validate()
+    optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
+    optimizer.searchspace = config.searchspace
+    optimizer.num_trials = config.num_trials
+    optimizer.direction = config.direction
+    optimizer.seed = config.seed
+    optimizer.validate(config.searchspace)
+    check_signature(train_fn, config.searchspace.keys(), budget=optimizer.uses_budget)
+    earlystop = get_earlystop(config.es_policy)
+    backend = get_backend(config.backend, **config.backend_options)
+
+    trials, first_seq = {}, 0
+    if config.resume:
+        path = find_run(config.root, config.name, str(config.resume))
+        trials, old_config, first_seq = load_trials(path)
+        _check_resumable(old_config, config.to_dict())
+        store = RunStore(path, resumed=True)
+    else:
+        store = RunStore.create(config.root, config.name, config.run_id)
+    store.write_json("config.json", config.to_dict())
+    store.write_source(train_fn)
+
+    events = EventStream(store.run_id, first_seq)
+    events.add(store)
+    settings = DriverSettings(
+        direction=config.direction, optimization_key=config.optimization_key,
+        es_interval=config.es_interval, es_min=config.es_min,
+        max_failures=config.max_failures, max_retries=config.max_retries,
+        hb_interval=config.hb_interval, hb_timeout=config.hb_timeout,
+        stop_grace=config.stop_grace)
+    driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
+                    trials=trials)
+
+    def record_trial(event: dict) -> None:
+        if event["type"] in ("trial_finished", "trial_failed"):
+            store.write_trial(driver.trials[event["trial"]])
+
+    events.add(record_trial)
+    for listener in listeners:
+        events.add(listener)
+    driver.add_periodic(0.5, store.flush)
+    optimizer.trial_store, optimizer.final_store = driver.trials, driver.final
+    optimizer.initialize()
+    workers = config.workers or min(backend.default_workers(), config.num_trials)
+    events.emit("run_started", config=dict(config.to_dict(), workers=workers),
+                kind=config.kind, name=config.name, run_dir=store.path,
+                resumed=bool(config.resume))
+    if on_driver is not None:
+        on_driver(driver, backend)
+
+    loop = threading.Thread(target=driver.serve, name="maggy-driver", daemon=True)
+    interrupted = False
+    try:
+        loop.start()
+        backend.start(_launch(driver, train_fn, workers, store.path))
+        try:
+            driver.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            driver.interrupt("interrupted by the user (KeyboardInterrupt)")
+            driver.wait(INTERRUPT_GRACE)
+    finally:
+        if not driver.done:
+            driver.interrupt("the experiment was abandoned")
+            driver.wait(INTERRUPT_GRACE)
+        backend.stop(INTERRUPT_GRACE if interrupted else 5.0)
+        loop.join(INTERRUPT_GRACE)
+        store.close()
+
+    result = ExperimentResult.from_trials(
+        list(driver.trials.values()), name=config.name, run_id=store.run_id,
+        run_dir=store.path, state=driver.state, direction=config.direction,
+        optimization_key=config.optimization_key, error=driver.error,
+        rejected_frames=driver.rejected)
+    store.write_json("result.json", result.to_dict())
+    if driver.state == "failed":
+        exc = error_class(driver.error_type)(driver.error or "the experiment failed")
+        exc.result = result
+        raise exc
+    if interrupted or driver.state == "interrupted":
+        raise ExperimentInterrupted(
+            f"experiment interrupted after {result.num_finished} finished trial(s); resume "
+            f"with resume={store.run_id!r} to run the rest ({store.path})", result)
+    return result
+
+
+def _launch(driver: Driver, train_fn: Callable, workers: int, run_dir: str):
+    from .backends import Launch
+
+    return Launch(host=driver.address[0], port=driver.address[1], secret=driver.secret,
+                  function=train_fn, num_workers=workers, run_dir=run_dir, fail=driver.fail)
+
+
+def _check_resumable(old: dict, new: dict) -> None:
+    for key in ("kind", "optimizer", "searchspace", "direction", "optimization_key"):
+        if old.get(key) != new.get(key):
+            raise ResumeError(f"cannot resume: {key} was {old.get(key)!r} in that run and is "
+                              f"{new.get(key)!r} now; use the same setting or start a new run")

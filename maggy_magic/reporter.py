@@ -1,0 +1,135 @@
+"""The reporter a training function receives, and the worker's outgoing buffer.
+
+``reporter.broadcast(metric, step)`` records a metric point (the driver sees it with the
+next heartbeat) and raises :class:`~maggy_magic.errors.EarlyStopException` once the
+driver has told this trial to stop. ``reporter.log(msg)`` and anything printed during the
+trial go to the trial's log. Stdlib-only (it runs on Spark executors).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, List, Optional, Tuple
+
+from .errors import BroadcastError, EarlyStopException
+
+#: At most this many metric points travel per message; more are thinned evenly.
+MAX_POINTS_PER_MESSAGE = 200
+
+
+def as_metric(value: Any, what: str) -> float:
+    """``value`` as a finite float, or a :class:`BroadcastError` saying what is wrong."""
+    if isinstance(value, bool) or value is None:
+        raise BroadcastError(f"{what} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BroadcastError(f"{what} must be a number, got {type(value).__name__} "
+                             f"{value!r}") from None
+    if not math.isfinite(number):
+        raise BroadcastError(f"{what} is {number}; return or broadcast a finite number")
+    return number
+
+
+class Outbox:
+    """Metric points and log lines waiting to be sent to the driver. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._points: List[List[float]] = []
+        self._logs: List[Tuple[Optional[str], str]] = []
+        self.wakeup = threading.Event()
+
+    def add_point(self, step: int, value: float) -> None:
+        with self._lock:
+            self._points.append([step, value])
+
+    def add_line(self, trial_id: Optional[str], line: str) -> None:
+        with self._lock:
+            self._logs.append((trial_id, line))
+        self.wakeup.set()
+
+    def take(self) -> Tuple[List[List[float]], List[Tuple[Optional[str], str]]]:
+        with self._lock:
+            points, logs = self._points, self._logs
+            self._points, self._logs = [], []
+        if len(points) > MAX_POINTS_PER_MESSAGE:
+            stride = len(points) / (MAX_POINTS_PER_MESSAGE - 1)
+            points = [points[int(i * stride)] for i in range(MAX_POINTS_PER_MESSAGE - 1)] \
+                + [points[-1]]
+        return points, logs
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._points or self._logs)
+
+    @property
+    def has_logs(self) -> bool:
+        return bool(self._logs)
+
+
+class Reporter:
+    """Handed to the training function; one per trial.
+
+    Thread-safety: ``broadcast`` and ``log`` may be called from any thread of the trial;
+    the worker calls ``stop()`` from its reader thread.
+    """
+
+    def __init__(self, trial_id: str, outbox: Outbox, budget: Any = None,
+                 params: Optional[dict] = None):
+        self.trial_id = trial_id
+        self.budget = budget
+        self.params = dict(params or {})
+        self._outbox = outbox
+        self._stop = threading.Event()
+        self._last_step: Optional[int] = None
+        self.last_metric: Optional[float] = None
+
+    # -- Maggy's API --------------------------------------------------------------------
+    def broadcast(self, metric: Any, step: Optional[int] = None) -> None:
+        """Report ``metric`` at ``step`` (default: one past the last step).
+
+        Raises :class:`BroadcastError` for a non-number or a step below the last one, and
+        :class:`EarlyStopException` once the driver has stopped this trial.
+        """
+        value = as_metric(metric, "the broadcast metric")
+        if step is None:
+            step = 0 if self._last_step is None else self._last_step + 1
+        elif isinstance(step, bool) or not isinstance(step, int):
+            try:
+                if float(step).is_integer():
+                    step = int(step)
+                else:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise BroadcastError(f"broadcast step must be an integer, got {step!r}") \
+                    from None
+        if self._last_step is not None and step < self._last_step:
+            raise BroadcastError(f"broadcast step {step} is below the previous step "
+                                 f"{self._last_step}; steps must not decrease")
+        self._last_step = step
+        self.last_metric = value
+        self._outbox.add_point(step, value)
+        if self._stop.is_set():
+            raise EarlyStopException(value)
+
+    def log(self, log_msg: Any, jupyter: bool = False) -> None:
+        """Add ``log_msg`` (any object, one or more lines) to this trial's log."""
+        for line in str(log_msg).splitlines() or [""]:
+            self._outbox.add_line(self.trial_id, line)
+
+    def get_trial_id(self) -> str:
+        return self.trial_id
+
+    # -- driver side --------------------------------------------------------------------
+    @property
+    def early_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def last_step(self) -> Optional[int]:
+        return self._last_step

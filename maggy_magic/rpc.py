@@ -1,0 +1,252 @@
+"""Authenticated JSON frames over TCP between the driver and its workers.
+
+Wire format of one frame::
+
+    4-byte big-endian payload length | 32-byte HMAC-SHA256 tag | payload (UTF-8 JSON object)
+
+The tag is computed with the per-experiment 32-byte secret over a direction byte (``C``
+for worker → driver, ``S`` for driver → worker), the connection's nonce (empty for the
+first worker frame, which carries the nonce) and the payload. Each payload also carries
+``n``, the frame's number in its direction. A frame with a wrong tag, a repeated or
+skipped number, a reused nonce, bytes that are not a JSON object, or a length over
+``MAX_FRAME`` is a :class:`FrameError`: the driver closes that connection and counts it.
+Nothing but JSON ever crosses the socket. This module is stdlib-only: it ships to Spark
+executors as part of a pure-Python zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+MAX_FRAME = 8 * 1024 * 1024
+#: Limit for the first frame of a connection, before its sender is authenticated.
+FIRST_FRAME_MAX = 64 * 1024
+HEADER = struct.Struct(">I")
+TAG_SIZE = 32
+PROTOCOL = 1
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_loads = json.loads
+
+
+class FrameError(Exception):
+    """A frame that must not be trusted; the connection that sent it is closed."""
+
+
+class ConnectionLost(Exception):
+    """The peer closed the connection or it broke."""
+
+
+def new_secret() -> bytes:
+    """A fresh per-experiment key."""
+    return os.urandom(32)
+
+
+def _tag(secret: bytes, direction: bytes, nonce: bytes, payload: bytes) -> bytes:
+    return hmac.digest(secret, direction + nonce + payload, hashlib.sha256)
+
+
+def encode(secret: bytes, direction: bytes, nonce: bytes, message: Dict[str, Any]) -> bytes:
+    """One frame for ``message`` (which must already hold its number ``n``)."""
+    payload = _dumps(message).encode()
+    if len(payload) > MAX_FRAME:
+        raise FrameError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return HEADER.pack(len(payload)) + _tag(secret, direction, nonce, payload) + payload
+
+
+class _Endpoint:
+    """Numbering and tagging shared by both ends of one connection."""
+
+    def __init__(self, secret: bytes, send_dir: bytes, recv_dir: bytes):
+        self.secret = secret
+        self.send_dir, self.recv_dir = send_dir, recv_dir
+        self.nonce = b""
+        self.sent = 0
+        self.received = 0
+
+    def seal(self, message: Dict[str, Any]) -> bytes:
+        message["n"] = self.sent
+        self.sent += 1
+        return encode(self.secret, self.send_dir, self.nonce, message)
+
+    def open(self, tag: bytes, payload: bytes, nonce: Optional[bytes] = None) -> Dict[str, Any]:
+        """Verify and decode one payload; raises FrameError on anything wrong."""
+        expected = _tag(self.secret, self.recv_dir,
+                        self.nonce if nonce is None else nonce, payload)
+        if not hmac.compare_digest(tag, expected):
+            raise FrameError("bad MAC")
+        try:
+            message = _loads(payload)
+        except ValueError:
+            raise FrameError("payload is not JSON") from None
+        if not isinstance(message, dict) or message.get("n") != self.received:
+            raise FrameError("frame out of sequence or not an object")
+        self.received += 1
+        return message
+
+
+class ServerConnection:
+    """The driver's side of one worker connection: non-blocking, fed by a selector loop.
+
+    ``read()`` returns the verified messages that arrived (possibly none); ``send()`` queues
+    a message and writes what the socket accepts; ``pending_output`` tells the loop to
+    wait for writability. Not thread-safe: only the driver's loop thread uses it.
+    """
+
+    def __init__(self, sock: socket.socket, secret: bytes, seen_nonces: set):
+        self.sock = sock
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = _peername(sock)
+        self._ep = _Endpoint(secret, b"S", b"C")
+        self._seen = seen_nonces
+        self._inbuf = bytearray()
+        self._outbuf = bytearray()
+        self.authenticated = False
+        self.closed = False
+        self.worker: Optional[str] = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> List[Dict[str, Any]]:
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from None
+        if not data:
+            raise ConnectionLost("connection closed by worker")
+        buf = self._inbuf
+        buf += data
+        messages = []
+        while len(buf) >= HEADER.size:
+            (length,) = HEADER.unpack_from(buf)
+            if length > (MAX_FRAME if self.authenticated else FIRST_FRAME_MAX):
+                raise FrameError(f"oversize frame ({length} bytes)")
+            end = HEADER.size + TAG_SIZE + length
+            if len(buf) < end:
+                break
+            tag = bytes(buf[HEADER.size:HEADER.size + TAG_SIZE])
+            payload = bytes(buf[HEADER.size + TAG_SIZE:end])
+            del buf[:end]
+            if not self.authenticated:
+                message = self._ep.open(tag, payload, nonce=b"")
+                nonce = message.get("nonce")
+                if not isinstance(nonce, str) or len(nonce) < 16 or nonce in self._seen:
+                    raise FrameError("missing or reused nonce")
+                self._seen.add(nonce)
+                self._ep.nonce = nonce.encode()
+                self.authenticated = True
+            else:
+                message = self._ep.open(tag, payload)
+            messages.append(message)
+        return messages
+
+    def send(self, message: Dict[str, Any]) -> None:
+        if self.closed:
+            return
+        frame = self._ep.seal(message)
+        if self._outbuf:
+            self._outbuf += frame
+            return
+        try:
+            sent = self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.closed = True
+            return
+        if sent < len(frame):
+            self._outbuf += frame[sent:]
+
+    @property
+    def pending_output(self) -> bool:
+        return bool(self._outbuf)
+
+    def flush(self) -> None:
+        """Write queued bytes the socket accepts now (call when writable)."""
+        try:
+            sent = self.sock.send(self._outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.closed = True
+            return
+        del self._outbuf[:sent]
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Client:
+    """The worker's side: blocking, used by a reader thread and any number of senders.
+
+    ``send`` may be called from several threads; ``recv`` from one reader thread only.
+    """
+
+    def __init__(self, host: str, port: int, secret: bytes, timeout: float = 30.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._ep = _Endpoint(secret, b"C", b"S")
+        self._lock = threading.Lock()
+        self._rfile = self.sock.makefile("rb")
+
+    def hello(self, message: Dict[str, Any]) -> None:
+        """Send the first frame: it carries a fresh nonce that binds the connection."""
+        nonce = os.urandom(16).hex()
+        message = dict(message, nonce=nonce, protocol=PROTOCOL)
+        with self._lock:
+            self.sock.sendall(self._ep.seal(message))
+            self._ep.nonce = nonce.encode()
+
+    def send(self, message: Dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                self.sock.sendall(self._ep.seal(message))
+            except OSError as exc:
+                raise ConnectionLost(str(exc)) from None
+
+    def recv(self) -> Dict[str, Any]:
+        """The next verified message; raises ConnectionLost at end of stream."""
+        try:
+            header = self._rfile.read(HEADER.size + TAG_SIZE)
+            if len(header) < HEADER.size + TAG_SIZE:
+                raise ConnectionLost("driver closed the connection")
+            (length,) = HEADER.unpack_from(header)
+            if length > MAX_FRAME:
+                raise FrameError(f"oversize frame ({length} bytes)")
+            payload = self._rfile.read(length)
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from None
+        if len(payload) < length:
+            raise ConnectionLost("driver closed the connection mid-frame")
+        return self._ep.open(header[HEADER.size:], payload)
+
+    def close(self) -> None:
+        for closer in (self._rfile.close, lambda: self.sock.shutdown(socket.SHUT_RDWR),
+                       self.sock.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
+
+def _peername(sock: socket.socket) -> Tuple[str, int]:
+    try:
+        return sock.getpeername()[:2]
+    except OSError:
+        return ("?", 0)

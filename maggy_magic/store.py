@@ -1,0 +1,199 @@
+"""Run directories: where every run leaves its record, and what resume reads back.
+
+Layout of ``<root>/<name>/<run_id>/``::
+
+    config.json        the experiment's configuration (JSON)
+    train.py           source of the training function (when it can be found)
+    journal.jsonl      every event of the run, one JSON object per line, append-only
+    trials/<id>/       log.txt (what the trial printed) and trial.json (its final record)
+    workers/<id>.log   lines a worker printed outside any trial; <id>.out raw process output
+    result.json        the summary, written when the run ends
+
+The journal is the source of truth: ``load_trials`` rebuilds every trial from it.
+Secrets never reach this directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import os
+import secrets
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from .errors import ResumeError
+from .trial import Trial
+
+JOURNAL = "journal.jsonl"
+
+
+def new_run_id() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def _safe(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).strip(".")
+    return cleaned or "experiment"
+
+
+class RunStore:
+    """Writes one run's directory; is an event listener (call it with each event).
+
+    Journal lines are buffered and written by ``flush()`` (the driver calls it a few times
+    a second and at the end), so the hot path does no system call per event.
+    """
+
+    def __init__(self, path: str, *, resumed: bool = False):
+        self.path = os.path.abspath(path)
+        self.run_id = os.path.basename(self.path)
+        self.resumed = resumed
+        os.makedirs(os.path.join(self.path, "trials"), exist_ok=True)
+        os.makedirs(os.path.join(self.path, "workers"), exist_ok=True)
+        self._journal = open(os.path.join(self.path, JOURNAL), "a", encoding="utf-8")
+        self._pending: List[str] = []
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+    @classmethod
+    def create(cls, root: str, name: str, run_id: Optional[str] = None) -> "RunStore":
+        run_id = run_id or new_run_id()
+        path = os.path.join(root, _safe(name), run_id)
+        if os.path.exists(os.path.join(path, JOURNAL)):
+            raise ResumeError(f"run directory {path} already exists; pick another run id "
+                              "or resume it")
+        return cls(path)
+
+    # -- writing ------------------------------------------------------------------------
+    def write_json(self, filename: str, data: Any) -> None:
+        tmp = os.path.join(self.path, filename + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=str)
+        os.replace(tmp, os.path.join(self.path, filename))
+
+    def write_source(self, fn: Any, extra: str = "") -> None:
+        try:
+            source = inspect.getsource(fn)
+        except (OSError, TypeError):
+            source = f"# source of {getattr(fn, '__qualname__', fn)!r} is not available\n"
+        with open(os.path.join(self.path, "train.py"), "w", encoding="utf-8") as handle:
+            handle.write(extra + source)
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        self._pending.append(self._dumps(event))
+        kind = event["type"]
+        if kind == "log":
+            trial = event.get("trial")
+            if trial is not None:
+                target = os.path.join(self.path, "trials", trial, "log.txt")
+            else:
+                target = os.path.join(self.path, "workers", f"{_safe(event['worker'])}.log")
+            self._append(target, event["lines"])
+        elif kind == "run_finished":
+            self.flush()
+
+    def write_trial(self, trial: Trial) -> None:
+        """Write a finished trial's record to ``trials/<id>/trial.json``."""
+        folder = os.path.join(self.path, "trials", trial.trial_id)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "trial.json"), "w", encoding="utf-8") as handle:
+            handle.write(self._dumps(trial.to_dict()))
+
+    def _append(self, target: str, lines: List[str]) -> None:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+    def flush(self) -> None:
+        if self._pending:
+            self._journal.write("\n".join(self._pending) + "\n")
+            self._pending = []
+        self._journal.flush()
+
+    def close(self) -> None:
+        self.flush()
+        os.fsync(self._journal.fileno())
+        self._journal.close()
+
+
+# -- reading --------------------------------------------------------------------------
+def read_journal(path: str) -> Iterator[Dict[str, Any]]:
+    """The events of a run directory, in order; a torn last line is ignored."""
+    journal = os.path.join(path, JOURNAL)
+    if not os.path.exists(journal):
+        raise ResumeError(f"{path} has no {JOURNAL}; pass the directory of an earlier run")
+    with open(journal, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                return  # a line cut short by a crash ends the readable journal
+
+
+def load_trials(path: str) -> Tuple[Dict[str, Trial], Dict[str, Any], int]:
+    """``(trials, config, next_seq)`` rebuilt from a run's journal.
+
+    Trials that ended keep their outcome; trials that started but never ended come back
+    PENDING (the driver queues them again); trials created but never started are not
+    recorded, so the optimizer creates them again.
+    """
+    trials: Dict[str, Trial] = {}
+    config: Dict[str, Any] = {}
+    next_seq = 0
+    for event in read_journal(path):
+        next_seq = max(next_seq, int(event.get("seq", 0)) + 1)
+        kind = event.get("type")
+        trial = trials.get(event.get("trial")) if "trial" in event else None
+        if kind == "run_started" and not config:
+            config = event.get("config") or {}
+        elif kind == "trial_started":
+            trial = trials.get(event["trial"])
+            if trial is None:
+                trial = Trial(event.get("params") or {}, info_dict=event.get("info") or {},
+                              budget=event.get("budget"))
+                trial.trial_id = event["trial"]
+                trials[trial.trial_id] = trial
+            trial.status, trial.worker = Trial.RUNNING, event.get("worker")
+            trial.retries = int(event.get("attempt") or 0)
+            trial.start = event["t"]
+            trial.step_history, trial.metric_history = [], []
+        elif trial is None:
+            continue
+        elif kind == "metric":
+            trial.append_metric(event["step"], event["value"])
+        elif kind == "early_stopped":
+            trial.early_stop = True
+        elif kind == "trial_finished":
+            trial.status = event.get("state") or Trial.FINISHED
+            trial.final_metric = event.get("value")
+            trial.metric_dict = event.get("metrics") or {}
+            trial.end = event["t"]
+        elif kind == "trial_failed":
+            trial.status = Trial.FAILED
+            trial.error, trial.traceback = event.get("error"), event.get("traceback")
+            trial.info_dict.setdefault("error_type", event.get("error_type"))
+            trial.end = event["t"]
+    for trial in trials.values():
+        if not trial.done:
+            trial.status = Trial.PENDING
+    return trials, config, next_seq
+
+
+def find_run(root: str, name: str, ref: str) -> str:
+    """The directory of run ``ref``: a path, a run id under ``root/name``, or ``latest``."""
+    if os.path.isdir(ref) and os.path.exists(os.path.join(ref, JOURNAL)):
+        return os.path.abspath(ref)
+    folder = os.path.join(root, _safe(name))
+    if ref == "latest":
+        runs = sorted(d for d in os.listdir(folder)) if os.path.isdir(folder) else []
+        if not runs:
+            raise ResumeError(f"no earlier run of {name!r} under {root}; run it once first")
+        ref = runs[-1]
+    path = os.path.join(folder, ref)
+    if not os.path.exists(os.path.join(path, JOURNAL)):
+        raise ResumeError(f"no run {ref!r} of experiment {name!r} under {root}; pass a run id "
+                          "from that folder or the run's directory")
+    return os.path.abspath(path)

@@ -1,0 +1,360 @@
+"""The worker loop: the one piece of code that runs trials, on every backend.
+
+``WorkerLoop.run()`` connects to the driver, registers, then repeatedly receives a trial,
+calls the training function with its arguments injected by name, streams metric points
+and log lines in heartbeats, obeys ``stop``, and sends the final metric (which also asks
+for the next trial). It returns when the driver says ``shutdown`` or disappears. The same
+loop runs inside a local worker process (``python -m maggy_magic.worker``), a Spark task,
+or a Spark task on a Livy cluster. Stdlib-only, apart from cloudpickle for loading the
+function that the launcher hands over.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterable, Optional
+
+from . import rpc
+from .errors import EarlyStopException, InvalidMetricError, MaggyError, TrainFunctionError
+from .reporter import Outbox, Reporter, as_metric
+
+#: Names the worker can inject besides hyperparameters.
+INJECTED = ("reporter", "hparams", "budget")
+#: Log lines are sent at most this long after they were written.
+LOG_FLUSH = 0.2
+
+
+# -- calling the training function ----------------------------------------------------
+def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = False,
+                    extras: Iterable[str] = ()) -> None:
+    """Raise :class:`TrainFunctionError` if ``fn`` cannot be called for these parameters.
+
+    Called by the experiment before any worker starts, and by ``build_kwargs``.
+    """
+    name = getattr(fn, "__name__", "the training function")
+    if not callable(fn):
+        raise TrainFunctionError(f"the training function must be callable, got "
+                                 f"{type(fn).__name__}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins and C functions: nothing to check
+    params = set(param_names)
+    extras = set(extras)
+    named = {p.name: p for p in sig.parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    positional_only = [p.name for p in sig.parameters.values() if p.kind == p.POSITIONAL_ONLY
+                       and p.default is p.empty]
+    if positional_only:
+        raise TrainFunctionError(f"{name}() has positional-only arguments "
+                                 f"{positional_only}; make them keyword arguments")
+    available = params | {"reporter", "hparams"} | extras | ({"budget"} if budget else set())
+    for pname, p in named.items():
+        if pname not in available and p.default is p.empty:
+            raise TrainFunctionError(
+                f"{name}() needs argument {pname!r}, which is neither a hyperparameter "
+                f"({', '.join(sorted(params)) or 'none'}) nor injected (reporter, hparams"
+                f"{', budget' if budget else ''}); give it a default or add it to the "
+                "search space")
+    leftover = params - set(named)
+    if leftover and not var_kw and "hparams" not in named:
+        raise TrainFunctionError(
+            f"{name}() does not take hyperparameter(s) {', '.join(sorted(leftover))}; add "
+            "them as arguments, take **kwargs, or take one `hparams` dict")
+    if budget and "budget" not in named and not var_kw:
+        raise TrainFunctionError(f"this optimizer passes a `budget` (e.g. epochs) to {name}(); "
+                                 "add a `budget` argument")
+
+
+def build_kwargs(fn: Callable, params: Dict[str, Any], reporter: Reporter,
+                 budget: Any = None, extras: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The keyword arguments for one call of ``fn``."""
+    extras = extras or {}
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return dict(params)
+    named = {p.name for p in sig.parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    kwargs: Dict[str, Any] = {}
+    for pname in named:
+        if pname in params:
+            kwargs[pname] = params[pname]
+        elif pname == "hparams":
+            kwargs[pname] = dict(params)
+        elif pname == "reporter":
+            kwargs[pname] = reporter
+        elif pname == "budget" and budget is not None:
+            kwargs[pname] = budget
+        elif pname in extras:
+            kwargs[pname] = extras[pname]
+    if var_kw:
+        for pname, value in params.items():
+            kwargs.setdefault(pname, value)
+        if budget is not None:
+            kwargs.setdefault("budget", budget)
+    return kwargs
+
+
+def final_metric(returned: Any, key: str):
+    """``(value, other_metrics)`` from what the training function returned."""
+    if returned is None:
+        raise InvalidMetricError(f"the training function returned nothing; return the metric "
+                                 f"(a number) or a dict with key {key!r}")
+    if isinstance(returned, dict):
+        if key not in returned:
+            keys = ", ".join(map(repr, returned)) or "none"
+            raise InvalidMetricError(f"the returned dict has no optimization key {key!r} "
+                                     f"(its keys: {keys}); add it or set optimization_key")
+        value = _metric(returned[key], f"the returned {key!r}")
+        others = {}
+        for k, v in returned.items():
+            if k != key:
+                try:
+                    others[str(k)] = as_metric(v, k)
+                except MaggyError:
+                    others[str(k)] = str(v)[:200]
+        return value, others
+    return _metric(returned, "the returned metric"), {}
+
+
+def _metric(value: Any, what: str) -> float:
+    try:
+        return as_metric(value, what)
+    except MaggyError as exc:
+        raise InvalidMetricError(str(exc)) from None
+
+
+# -- output routing -------------------------------------------------------------------
+class _LineRouter(io.TextIOBase):
+    """A text stream that turns what is written into log lines of the current trial."""
+
+    def __init__(self, loop: "WorkerLoop"):
+        self._loop = loop
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            data = self._partial + text
+            lines = data.split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            self._loop.outbox.add_line(self._loop.current_trial, line)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            partial, self._partial = self._partial, ""
+        if partial:
+            self._loop.outbox.add_line(self._loop.current_trial, partial)
+
+
+# -- the loop -------------------------------------------------------------------------
+class WorkerLoop:
+    """Runs trials for one driver until told to stop.
+
+    ``load`` returns the training function (it is called after registering, so a failure
+    to load is reported to the driver). ``on_driver_lost`` is ``"exit"`` for processes the
+    backend owns (the process ends at once) or ``"return"`` (the loop returns after the
+    running trial notices, e.g. inside a Spark task).
+    """
+
+    def __init__(self, load: Callable[[], Callable], worker_id: str, host: str, port: int,
+                 secret: bytes, *, on_driver_lost: str = "return",
+                 extras: Optional[Dict[str, Any]] = None, route_output: bool = True):
+        self.load = load
+        self.worker_id = worker_id
+        self.address = (host, port)
+        self.secret = secret
+        self.on_driver_lost = on_driver_lost
+        self.extras = extras or {}
+        self.route_output = route_output
+        self.outbox = Outbox()
+        self.current_trial: Optional[str] = None
+        self.reporter: Optional[Reporter] = None
+        self.hb_interval = 1.0
+        self.optimization_key = "metric"
+        self.trials_run = 0
+        self._inbox: "queue.Queue[Optional[dict]]" = queue.Queue()
+        self._done = threading.Event()
+        self._client: Optional[rpc.Client] = None
+
+    def run(self) -> int:
+        """Serve trials; returns the number of trials run."""
+        self._client = rpc.Client(*self.address, self.secret)
+        self._client.hello({"type": "register", "worker": self.worker_id,
+                            "host": socket.gethostname(), "pid": os.getpid()})
+        reader = threading.Thread(target=self._read, name="maggy-reader", daemon=True)
+        reader.start()
+        old_streams = sys.stdout, sys.stderr
+        if self.route_output:
+            sys.stdout = sys.stderr = _LineRouter(self)
+        beater = threading.Thread(target=self._heartbeat, name="maggy-heartbeat", daemon=True)
+        beater.start()
+        try:
+            try:
+                fn = self.load()
+            except Exception as exc:  # noqa: BLE001 - reported to the driver
+                self._send({"type": "fatal", "error": f"{type(exc).__name__}: {exc}",
+                            "error_type": type(exc).__name__})
+                return 0
+            while True:
+                msg = self._inbox.get()
+                if msg is None:
+                    break
+                self._send(self._run_trial(fn, msg))
+        except rpc.ConnectionLost:
+            pass
+        finally:
+            self._done.set()
+            if self.route_output:
+                sys.stdout.flush()
+                sys.stdout, sys.stderr = old_streams
+            self._client.close()
+        return self.trials_run
+
+    def _send(self, message: dict) -> None:
+        assert self._client is not None
+        points, logs = self.outbox.take()
+        if points:
+            message["points"] = points
+        if logs:
+            message["logs"] = logs
+        self._client.send(message)
+
+    def _run_trial(self, fn: Callable, msg: dict) -> dict:
+        trial_id = msg["trial"]
+        reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"))
+        self.reporter, self.current_trial = reporter, trial_id
+        self.trials_run += 1
+        reply: Dict[str, Any] = {"trial": trial_id}
+        try:
+            kwargs = build_kwargs(fn, msg.get("params") or {}, reporter, msg.get("budget"),
+                                  self.extras)
+            returned = fn(**kwargs)
+            value, metrics = final_metric(returned, self.optimization_key)
+            reply.update(type="final", value=value, metrics=metrics, early_stopped=False)
+        except EarlyStopException:
+            reply.update(type="final", value=reporter.last_metric, metrics={},
+                         early_stopped=True)
+        except Exception as exc:  # noqa: BLE001 - a trial's failure is data
+            tb = exc.__traceback__
+            if isinstance(exc, MaggyError) and not isinstance(exc, TrainFunctionError):
+                tb = None
+            reply.update(type="error", error=str(exc) or type(exc).__name__,
+                         error_type=type(exc).__name__,
+                         traceback="".join(traceback.format_exception(type(exc), exc, tb)))
+        finally:
+            if self.route_output:
+                sys.stdout.flush()
+            self.reporter, self.current_trial = None, None
+        return reply
+
+    def _read(self) -> None:
+        assert self._client is not None
+        try:
+            while True:
+                msg = self._client.recv()
+                kind = msg.get("type")
+                if kind == "trial":
+                    self._inbox.put(msg)
+                elif kind == "stop":
+                    reporter = self.reporter
+                    if reporter is not None and reporter.trial_id == msg.get("trial"):
+                        reporter.stop()
+                elif kind == "welcome":
+                    self.hb_interval = float(msg.get("hb_interval") or 1.0)
+                    self.optimization_key = msg.get("optimization_key") or "metric"
+                elif kind == "shutdown":
+                    break
+        except (rpc.ConnectionLost, rpc.FrameError):
+            if self.on_driver_lost == "exit" and not self._done.is_set():
+                os._exit(0)
+        reporter = self.reporter
+        if reporter is not None:
+            reporter.stop()
+        self._inbox.put(None)
+
+    def _heartbeat(self) -> None:
+        """Send pending logs within LOG_FLUSH, and metrics/liveness every hb_interval."""
+        last = time.monotonic()
+        while not self._done.wait(LOG_FLUSH):
+            now = time.monotonic()
+            due = now - last >= self.hb_interval
+            if self.outbox.has_logs or (due and (self.current_trial is not None
+                                                 or self.outbox.pending)):
+                try:
+                    self._send({"type": "heartbeat", "trial": self.current_trial})
+                except (rpc.ConnectionLost, OSError):
+                    return
+                last = now
+
+
+# -- local worker process entry point -------------------------------------------------
+def _capture_fds(loop: WorkerLoop) -> None:
+    """Send what native code writes to fds 1 and 2 to the driver too (and to the log file)."""
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_fd, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            pending = b""
+            while True:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    return
+                os.write(original, chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    loop.outbox.add_line(loop.current_trial, line.decode(errors="replace"))
+
+    threading.Thread(target=pump, name="maggy-fd-pump", daemon=True).start()
+
+
+def main() -> None:
+    """Entry point of a local worker process; the launcher writes its setup to stdin.
+
+    stdin holds one JSON line (driver address, hex secret, worker id, sys.path) and then
+    the cloudpickled training function, produced by the local backend of this kernel.
+    """
+    header = json.loads(sys.stdin.buffer.readline())
+    payload = sys.stdin.buffer.read()
+    sys.stdin.close()
+    for entry in reversed(header.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    def load() -> Callable:
+        import cloudpickle
+
+        return cloudpickle.loads(payload)
+
+    loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
+                      bytes.fromhex(header["secret"]), on_driver_lost="exit")
+    _capture_fds(loop)
+    loop.run()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""Optimizers, driven by a minimal stand-in for the driver's bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import pytest
+
+from maggy_magic.errors import ConfigError, MaggyError, SearchspaceError
+from maggy_magic.optimizers import (AbstractOptimizer, Asha, GridSearch, RandomSearch,
+                                    SingleRun, get_optimizer)
+from maggy_magic.searchspace import Searchspace
+from maggy_magic.trial import Trial
+
+IDLE = AbstractOptimizer.IDLE
+
+
+class Sim:
+    """What the driver does around an optimizer: ids, stores, statuses, metrics."""
+
+    def __init__(self, optimizer: AbstractOptimizer, searchspace: Optional[Searchspace],
+                 num_trials: Optional[int] = None, direction: str = "max", seed=0,
+                 store: Optional[Dict[str, Trial]] = None,
+                 final: Optional[List[Trial]] = None):
+        self.opt = optimizer
+        self.store: Dict[str, Trial] = store if store is not None else {}
+        self.final: List[Trial] = final if final is not None else []
+        optimizer.validate(searchspace)
+        optimizer.searchspace, optimizer.num_trials = searchspace, num_trials
+        optimizer.direction, optimizer.seed = direction, seed
+        optimizer.trial_store, optimizer.final_store = self.store, self.final
+        optimizer.initialize()
+        self.created: List[Trial] = []
+
+    def ask(self, ended: Optional[Trial] = None):
+        answer = self.opt.get_suggestion(ended)
+        if answer is None or answer == IDLE:
+            return answer
+        trial = answer if isinstance(answer, Trial) else Trial(answer)
+        trial.trial_id = f"{len(self.store):04d}"
+        trial.status = Trial.RUNNING
+        self.store[trial.trial_id] = trial
+        self.created.append(trial)
+        return trial
+
+    def ask_all(self) -> List[Trial]:
+        """Ask until the optimizer answers IDLE or None."""
+        out = []
+        while isinstance(answer := self.ask(), Trial):
+            out.append(answer)
+        return out
+
+    def finish(self, trial: Trial, value: Optional[float], status: str = Trial.FINISHED):
+        if value is not None:
+            trial.append_metric(len(trial.step_history), value)
+        trial.final_metric, trial.status = value, status
+        self.final.append(trial)
+
+    def running(self) -> List[Trial]:
+        return [t for t in self.store.values() if not t.done]
+
+
+def reload(sim: Sim):
+    """The stores as resume rebuilds them from the journal: new Trial objects, same data."""
+    store, final = {}, []
+    for old in sim.store.values():
+        data = old.to_dict()
+        trial = Trial(data["params"], info_dict=data["info"], budget=data["budget"])
+        trial.trial_id, trial.status, trial.final_metric = data["trial"], data["state"], data["value"]
+        for step, value in zip(data["steps"], data["history"]):
+            trial.append_metric(step, value)
+        store[trial.trial_id] = trial
+    for old in sim.final:
+        final.append(store[old.trial_id])
+    return store, final
+
+
+SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]), n=("INTEGER", [1, 100]),
+                    act=("CATEGORICAL", ["relu", "tanh", "elu"]))
+
+
+# -- random search ------------------------------------------------------------------------
+
+def test_random_creates_exactly_num_trials_then_none():
+    sim = Sim(RandomSearch(), SPACE, num_trials=7)
+    trials = sim.ask_all()
+    assert len(trials) == 7 and sim.ask() is None
+    for t in trials:
+        assert 0.0 <= t.params["x"] <= 1.0 and 1 <= t.params["n"] <= 100
+        assert t.params["act"] in ("relu", "tanh", "elu")
+    assert len({t.params["x"] for t in trials}) == 7
+    assert [t.info_dict["index"] for t in trials] == list(range(7))
+
+
+def test_random_is_deterministic_per_seed():
+    first = [t.params for t in Sim(RandomSearch(), SPACE, 5, seed=42).ask_all()]
+    again = [t.params for t in Sim(RandomSearch(), SPACE, 5, seed=42).ask_all()]
+    other = [t.params for t in Sim(RandomSearch(), SPACE, 5, seed=43).ask_all()]
+    assert first == again
+    assert first != other
+
+
+def test_random_without_seed_records_one_and_resume_reuses_it():
+    sim = Sim(RandomSearch(), SPACE, 4, seed=None)
+    sim.ask(), sim.ask()
+    assert sim.store["0000"].info_dict["seed"] is not None
+    store, final = reload(sim)
+    resumed = Sim(RandomSearch(), SPACE, 4, seed=None, store=store, final=final)
+    rest = resumed.ask_all()
+    reference = Sim(RandomSearch(), SPACE, 4, seed=sim.store["0000"].info_dict["seed"])
+    assert [t.params for t in rest] == [t.params for t in reference.ask_all()[2:]]
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 6])
+def test_random_resume_creates_exactly_the_missing_trials(k):
+    full = [t.params for t in Sim(RandomSearch(), SPACE, 6, seed=9).ask_all()]
+    first = Sim(RandomSearch(), SPACE, 6, seed=9)
+    for _ in range(k):
+        first.finish(first.ask(), 0.5)
+    store, final = reload(first)
+    resumed = Sim(RandomSearch(), SPACE, 6, seed=9, store=store, final=final)
+    rest = resumed.ask_all()
+    assert len(rest) == 6 - k and resumed.ask() is None
+    assert [t.params for t in rest] == full[k:]
+    assert len(store) == 6
+
+
+def test_random_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="num_trials"):
+        Sim(RandomSearch(), SPACE, num_trials=0)
+    with pytest.raises(SearchspaceError, match="non-empty search space"):
+        Sim(RandomSearch(), Searchspace(), num_trials=3)
+    with pytest.raises(ConfigError, match="no option 'seeed'"):
+        RandomSearch(seeed=1)
+
+
+# -- grid search --------------------------------------------------------------------------
+
+GRID = Searchspace(a=("INTEGER", [1, 3]), b=("CATEGORICAL", ["x", "y"]),
+                   c=("DISCRETE", [0.1, 0.2]))
+
+
+def test_grid_runs_every_combination_once_in_order_ignoring_num_trials():
+    sim = Sim(GridSearch(), GRID, num_trials=2)
+    trials = sim.ask_all()
+    assert sim.ask() is None
+    assert [t.params for t in trials] == GRID.grid()
+    assert len(trials) == 12 and sim.opt.num_trials == 12
+    assert [t.info_dict["grid_index"] for t in trials] == list(range(12))
+
+
+def test_grid_resume_runs_only_the_missing_points():
+    first = Sim(GridSearch(), GRID)
+    for _ in range(5):
+        first.finish(first.ask(), 1.0)
+    store, final = reload(first)
+    resumed = Sim(GridSearch(), GRID, store=store, final=final)
+    rest = resumed.ask_all()
+    assert [t.info_dict["grid_index"] for t in rest] == list(range(5, 12))
+    assert [t.params for t in rest] == GRID.grid()[5:]
+
+
+def test_grid_over_double_fails_in_validate():
+    opt = GridSearch()
+    with pytest.raises(SearchspaceError, match="cannot enumerate DOUBLE parameter 'x'"):
+        opt.validate(SPACE)
+
+
+# -- single run ---------------------------------------------------------------------------
+
+def test_single_run_makes_one_empty_trial():
+    sim = Sim(SingleRun(), None, num_trials=10)
+    trial = sim.ask()
+    assert trial.params == {} and sim.opt.num_trials == 1
+    assert sim.ask() is None
+    sim.finish(trial, 0.3)
+    assert sim.ask(trial) is None and len(sim.store) == 1
+
+
+# -- ASHA ---------------------------------------------------------------------------------
+
+def test_asha_promotes_top_fraction_for_max():
+    sim = Sim(Asha(), SPACE, num_trials=4, direction="max")
+    base = sim.ask_all()
+    assert len(base) == 4 and sim.ask() == IDLE
+    assert all(t.budget == 1 and t.info_dict["rung"] == 0 for t in base)
+    assert all(t.info_dict["parent"] is None for t in base)
+    values = [0.1, 0.9, 0.5, 0.3]
+
+    sim.finish(base[0], values[0])
+    assert sim.ask(base[0]) == IDLE  # n0 = 1: floor(1/2) = 0 promotions
+    sim.finish(base[1], values[1])
+    promo = sim.ask(base[1])
+    assert promo.params == base[1].params and promo.budget == 2
+    assert promo.info_dict["rung"] == 1 and promo.info_dict["parent"] == base[1].trial_id
+    sim.finish(base[2], values[2])
+    assert sim.ask(base[2]) == IDLE  # top 1 of 3 is base[1], already promoted
+    sim.finish(base[3], values[3])
+    promo2 = sim.ask(base[3])  # top 2 of 4: base[1] (done) and base[2]
+    assert promo2.info_dict["parent"] == base[2].trial_id
+    assert sim.ask() == IDLE
+
+
+def test_asha_promotes_top_fraction_for_min():
+    sim = Sim(Asha(), SPACE, num_trials=4, direction="min")
+    base = sim.ask_all()
+    for t, v in zip(base, [0.1, 0.9, 0.5, 0.3]):
+        sim.finish(t, v)
+    parents = [sim.ask().info_dict["parent"] for _ in range(2)]
+    assert parents == [base[0].trial_id, base[3].trial_id]
+    assert sim.ask() == IDLE
+
+
+def test_asha_promotes_from_the_highest_rung_first():
+    sim = Sim(Asha(), SPACE, num_trials=4)
+    base = sim.ask_all()
+    sim.finish(base[0], 0.2)
+    sim.finish(base[1], 0.8)
+    r1a = sim.ask()
+    sim.finish(r1a, 0.9)
+    sim.finish(base[2], 0.7)
+    sim.finish(base[3], 0.1)
+    r1b = sim.ask()  # rung 1 has 1 finished: no promotion; rung 0 top 2 -> base[2]
+    assert (r1b.info_dict["rung"], r1b.info_dict["parent"]) == (1, base[2].trial_id)
+    sim.finish(r1b, 0.5)
+    nxt = sim.ask()  # rung 1 now promotes r1a before anything else
+    assert (nxt.info_dict["rung"], nxt.info_dict["parent"], nxt.budget) == (2, r1a.trial_id, 4)
+
+
+def test_asha_failed_without_metric_is_never_promoted_but_early_stopped_is():
+    sim = Sim(Asha(), SPACE, num_trials=4)
+    base = sim.ask_all()
+    sim.finish(base[0], None, Trial.FAILED)
+    sim.finish(base[1], None, Trial.FAILED)
+    assert sim.ask() == IDLE  # top 1 of 2 has no metric
+    sim.finish(base[2], 0.4, Trial.EARLY_STOPPED)
+    sim.finish(base[3], None, Trial.FAILED)
+    promo = sim.ask()  # top 2 of 4: only base[2] has a metric
+    assert promo.info_dict["parent"] == base[2].trial_id
+    sim.finish(promo, 0.6)
+    assert sim.ask() is None
+
+
+def run_to_end(sim: Sim, score, interrupt_after: Optional[int] = None) -> Sim:
+    """Ask for everything available, finish the oldest running trial, repeat until None.
+
+    With ``interrupt_after``, after that many trials ended the stores are rebuilt as resume
+    would, and a fresh optimizer of the same kind continues.
+    """
+    ended = 0
+    while True:
+        sim.ask_all()
+        running = sim.running()
+        if not running:
+            assert sim.ask() is None
+            return sim
+        oldest = running[0]
+        sim.finish(oldest, score(oldest))
+        ended += 1
+        if ended == interrupt_after:
+            store, final = reload(sim)
+            fresh = type(sim.opt)(**sim.opt.config_kwargs)
+            created = sim.created
+            sim = Sim(fresh, sim.opt.searchspace, sim.opt.num_trials, sim.opt.direction,
+                      sim.opt.seed, store=store, final=final)
+            sim.created = [store[t.trial_id] for t in created]
+
+
+def score(trial: Trial) -> float:
+    return trial.params["x"] * trial.budget
+
+
+def signature(sim: Sim):
+    return [(t.trial_id, t.params, t.budget, t.info_dict["rung"], t.info_dict["parent"])
+            for t in sim.created]
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_asha_full_run_invariants(direction):
+    sim = run_to_end(Sim(Asha(reduction_factor=2, resource_min=1, resource_max=5), SPACE,
+                         num_trials=8, direction=direction), score)
+    trials = list(sim.store.values())
+    budgets = {t.info_dict["rung"]: t.budget for t in trials}
+    assert budgets == {0: 1, 1: 2, 2: 4, 3: 5}  # capped at resource_max
+    counts = [sum(1 for t in trials if t.info_dict["rung"] == k) for k in range(4)]
+    assert counts == [8, 4, 2, 1]
+    parents = [t.info_dict["parent"] for t in trials if t.info_dict["parent"] is not None]
+    assert len(parents) == len(set(parents))  # each trial promoted at most once
+    for t in trials:
+        parent = t.info_dict["parent"]
+        if parent is None:
+            continue
+        rung = sim.store[parent].info_dict["rung"]
+        peers = [p for p in trials if p.info_dict["rung"] == rung]
+        ranked = sorted(peers, key=lambda p: p.final_metric, reverse=direction == "max")
+        assert sim.store[parent] in ranked[:len(peers) // 2]
+        assert t.params == sim.store[parent].params
+    best_x = (max if direction == "max" else min)(t.params["x"] for t in trials)
+    top = [t for t in trials if t.info_dict["rung"] == 3][0]
+    assert top.params["x"] == best_x
+
+
+@pytest.mark.parametrize("interrupt_after", [1, 3, 6, 9, 12])
+def test_asha_resume_rebuilds_promotions_from_trial_store(interrupt_after):
+    def fresh():
+        return Sim(Asha(reduction_factor=2, resource_min=1, resource_max=4), SPACE,
+                   num_trials=8, seed=5)
+    uninterrupted = run_to_end(fresh(), score)
+    resumed = run_to_end(fresh(), score, interrupt_after=interrupt_after)
+    assert signature(resumed) == signature(uninterrupted)
+
+
+def test_asha_uses_budget_and_rejects_bad_options():
+    assert Asha.uses_budget is True
+    bad = [
+        (dict(reduction_factor=1), "reduction_factor must be an integer >= 2"),
+        (dict(reduction_factor=2.5), "reduction_factor must be an integer >= 2"),
+        (dict(reduction_factor=True), "reduction_factor must be an integer >= 2"),
+        (dict(resource_min=0), "resource_min must be a number above 0"),
+        (dict(resource_min=4, resource_max=4), "must be below resource_max"),
+        (dict(resource_min=8, resource_max=2), "must be below resource_max"),
+        (dict(reduction_factr=3), "did you mean 'reduction_factor'"),
+    ]
+    for kwargs, fragment in bad:
+        with pytest.raises(ConfigError) as excinfo:
+            Asha(**kwargs)
+        assert fragment in str(excinfo.value), kwargs
+        assert "\n" not in str(excinfo.value)
+
+
+def test_asha_needs_num_trials():
+    with pytest.raises(ConfigError, match="num_trials"):
+        Sim(Asha(), SPACE, num_trials=None)
+
+
+# -- get_optimizer ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,cls", [
+    ("randomsearch", RandomSearch), ("random", RandomSearch), ("RandomSearch", RandomSearch),
+    ("gridsearch", GridSearch), ("grid", GridSearch), ("asha", Asha),
+    ("none", SingleRun), ("single", SingleRun), (None, SingleRun), (Asha, Asha),
+])
+def test_get_optimizer_by_name(name, cls):
+    assert type(get_optimizer(name)) is cls
+
+
+def test_get_optimizer_passes_options_and_returns_instances_as_is():
+    asha = get_optimizer("asha", reduction_factor=3, resource_max=9)
+    assert (asha.reduction_factor, asha.resource_min, asha.resource_max) == (3, 1, 9)
+    mine = RandomSearch()
+    assert get_optimizer(mine) is mine
+    with pytest.raises(ConfigError, match="constructor"):
+        get_optimizer(mine, reduction_factor=3)
+
+
+def test_get_optimizer_unknown_name_suggests_the_closest():
+    with pytest.raises(ConfigError) as excinfo:
+        get_optimizer("randomserch")
+    message = str(excinfo.value)
+    assert message.startswith("unknown optimizer 'randomserch'; did you mean 'randomsearch'?")
+    assert isinstance(excinfo.value, MaggyError)
+    with pytest.raises(ConfigError, match="valid: "):
+        get_optimizer("bayes-opt-xyz")
+    with pytest.raises(ConfigError, match="must be a name"):
+        get_optimizer(42)
