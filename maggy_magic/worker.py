@@ -4,7 +4,7 @@
 calls the training function with its arguments injected by name, streams metric points
 and log lines in heartbeats, obeys ``stop``, and sends the final metric (which also asks
 for the next trial). It returns when the driver says ``shutdown`` or disappears. The same
-loop runs inside a local worker process (``python -m maggy_magic.worker``), a Spark task,
+loop runs inside a local worker process (:func:`main`), a Spark task,
 or a Spark task on a Livy cluster. Stdlib-only, apart from cloudpickle for loading the
 function that the launcher hands over.
 """
@@ -193,6 +193,8 @@ class WorkerLoop:
         self._inbox: "queue.Queue[Optional[dict]]" = queue.Queue()
         self._done = threading.Event()
         self._client: Optional[rpc.Client] = None
+        #: Called before a trial's end is reported (collects output still in flight).
+        self.before_report: Callable[[], Any] = lambda: None
 
     def run(self) -> int:
         """Serve trials; returns the number of trials run."""
@@ -262,6 +264,7 @@ class WorkerLoop:
         finally:
             if self.route_output:
                 sys.stdout.flush()
+            self.before_report()
             self.reporter, self.current_trial = None, None
         return reply
 
@@ -306,28 +309,53 @@ class WorkerLoop:
 
 
 # -- local worker process entry point -------------------------------------------------
-def _capture_fds(loop: WorkerLoop) -> None:
-    """Send what native code writes to fds 1 and 2 to the driver too (and to the log file)."""
-    read_fd, write_fd = os.pipe()
-    original = os.dup(2)
-    os.dup2(write_fd, 1)
-    os.dup2(write_fd, 2)
-    os.close(write_fd)
+class _FdCapture:
+    """Sends what native code writes to fds 1 and 2 to the driver (and to the log file).
 
-    def pump() -> None:
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            pending = b""
+    A pump thread forwards output as it comes; ``drain()`` lets the loop collect what is
+    already written before it reports a trial's end, so lines land in the right trial.
+    """
+
+    def __init__(self, loop: WorkerLoop):
+        self._loop = loop
+        self._read_fd, write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        self._original = os.dup(2)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._pending = b""
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, name="maggy-fd-pump", daemon=True).start()
+
+    def _pump(self) -> None:
+        import select
+
+        while True:
+            select.select([self._read_fd], [], [])
+            if not self.drain():
+                return
+
+    def drain(self, final: bool = False) -> bool:
+        """Forward what can be read now; False once the pipe is closed."""
+        with self._lock:
             while True:
-                chunk = pipe.read(65536)
+                try:
+                    chunk = os.read(self._read_fd, 65536)
+                except BlockingIOError:
+                    break
                 if not chunk:
-                    return
-                os.write(original, chunk)
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    loop.outbox.add_line(loop.current_trial, line.decode(errors="replace"))
-
-    threading.Thread(target=pump, name="maggy-fd-pump", daemon=True).start()
+                    return False
+                os.write(self._original, chunk)
+                self._pending += chunk
+            *lines, self._pending = self._pending.split(b"\n")
+            if final and self._pending:
+                lines.append(self._pending)
+                self._pending = b""
+            for line in lines:
+                self._loop.outbox.add_line(self._loop.current_trial,
+                                           line.decode(errors="replace"))
+        return True
 
 
 def main() -> None:
@@ -350,11 +378,9 @@ def main() -> None:
 
     loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
                       bytes.fromhex(header["secret"]), on_driver_lost="exit")
-    _capture_fds(loop)
+    capture = _FdCapture(loop)
+    loop.before_report = lambda: capture.drain(final=True)
     loop.run()
     sys.stdout.flush()
     os._exit(0)
 
-
-if __name__ == "__main__":
-    main()

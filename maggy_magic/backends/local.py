@@ -1,6 +1,6 @@
 """The local backend: long-lived worker processes on this machine.
 
-Each worker is a fresh ``python -m maggy_magic.worker`` process (spawned, never forked
+Each worker is a fresh Python process running :func:`maggy_magic.worker.main` (spawned, never forked
 from the kernel, so the kernel's threads and state do not leak into it). Its setup
 (driver address, secret, ``sys.path``) and the cloudpickled training function go through
 its stdin; its raw output goes to ``workers/<id>.out`` in the run directory, while the
@@ -66,7 +66,8 @@ class LocalBackend(Backend):
                                                 else ""))
         with open(out_path, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "maggy_magic.worker"], stdin=subprocess.PIPE,
+                [sys.executable, "-c", "from maggy_magic.worker import main; main()"],
+                stdin=subprocess.PIPE,
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 close_fds=True)
         with self._lock:
@@ -88,13 +89,14 @@ class LocalBackend(Backend):
             if self._stopping or self._procs.get(worker_id) is not proc:
                 return
             del self._procs[worker_id]
-            restart = self._restarts < (self.max_restarts or 0)
+            # exit code 0: the worker left because the driver ended or went away
+            restart = code != 0 and self._restarts < (self.max_restarts or 0)
             if restart:
                 self._restarts += 1
             alive = len(self._procs)
         if restart:
             self._spawn(worker_id)
-        elif alive == 0 and self._launch is not None:
+        elif code != 0 and alive == 0 and self._launch is not None:
             self._launch.fail(f"every local worker exited (last: worker {worker_id}, exit code "
                               f"{code}) after {self._restarts} restarts; its output ends with: "
                               f"{_tail(out_path)}")

@@ -1,0 +1,31 @@
+"""Shared fixtures: every test runs in its own directory, experiments write there."""
+
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+def journal(run_dir):
+    """The events of a run directory's journal."""
+    with open(os.path.join(run_dir, "journal.jsonl")) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
