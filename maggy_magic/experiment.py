@@ -72,6 +72,8 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     def record_trial(event: dict) -> None:
         if event["type"] in ("trial_finished", "trial_failed"):
             store.write_trial(driver.trials[event["trial"]])
+        elif event["type"] == "worker_lost":
+            backend.worker_lost(event["worker"])
 
     events.add(record_trial)
     for listener in listeners:

@@ -47,6 +47,10 @@ class Backend(abc.ABC):
     def stop(self, grace: float = 5.0) -> None:
         """Make every worker exit within about ``grace`` seconds (then force it)."""
 
+    def worker_lost(self, worker_id: str) -> None:
+        """The driver gave up on ``worker_id`` (silent or disconnected). A backend that
+        owns the worker's process should end it, so a hung worker does not hold a slot."""
+
     def driver_host(self) -> str:
         """The address the driver listens on, reachable from this backend's workers."""
         return "127.0.0.1"

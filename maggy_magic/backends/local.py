@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Dict, List, Optional
 
 from .base import Backend, Launch
@@ -101,18 +102,23 @@ class LocalBackend(Backend):
                               f"{code}) after {self._restarts} restarts; its output ends with: "
                               f"{_tail(out_path)}")
 
+    def worker_lost(self, worker_id: str) -> None:
+        """Kill the process of a worker the driver gave up on; its watcher replaces it."""
+        with self._lock:
+            proc = self._procs.get(worker_id)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
     def stop(self, grace: float = 5.0) -> None:
+        """Workers leave by themselves on ``shutdown``; whoever is left after ``grace``
+        seconds is killed (a hung or stopped process ignores anything gentler)."""
         with self._lock:
             self._stopping = True
             procs = list(self._procs.values())
+        deadline = time.monotonic() + grace
         for proc in procs:
             try:
-                proc.wait(timeout=grace / 2)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=grace / 2)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
