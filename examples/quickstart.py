@@ -2,7 +2,7 @@
 
 A two-layer neural network (numpy only) learns to classify points of a generated
 two-spirals data set. ASHA searches learning rate, width and weight decay, giving the
-promising configurations more epochs; the median rule stops trials that lag behind.
+promising configurations more epochs (20 per unit of budget); the median rule stops trials that lag behind.
 Run it with ``bash scripts/run-example.sh`` (or ``python examples/quickstart.py``).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 
 
-def make_spirals(n=600, noise=0.25, seed=0):
+def make_spirals(n=2000, noise=0.25, seed=0):
     rng = np.random.default_rng(seed)
     t = np.sqrt(rng.uniform(0.05, 1, n)) * 3 * np.pi
     sign = rng.integers(0, 2, n) * 2 - 1
@@ -37,8 +37,8 @@ def train(lr, hidden, weight_decay, budget, reporter):
         return h, 1 / (1 + np.exp(-(h @ w2 + b2)))
 
     accuracy = 0.0
-    for epoch in range(int(budget) * 10):
-        for batch in np.array_split(rng.permutation(len(x)), 10):
+    for epoch in range(int(budget) * 20):
+        for batch in np.array_split(rng.permutation(len(x)), 20):
             h, p = predict(x[batch])
             grad = (p - y[batch]) / len(batch)
             gh = np.outer(grad, w2) * (1 - h ** 2)
@@ -57,10 +57,10 @@ def main():
                               hidden=("INTEGER", [4, 64]),
                               weight_decay=("DOUBLE", [1e-5, 1e-1], "log"))
     config = HyperparameterOptConfig(
-        num_trials=int(sys.argv[1]) if len(sys.argv) > 1 else 12, optimizer="asha",
+        num_trials=int(sys.argv[1]) if len(sys.argv) > 1 else 18, optimizer="asha",
         searchspace=searchspace, optimization_key="accuracy", direction="max",
         es_policy="median", es_min=4, name="quickstart-spirals", seed=7,
-        optimizer_options={"reduction_factor": 2, "resource_min": 1, "resource_max": 4})
+        optimizer_options={"reduction_factor": 3, "resource_min": 1, "resource_max": 9})
     result = experiment.lagom(train, config)
     print()
     print(result.trials[["trial", "state", "accuracy", "budget", "lr", "hidden",

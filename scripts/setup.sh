@@ -22,7 +22,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     mkdir -p "$cache"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel >&2
     spec="."
     [ -n "$extras" ] && spec=".[$extras]"
     "$venv/bin/python" -m pip install -q "$spec" >&2
