@@ -81,7 +81,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     driver.add_periodic(0.5, store.flush)
     optimizer.trial_store, optimizer.final_store = driver.trials, driver.final
     optimizer.initialize()
-    workers = config.workers or min(backend.default_workers(), config.num_trials)
+    # grid search and single runs fix their own trial count in initialize()
+    workers = config.workers or min(backend.default_workers(),
+                                    optimizer.num_trials or config.num_trials)
     events.emit("run_started", config=dict(config.to_dict(), workers=workers),
                 kind=config.kind, name=config.name, run_dir=store.path,
                 resumed=bool(config.resume))

@@ -38,7 +38,8 @@ def check(running: List[Trial], finished: List[Trial], direction="max", rule=Non
 
 
 def test_median_stops_a_worse_trial_and_keeps_a_better_one():
-    peers = [done([0.5, 0.6, 0.7, 0.8]), done([0.4, 0.5, 0.6, 0.7]), done([0.6, 0.7, 0.8, 0.9])]
+    peers = [done([0.5, 0.6, 0.7, 0.8]), done([0.4, 0.5, 0.6, 0.7]),
+             done([0.6, 0.7, 0.8, 0.9])]
     bad = trial([0.1, 0.2, 0.3])         # best up to step 2: 0.3 < median 0.7
     good = trial([0.5, 0.7, 0.75])       # 0.75 > median of (0.7, 0.6, 0.8, 0.3)
     assert check([bad, good], peers) == [bad.trial_id]
@@ -142,4 +143,5 @@ def test_get_earlystop_returns_instances_and_rejects_unknown_names():
     assert get_earlystop(rule) is rule
     with pytest.raises(ConfigError) as excinfo:
         get_earlystop("medain")
-    assert "unknown early stopping policy 'medain'; did you mean 'median'?" in str(excinfo.value)
+    message = str(excinfo.value)
+    assert "unknown early stopping policy 'medain'; did you mean 'median'?" in message

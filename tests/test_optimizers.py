@@ -13,6 +13,8 @@ from maggy_magic.searchspace import Searchspace
 from maggy_magic.trial import Trial
 
 IDLE = AbstractOptimizer.IDLE
+#: More trials than any test needs: a buggy optimizer fails the test instead of hanging it.
+LIMIT = 1000
 
 
 class Sim:
@@ -48,6 +50,7 @@ class Sim:
         out = []
         while isinstance(answer := self.ask(), Trial):
             out.append(answer)
+            assert len(self.store) <= LIMIT, "optimizer never stops suggesting"
         return out
 
     def finish(self, trial: Trial, value: Optional[float], status: str = Trial.FINISHED):
@@ -66,7 +69,8 @@ def reload(sim: Sim):
     for old in sim.store.values():
         data = old.to_dict()
         trial = Trial(data["params"], info_dict=data["info"], budget=data["budget"])
-        trial.trial_id, trial.status, trial.final_metric = data["trial"], data["state"], data["value"]
+        trial.trial_id, trial.status = data["trial"], data["state"]
+        trial.final_metric = data["value"]
         for step, value in zip(data["steps"], data["history"]):
             trial.append_metric(step, value)
         store[trial.trial_id] = trial
@@ -248,7 +252,7 @@ def run_to_end(sim: Sim, score, interrupt_after: Optional[int] = None) -> Sim:
     would, and a fresh optimizer of the same kind continues.
     """
     ended = 0
-    while True:
+    while ended <= LIMIT:
         sim.ask_all()
         running = sim.running()
         if not running:
@@ -264,6 +268,7 @@ def run_to_end(sim: Sim, score, interrupt_after: Optional[int] = None) -> Sim:
             sim = Sim(fresh, sim.opt.searchspace, sim.opt.num_trials, sim.opt.direction,
                       sim.opt.seed, store=store, final=final)
             sim.created = [store[t.trial_id] for t in created]
+    raise AssertionError("optimizer never answered None")
 
 
 def score(trial: Trial) -> float:

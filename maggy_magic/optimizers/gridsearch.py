@@ -36,6 +36,6 @@ class GridSearch(AbstractOptimizer):
     def get_suggestion(self, trial: Optional[Trial] = None) -> Suggestion:
         taken = {t.info_dict.get("grid_index") for t in self.trial_store.values()}
         for index, params in enumerate(self._grid):
-            if index >= 0:
+            if index not in taken:
                 return self.create_trial(params, sample_type="grid", grid_index=index)
         return None
