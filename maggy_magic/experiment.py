@@ -34,8 +34,16 @@ def lagom(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = ()
 
 
 def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
-        on_driver: Optional[Callable[[Driver, Any], None]] = None) -> ExperimentResult:
-    """Run one experiment; ``on_driver(driver, backend)`` sees them once both exist."""
+        on_driver: Optional[Callable[[Driver, Any], None]] = None,
+        wait: Optional[Callable[[Driver], None]] = None) -> ExperimentResult:
+    """Run one experiment.
+
+    ``listeners`` receive every event (on the driver's thread). ``on_driver(driver,
+    backend)`` sees both once they exist, before workers start. ``wait(driver)`` blocks the
+    calling thread until ``driver.done`` (default: ``driver.wait()``); a notebook display
+    passes one that keeps serving UI messages meanwhile. KeyboardInterrupt raised inside
+    it interrupts the run.
+    """
     config.validate()
     optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
     optimizer.searchspace = config.searchspace
@@ -96,7 +104,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         loop.start()
         backend.start(_launch(driver, train_fn, workers, store.path))
         try:
-            driver.wait()
+            (wait or Driver.wait)(driver)
         except KeyboardInterrupt:
             interrupted = True
             driver.interrupt("interrupted by the user (KeyboardInterrupt)")
