@@ -5,29 +5,73 @@ Public API (Maggy-compatible)::
     from maggy_magic import experiment, Searchspace, HyperparameterOptConfig
     result = experiment.lagom(train, HyperparameterOptConfig(num_trials=8, ...))
 
-Importing this package loads no machine-learning framework and no Spark.
+In IPython or Jupyter, ``%load_ext maggy_magic`` adds the ``%%maggy`` / ``%maggy``
+magics (see :mod:`maggy_magic.magics`).
+
+Importing this package loads no machine-learning framework, no Spark and no IPython.
 """
 
 from __future__ import annotations
 
-from . import experiment
-from .config import HyperparameterOptConfig, RunOptions
-from .earlystop import AbstractEarlyStop
+import importlib
+from typing import Any
+
 from .errors import (BroadcastError, ConfigError, EarlyStopException, ExperimentFailed,
                      ExperimentInterrupted, InvalidMetricError, MaggyError, ResumeError,
                      SearchspaceError, TrainFunctionError)
-from .optimizers import AbstractOptimizer
-from .reporter import Reporter
-from .result import ExperimentResult
-from .searchspace import Searchspace
-from .trial import Trial
+
+#: Public name → module that defines it, imported on first use. Worker processes import
+#: only what the worker loop needs, so they start fast.
+_LAZY = {
+    "experiment": None,
+    "HyperparameterOptConfig": "config", "RunOptions": "config",
+    "AbstractEarlyStop": "earlystop", "AbstractOptimizer": "optimizers",
+    "Reporter": "reporter", "ExperimentResult": "result", "Searchspace": "searchspace",
+    "Trial": "trial",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'maggy_magic' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext maggy_magic``: register the ``%%maggy`` and ``%maggy`` magics."""
+    from .magics import MaggyMagics
+
+    ipython.register_magics(MaggyMagics(ipython))
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext maggy_magic``: stop runs in progress, remove the magics."""
+    from .magics import MaggyMagics
+
+    manager = ipython.magics_manager
+    for instance in list(manager.registry.values()):
+        if isinstance(instance, MaggyMagics):
+            instance.close()
+    for table in manager.magics.values():
+        if isinstance(getattr(table.get("maggy"), "__self__", None), MaggyMagics):
+            del table["maggy"]
+    manager.registry.pop("MaggyMagics", None)
 
 __all__ = [
     "experiment", "Searchspace", "HyperparameterOptConfig", "RunOptions",
     "AbstractOptimizer", "AbstractEarlyStop", "Reporter", "Trial", "ExperimentResult",
     "MaggyError", "ConfigError", "SearchspaceError", "TrainFunctionError",
     "InvalidMetricError", "BroadcastError", "ExperimentFailed", "ExperimentInterrupted",
-    "ResumeError", "EarlyStopException", "__version__",
+    "ResumeError", "EarlyStopException", "__version__", "load_ipython_extension",
+    "unload_ipython_extension",
 ]

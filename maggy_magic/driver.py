@@ -15,7 +15,12 @@ Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
 - → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key}``;
   registering also asks for a trial.
 - ← ``trial {trial, params, budget, info}`` whenever the worker is idle and a trial is
-  ready (an ask is parked until then).
+  ready (an ask is parked until then). Optimizers that do not learn from results
+  (``prefetch = True``: random and grid search) also get one trial queued on each worker
+  ahead of time, so a worker goes from one trial to the next without waiting for the
+  driver; the queued trial starts (``trial_started``) when the driver hears that the one
+  before it ended.
+- ← ``revoke {trial}``: drop that queued trial (the run is stopping).
 - → ``heartbeat {trial, points, logs}``: metric points ``[step, value]`` and log records
   ``[trial, line]`` since the last message.
 - ← ``stop {trial}``: the trial should end early (reporter raises at its next broadcast).
@@ -47,11 +52,12 @@ _HEARTBEAT_CHECK = 1.0
 class WorkerState:
     """What the driver knows about one connected worker."""
 
-    __slots__ = ("id", "conn", "host", "pid", "trial", "last_seen", "lost")
+    __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost")
 
     def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int):
         self.id, self.conn, self.host, self.pid = worker_id, conn, host, pid
-        self.trial: Optional[Trial] = None
+        self.trial: Optional[Trial] = None  # running
+        self.next: Optional[Trial] = None   # queued on the worker, not started
         self.last_seen = time.monotonic()
         self.lost = False
 
@@ -195,8 +201,7 @@ class Driver:
             conn: rpc.ServerConnection = tag
             if mask & selectors.EVENT_WRITE:
                 conn.flush()
-                if not conn.pending_output and not conn.closed:
-                    self._sel.modify(conn, selectors.EVENT_READ, conn)
+                self._sync_interest(conn)
             if mask & selectors.EVENT_READ:
                 self._read(conn)
 
@@ -228,12 +233,13 @@ class Driver:
         self._sync_interest(conn)
 
     def _sync_interest(self, conn: rpc.ServerConnection) -> None:
-        if conn.closed:
+        """Watch for writability exactly while the connection has queued output."""
+        if conn.closed or conn.pending_output == conn.watching_write:
             return
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending_output else 0)
         try:
-            if self._sel.get_key(conn).events != want:
-                self._sel.modify(conn, want, conn)
+            self._sel.modify(conn, want, conn)
+            conn.watching_write = conn.pending_output
         except (KeyError, ValueError):
             pass
 
@@ -269,8 +275,14 @@ class Driver:
                        f"{msg.get('error')}", msg.get("error_type") or "ExperimentFailed")
             return
         if kind in ("final", "error"):
-            worker.trial = None
-            self.idle.append(worker)
+            if trial is not None:
+                worker.trial = None
+                queued, worker.next = worker.next, None
+                if queued is not None:
+                    self._begin(queued, worker)
+                    self._prefetch(worker)
+            if worker.trial is None and worker not in self.idle:
+                self.idle.append(worker)
             self._dispatch()
 
     def _register(self, conn: rpc.ServerConnection, msg: Dict[str, Any]) -> None:
@@ -369,12 +381,14 @@ class Driver:
             if worker.lost:
                 self.queue.appendleft(trial)
                 break
-            self._start(trial, worker)
+            self._begin(trial, worker)
+            self._send_trial(trial, worker)
+            self._prefetch(worker)
         running = any(w.trial is not None for w in self.workers.values())
-        if not running and not self.queue and not self._done.is_set():
+        if not running and not self._done.is_set():
             if self._stopping:
                 self._finish(self._stop_state, self._stop_reason)
-            elif self._exhausted or self._optimizer_stuck():
+            elif not self.queue and (self._exhausted or self._optimizer_stuck()):
                 self._finish("finished", None)
 
     def _optimizer_stuck(self) -> bool:
@@ -396,7 +410,8 @@ class Driver:
         self._dispatch()
         return False
 
-    def _start(self, trial: Trial, worker: WorkerState) -> None:
+    def _begin(self, trial: Trial, worker: WorkerState) -> None:
+        """Record that ``worker`` runs ``trial`` from now on."""
         trial.status, trial.worker = Trial.RUNNING, worker.id
         trial.start, trial.end = time.time(), None
         trial.early_stop = False
@@ -405,8 +420,28 @@ class Driver:
         self.events.emit("trial_started", trial=trial.trial_id, params=trial.params,
                          worker=worker.id, budget=trial.budget, info=trial.info_dict,
                          attempt=trial.retries)
+
+    def _send_trial(self, trial: Trial, worker: WorkerState) -> None:
         self._send(worker, {"type": "trial", "trial": trial.trial_id, "params": trial.params,
                             "budget": trial.budget, "info": trial.info_dict})
+
+    def _prefetch(self, worker: WorkerState) -> None:
+        """Queue the following trial on ``worker`` if the optimizer allows it."""
+        if not getattr(self.optimizer, "prefetch", False) or worker.next is not None \
+                or self._stopping or self._done.is_set():
+            return
+        trial = self._next_trial()
+        if trial is not None:
+            trial.worker = worker.id
+            worker.next = trial
+            self._send_trial(trial, worker)
+
+    def _unqueue(self, worker: WorkerState) -> None:
+        """Take back the trial queued on ``worker`` (it never started)."""
+        queued, worker.next = worker.next, None
+        if queued is not None:
+            queued.status, queued.worker = Trial.PENDING, None
+            self.queue.appendleft(queued)
 
     # -- losing workers -----------------------------------------------------------------
     def _drop(self, conn: rpc.ServerConnection, reason: str) -> None:
@@ -428,6 +463,7 @@ class Driver:
                 pass
             worker.conn.close()
         self.events.emit("worker_lost", worker=worker.id, reason=reason)
+        self._unqueue(worker)
         trial, worker.trial = worker.trial, None
         if trial is not None and not self._done.is_set():
             if self._stopping:
@@ -497,6 +533,9 @@ class Driver:
         self._stop_state, self._stop_reason = state, reason
         self.events.emit("stop_requested", reason=reason)
         for worker in self.workers.values():
+            if worker.next is not None and not worker.lost:
+                self._send(worker, {"type": "revoke", "trial": worker.next.trial_id})
+                self._unqueue(worker)
             if worker.trial is not None and not worker.trial.early_stop:
                 self._send(worker, {"type": "stop", "trial": worker.trial.trial_id})
         grace = self.settings.stop_grace

@@ -77,13 +77,13 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
                     trials=trials)
 
-    def record_trial(event: dict) -> None:
-        if event["type"] in ("trial_finished", "trial_failed"):
-            store.write_trial(driver.trials[event["trial"]])
-        elif event["type"] == "worker_lost":
+    def tell_backend(event: dict) -> None:
+        if event["type"] == "worker_lost":
             backend.worker_lost(event["worker"])
+        elif event["type"] == "worker_joined":
+            backend.worker_joined(event["worker"], event.get("host", "?"), event.get("pid", 0))
 
-    events.add(record_trial)
+    events.add(tell_backend)
     for listener in listeners:
         events.add(listener)
     driver.add_periodic(0.5, store.flush)
@@ -92,7 +92,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     # grid search and single runs fix their own trial count in initialize()
     workers = config.workers or min(backend.default_workers(),
                                     optimizer.num_trials or config.num_trials)
-    events.emit("run_started", config=dict(config.to_dict(), workers=workers),
+    # num_trials as the optimizer settled it (a grid's size), so displays show the total
+    events.emit("run_started", config=dict(config.to_dict(), workers=workers,
+                                           num_trials=optimizer.num_trials or config.num_trials),
                 kind=config.kind, name=config.name, run_dir=store.path,
                 resumed=bool(config.resume))
     if on_driver is not None:

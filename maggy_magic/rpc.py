@@ -83,7 +83,7 @@ class _Endpoint:
         if not hmac.compare_digest(tag, expected):
             raise FrameError("bad MAC")
         try:
-            message = _loads(payload)
+            message = _loads(payload.decode())
         except ValueError:
             raise FrameError("payload is not JSON") from None
         if not isinstance(message, dict) or message.get("n") != self.received:
@@ -111,6 +111,7 @@ class ServerConnection:
         self._outbuf = bytearray()
         self.authenticated = False
         self.closed = False
+        self.watching_write = False  # maintained by the driver's selector loop
         self.worker: Optional[str] = None
 
     def fileno(self) -> int:

@@ -5,9 +5,10 @@ Layout of ``<root>/<name>/<run_id>/``::
     config.json        the experiment's configuration (JSON)
     train.py           source of the training function (when it can be found)
     journal.jsonl      every event of the run, one JSON object per line, append-only
-    trials/<id>/       log.txt (what the trial printed) and trial.json (its final record)
+    trials/<id>/       log.txt: what the trial printed (only trials that printed)
     workers/<id>.log   lines a worker printed outside any trial; <id>.out raw process output
-    result.json        the summary, written when the run ends
+    result.json        the summary and every trial's record (params, state, metric
+                       history, timings, error), written when the run ends
 
 The journal is the source of truth: ``load_trials`` rebuilds every trial from it.
 Secrets never reach this directory.
@@ -66,9 +67,10 @@ class RunStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_json(self, filename: str, data: Any) -> None:
+        """Replace ``filename`` atomically with ``data`` as JSON (one write call)."""
         tmp = os.path.join(self.path, filename + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=str)
+            handle.write(json.dumps(data, default=str))
         os.replace(tmp, os.path.join(self.path, filename))
 
     def write_source(self, fn: Any, extra: str = "") -> None:
@@ -91,13 +93,6 @@ class RunStore:
             self._append(target, event["lines"])
         elif kind == "run_finished":
             self.flush()
-
-    def write_trial(self, trial: Trial) -> None:
-        """Write a finished trial's record to ``trials/<id>/trial.json``."""
-        folder = os.path.join(self.path, "trials", trial.trial_id)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "trial.json"), "w", encoding="utf-8") as handle:
-            handle.write(self._dumps(trial.to_dict()))
 
     def _append(self, target: str, lines: List[str]) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)

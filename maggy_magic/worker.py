@@ -76,17 +76,29 @@ def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = 
                                  "add a `budget` argument")
 
 
-def build_kwargs(fn: Callable, params: Dict[str, Any], reporter: Reporter,
-                 budget: Any = None, extras: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The keyword arguments for one call of ``fn``."""
-    extras = extras or {}
+def call_plan(fn: Callable):
+    """``(named parameters, takes **kwargs)`` of ``fn``, or None if it has no signature.
+
+    Computed once per function: inspecting a signature costs more than a no-op trial.
+    """
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
+        return None
+    named = tuple(p.name for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return named, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def build_kwargs(fn: Callable, params: Dict[str, Any], reporter: Reporter,
+                 budget: Any = None, extras: Optional[Dict[str, Any]] = None,
+                 plan=None) -> Dict[str, Any]:
+    """The keyword arguments for one call of ``fn`` (``plan`` from :func:`call_plan`)."""
+    extras = extras or {}
+    plan = plan or call_plan(fn)
+    if plan is None:
         return dict(params)
-    named = {p.name for p in sig.parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    named, var_kw = plan
     kwargs: Dict[str, Any] = {}
     for pname in named:
         if pname in params:
@@ -190,7 +202,9 @@ class WorkerLoop:
         self.hb_interval = 1.0
         self.optimization_key = "metric"
         self.trials_run = 0
-        self._inbox: "queue.Queue[Optional[dict]]" = queue.Queue()
+        self._inbox: "queue.SimpleQueue[Optional[dict]]" = queue.SimpleQueue()
+        self._revoked: set = set()
+        self._plan = None
         self._done = threading.Event()
         self._client: Optional[rpc.Client] = None
         #: Called before a trial's end is reported (collects output still in flight).
@@ -215,10 +229,13 @@ class WorkerLoop:
                 self._send({"type": "fatal", "error": f"{type(exc).__name__}: {exc}",
                             "error_type": type(exc).__name__})
                 return 0
+            self._plan = call_plan(fn)
             while True:
                 msg = self._inbox.get()
                 if msg is None:
                     break
+                if msg["trial"] in self._revoked:
+                    continue
                 self._send(self._run_trial(fn, msg))
         except rpc.ConnectionLost:
             pass
@@ -247,7 +264,7 @@ class WorkerLoop:
         reply: Dict[str, Any] = {"trial": trial_id}
         try:
             kwargs = build_kwargs(fn, msg.get("params") or {}, reporter, msg.get("budget"),
-                                  self.extras)
+                                  self.extras, self._plan)
             returned = fn(**kwargs)
             value, metrics = final_metric(returned, self.optimization_key)
             reply.update(type="final", value=value, metrics=metrics, early_stopped=False)
@@ -276,7 +293,9 @@ class WorkerLoop:
                 kind = msg.get("type")
                 if kind == "trial":
                     self._inbox.put(msg)
-                elif kind == "stop":
+                elif kind in ("stop", "revoke"):
+                    if kind == "revoke":
+                        self._revoked.add(msg.get("trial"))
                     reporter = self.reporter
                     if reporter is not None and reporter.trial_id == msg.get("trial"):
                         reporter.stop()

@@ -283,3 +283,26 @@ def test_kernel_output_streams_are_untouched():
                                                                y=("DISCRETE", [0])),
                                        name="streams"))
     assert (sys.stdout, sys.stderr, builtins.print) == before
+
+
+def test_graceful_stop_ends_running_trials_and_starts_no_more():
+    handle = {}
+
+    def stopper(event):
+        if event["type"] == "trial_finished" and event["trial"] == "0001":
+            handle["driver"].request_stop("enough")
+
+    result = experiment.run(sleepy, config(num_trials=12, hb_interval=0.1, name="stop"),
+                            listeners=[stopper],
+                            on_driver=lambda driver, _: handle.update(driver=driver))
+    assert result.state == "stopped"
+    events = journal(result.run_dir)
+    kinds = [e["type"] for e in events]
+    stop_at = kinds.index("stop_requested")
+    assert "trial_started" not in kinds[stop_at:], "a trial started after the stop"
+    started = {e["trial"] for e in events if e["type"] == "trial_started"}
+    ended = {e["trial"] for e in events if e["type"] in ("trial_finished", "trial_failed")}
+    assert started == ended and len(started) < 12
+    assert result.num_early_stopped >= 1  # the trial(s) running at the stop ended early
+    assert len(result.trial_records) == len(started) or all(
+        t["state"] == "PENDING" for t in result.trial_records if t["trial"] not in started)

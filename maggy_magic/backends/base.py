@@ -47,6 +47,11 @@ class Backend(abc.ABC):
     def stop(self, grace: float = 5.0) -> None:
         """Make every worker exit within about ``grace`` seconds (then force it)."""
 
+    def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
+        """``worker_id`` registered with the driver (again, after a restart or retry).
+        Called on the driver's thread before ``worker_lost`` can name that incarnation;
+        must not block. A backend may note it to tell a worker's incarnations apart."""
+
     def worker_lost(self, worker_id: str) -> None:
         """The driver gave up on ``worker_id`` (silent or disconnected). A backend that
         owns the worker's process should end it, so a hung worker does not hold a slot."""

@@ -35,6 +35,9 @@ class AbstractOptimizer(abc.ABC):
     IDLE = "IDLE"
     #: Whether the training function receives a ``budget`` argument.
     uses_budget = False
+    #: Whether suggestions do not depend on results, so the driver may queue the next
+    #: trial on a worker before the current one ends (hides the round trip per trial).
+    prefetch = False
 
     def __init__(self, **kwargs: Any):
         self.searchspace = None

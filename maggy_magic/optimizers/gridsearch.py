@@ -20,10 +20,14 @@ class GridSearch(AbstractOptimizer):
     Takes no options.
     """
 
+    prefetch = True
+
     def __init__(self, **kwargs: Any):
         reject_options("gridsearch", kwargs, [])
         super().__init__()
         self._grid: List[Dict[str, Any]] = []
+        self._taken: set = set()
+        self._cursor = 0
 
     def validate(self, searchspace: Any) -> None:
         require_params("gridsearch", searchspace)
@@ -32,10 +36,15 @@ class GridSearch(AbstractOptimizer):
     def initialize(self) -> None:
         self._grid = self.searchspace.grid()
         self.num_trials = len(self._grid)
+        self._taken = {t.info_dict.get("grid_index") for t in self.trial_store.values()}
+        self._cursor = 0
 
     def get_suggestion(self, trial: Optional[Trial] = None) -> Suggestion:
-        taken = {t.info_dict.get("grid_index") for t in self.trial_store.values()}
-        for index, params in enumerate(self._grid):
-            if index not in taken:
-                return self.create_trial(params, sample_type="grid", grid_index=index)
+        # indices below the cursor were suggested by this run; _taken by an earlier one
+        while self._cursor < len(self._grid):
+            index = self._cursor
+            self._cursor += 1
+            if index not in self._taken:
+                return self.create_trial(self._grid[index], sample_type="grid",
+                                         grid_index=index)
         return None

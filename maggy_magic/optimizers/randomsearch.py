@@ -67,6 +67,8 @@ class RandomSearch(AbstractOptimizer):
     Takes no options.
     """
 
+    prefetch = True
+
     def __init__(self, **kwargs: Any):
         reject_options("randomsearch", kwargs, [])
         super().__init__()
