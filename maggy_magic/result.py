@@ -112,6 +112,12 @@ class ExperimentResult(collections.abc.Mapping):
     def __len__(self) -> int:
         return len(self._maggy())
 
+    def _repr_html_(self) -> str:
+        """The static summary (best trial, trial table, learning curves) for notebooks."""
+        from .ui.summary import summary_html
+
+        return summary_html(self)
+
     def __repr__(self) -> str:
         best = (f"best {self.optimization_key}={self.best_metric:.6g} (trial {self.best_id}) "
                 f"with {self.best_params}") if self.best_trial else "no successful trial"

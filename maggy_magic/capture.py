@@ -1,0 +1,289 @@
+"""Run a ``%%maggy`` cell body and find what the experiment needs in it.
+
+- :func:`run_cell` executes the body in the notebook's namespace, exactly like an ordinary
+  cell (so what it defines stays bound: ``train`` can be called in the next cell), and
+  reports which names the cell bound.
+- :func:`find_train_fn` and :func:`find_searchspace` pick the training function and the
+  search space: the one named by ``--fn``/``--space``, else the only candidate the cell
+  defines (the search space may also come from an earlier cell). None or several
+  candidates give a one-line :class:`~maggy_magic.errors.MaggyError` naming them.
+- :func:`check_portable` makes sure the training function can travel to the workers
+  before any worker starts. Functions defined in the notebook (``__main__``) are pickled
+  by value by cloudpickle, together with the globals they use, recursively through
+  helpers from earlier cells; a global that does not exist, or one that cannot be pickled
+  (a lock, a socket, an open file), is reported by name.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import inspect
+import types
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+
+from .errors import ConfigError, MaggyError, SearchspaceError, TrainFunctionError, closest
+from .searchspace import Searchspace
+
+
+class CellCapture:
+    """What running a cell body produced: its ``source``, the code's ``filename`` and the
+    names it bound (``defined``: name → value, new or rebound names only)."""
+
+    def __init__(self, source: str, filename: str, defined: Dict[str, Any]):
+        self.source = source
+        self.filename = filename
+        self.defined = defined
+
+    def functions(self) -> Dict[str, Callable]:
+        """The functions whose code is in this cell (``def`` and ``lambda``), in order."""
+        found = {name: value for name, value in self.defined.items()
+                 if inspect.isfunction(value)
+                 and inspect.unwrap(value).__code__.co_filename == self.filename}
+        return dict(sorted(found.items(),
+                           key=lambda item: inspect.unwrap(item[1]).__code__.co_firstlineno))
+
+
+def run_cell(shell: Any, source: str) -> CellCapture:
+    """Execute ``source`` (IPython syntax allowed) in ``shell``'s user namespace.
+
+    Errors raised by the cell propagate unchanged, with the cell's lines in the traceback.
+    """
+    namespace = shell.user_ns
+    before = dict(namespace)
+    code_text = shell.transform_cell(source)
+    filename = shell.compile.cache(code_text, shell.execution_count, raw_code=source)
+    code = shell.compile(code_text, filename, "exec")
+    exec(code, shell.user_global_ns, namespace)  # noqa: S102 - this is the user's cell
+    defined = {name: value for name, value in namespace.items()
+               if name not in before or before[name] is not value}
+    return CellCapture(source, filename, defined)
+
+
+# -- the training function ------------------------------------------------------------
+def find_train_fn(capture: CellCapture, namespace: Dict[str, Any], name: Optional[str],
+                  accepts: Callable[[Callable], None]) -> Callable:
+    """The training function: ``namespace[name]`` if ``name`` is given, else the one
+    function the cell defines that ``accepts`` (a check that raises
+    :class:`TrainFunctionError` when the experiment cannot call it) lets through."""
+    if name:
+        if name not in namespace:
+            functions = [n for n, v in namespace.items()
+                         if inspect.isfunction(v) and not n.startswith("_")]
+            hint = closest(name, functions)
+            raise ConfigError(f"--fn {name!r} is not defined in the notebook"
+                              + (f"; did you mean {hint!r}?" if hint else
+                                 "; define it in the cell or pass the name of the "
+                                 "training function"))
+        fn = namespace[name]
+        if not callable(fn):
+            raise ConfigError(f"--fn {name!r} is a {type(fn).__name__}, not a function; pass "
+                              "the name of the training function")
+        return fn
+    functions = capture.functions()
+    if not functions:
+        raise TrainFunctionError("the cell defines no function; define the training "
+                                 "function in the cell (def train(...): ...) or pass --fn NAME")
+    if len(functions) == 1:
+        return next(iter(functions.values()))
+    callable_ = {}
+    for fname, fn in functions.items():
+        try:
+            accepts(fn)
+        except MaggyError:
+            continue
+        callable_[fname] = fn
+    if len(callable_) == 1:
+        return next(iter(callable_.values()))
+    listed = ", ".join(callable_ or functions)
+    if callable_:
+        raise TrainFunctionError(f"the cell defines {len(callable_)} functions the experiment "
+                                 f"could call ({listed}); say which one trains with --fn NAME")
+    raise TrainFunctionError(f"none of the cell's functions ({listed}) takes the search "
+                             "space's parameters; fix the training function's arguments or "
+                             "pass --fn NAME")
+
+
+# -- the search space -----------------------------------------------------------------
+def find_searchspace(capture: CellCapture, namespace: Dict[str, Any], name: Optional[str],
+                     *, required: bool = True) -> Searchspace:
+    """The search space: ``namespace[name]`` if given, else the one Searchspace the cell
+    binds, else the one in the notebook's namespace. With ``required=False`` a missing
+    one gives an empty Searchspace (and the notebook's namespace is not searched)."""
+    if name:
+        value = namespace.get(name)
+        if not isinstance(value, Searchspace):
+            spaces = _spaces(namespace)
+            hint = closest(name, spaces)
+            what = "is not defined" if name not in namespace else \
+                f"is a {type(value).__name__}, not a Searchspace"
+            raise ConfigError(f"--space {name!r} {what}"
+                              + (f"; did you mean {hint!r}?" if hint else
+                                 "; pass the name of a Searchspace"))
+        return value
+    in_cell = _spaces(capture.defined)
+    if len(in_cell) == 1:
+        return next(iter(in_cell.values()))
+    if len(in_cell) > 1:
+        raise SearchspaceError(f"the cell defines {len(in_cell)} search spaces "
+                               f"({', '.join(in_cell)}); keep one or pick it with --space NAME")
+    if not required:
+        return Searchspace()
+    in_notebook = _spaces(namespace)
+    if len(in_notebook) == 1:
+        return next(iter(in_notebook.values()))
+    if len(in_notebook) > 1:
+        raise SearchspaceError(f"the cell defines no search space and the notebook has "
+                               f"{len(in_notebook)} ({', '.join(in_notebook)}); define one in "
+                               "the cell or pick one with --space NAME")
+    raise SearchspaceError("no search space: define one in the cell, e.g. searchspace = "
+                           "Searchspace(x=('DOUBLE', [0, 1])), or pass --space NAME")
+
+
+def _spaces(names: Dict[str, Any]) -> Dict[str, Searchspace]:
+    """Searchspace objects by name, one name per object, names with ``_`` skipped."""
+    found: Dict[str, Searchspace] = {}
+    seen: Set[int] = set()
+    for name, value in names.items():
+        if isinstance(value, Searchspace) and not name.startswith("_") and \
+                id(value) not in seen:
+            seen.add(id(value))
+            found[name] = value
+    return found
+
+
+# -- can it travel? -------------------------------------------------------------------
+def check_portable(fn: Callable) -> None:
+    """Raise :class:`TrainFunctionError` if ``fn`` cannot be sent to the workers.
+
+    Checks, without running anything: every global name that ``fn`` (and each notebook
+    function or class it uses, recursively) reads exists; then that cloudpickle can
+    serialise ``fn``. When it cannot, the global, closure variable or default that fails
+    is named.
+    """
+    import cloudpickle
+
+    label = f"{getattr(fn, '__name__', 'the training function')}()"
+    for chain, name in _missing_globals(fn):
+        via = "".join(f"{c}() → " for c in chain[1:])
+        raise TrainFunctionError(
+            f"{label} uses {via}{name!r}, which is not defined in the notebook; define it in "
+            "this cell or an earlier one (or import it inside the function) so the "
+            "workers get it")
+    try:
+        cloudpickle.dumps(fn)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is reported the same way
+        problem = _first_line(exc)
+        for chain, name, value in _referenced_values(fn):
+            try:
+                cloudpickle.dumps(value)
+            except Exception as inner:  # noqa: BLE001
+                via = "".join(f"{c}() → " for c in chain[1:])
+                raise TrainFunctionError(
+                    f"{label} uses {via}{name!r} (a {type(value).__name__}), which cannot be "
+                    f"sent to the workers ({_first_line(inner)}); create it inside the "
+                    "function instead") from None
+        raise TrainFunctionError(f"{label} cannot be sent to the workers ({problem}); "
+                                 "move what it cannot pickle inside the function") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _by_value(obj: Any) -> bool:
+    """Whether cloudpickle sends ``obj`` with its code (it is defined in the notebook)."""
+    return getattr(obj, "__module__", None) in ("__main__", None)
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _global_reads(fn: types.FunctionType) -> List[str]:
+    """Global names ``fn``'s code reads, minus those it assigns with ``global``."""
+    reads: List[str] = []
+    assigned: Set[str] = set()
+    for code in _code_objects(fn.__code__):
+        stored_here = set()
+        for ins in dis.get_instructions(code):
+            if ins.opname == "STORE_GLOBAL":
+                assigned.add(ins.argval)
+            elif ins.opname == "STORE_NAME":
+                stored_here.add(ins.argval)  # class bodies: their own names
+            elif ins.opname == "LOAD_GLOBAL" or (
+                    ins.opname == "LOAD_NAME" and ins.argval not in stored_here):
+                if ins.argval not in reads:
+                    reads.append(ins.argval)
+    return [name for name in reads if name not in assigned]
+
+
+def _notebook_functions(obj: Any) -> List[types.FunctionType]:
+    """``obj`` itself if it is a notebook function, or a notebook class's methods."""
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    if inspect.isfunction(obj) and _by_value(obj):
+        return [obj]
+    if inspect.isclass(obj) and _by_value(obj):
+        found = []
+        for member in vars(obj).values():
+            member = getattr(member, "__func__", member)  # staticmethod / classmethod
+            if inspect.isfunction(member):
+                found.append(member)
+        return found
+    return []
+
+
+def _walk(fn: Callable) -> Iterator[tuple]:
+    """``(chain, fn)`` for ``fn`` and every notebook function reachable through globals."""
+    seen: Set[int] = set()
+    stack = [((getattr(fn, "__name__", "fn"),), f) for f in _notebook_functions(fn)]
+    while stack:
+        chain, current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield chain, current
+        for name in _global_reads(current):
+            if name in current.__globals__:
+                for inner in _notebook_functions(current.__globals__[name]):
+                    stack.append((chain + (name,), inner))
+        for cell in current.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:
+                continue
+            for inner in _notebook_functions(contents):
+                stack.append((chain + (getattr(inner, "__name__", "?"),), inner))
+
+
+def _missing_globals(fn: Callable) -> Iterator[tuple]:
+    for chain, current in _walk(fn):
+        for name in _global_reads(current):
+            if name not in current.__globals__ and not hasattr(builtins, name):
+                yield chain, name
+
+
+def _referenced_values(fn: Callable) -> Iterator[tuple]:
+    """``(chain, name, value)`` for each global, closure variable and default used."""
+    for chain, current in _walk(fn):
+        for name in _global_reads(current):
+            if name in current.__globals__:
+                value = current.__globals__[name]
+                if not _notebook_functions(value) or inspect.isclass(value):
+                    yield chain, name, value
+        for name, cell in zip(current.__code__.co_freevars, current.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            if not _notebook_functions(value):
+                yield chain, name, value
+        params = inspect.signature(current).parameters.values() \
+            if current.__defaults__ or current.__kwdefaults__ else ()
+        for param in params:
+            if param.default is not param.empty:
+                yield chain, f"default of {param.name}", param.default

@@ -1,0 +1,556 @@
+"""The IPython magics: ``%%maggy hpo|ablation|dist [options]`` and ``%maggy ...``.
+
+IPython glue only: parse the line, run the cell body (:mod:`.capture`), build the
+experiment config, run it with a live display (:mod:`.ui`) and return the result.
+
+Options follow the Python API's names (``--trials`` is ``num_trials``, ``--metric`` is
+``optimization_key``...; ``%maggy help`` lists them). IPython expands ``$name`` and
+``{expression}`` in the line before this module sees it, so every option can take a
+notebook variable, and a papermill parameters cell drives the run. Mistakes give a
+one-line :class:`~maggy_magic.errors.MaggyError` that names the closest valid choice; the
+notebook shows such errors as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shlex
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .errors import ConfigError, ExperimentInterrupted, MaggyError, closest, did_you_mean
+
+#: Cell subcommands and whether they exist yet.
+CELL_COMMANDS = {"hpo": True, "ablation": False, "dist": False}
+#: Line subcommands.
+LINE_COMMANDS = ("list", "show", "stop", "help", "config")
+
+
+class Option:
+    """One command-line option: its flags, the config keyword it sets, how to parse it."""
+
+    def __init__(self, flags: Tuple[str, ...], dest: str, kind: str, help: str,
+                 choices: Optional[Callable[[], Any]] = None, per_cell: bool = False):
+        self.flags, self.dest, self.kind, self.help = flags, dest, kind, help
+        self.choices, self.per_cell = choices, per_cell
+
+    @property
+    def name(self) -> str:
+        return self.flags[0]
+
+
+def _optimizers():
+    from .optimizers import OPTIMIZERS
+    return OPTIMIZERS
+
+
+def _earlystops():
+    from .earlystop import EARLYSTOPS
+    return EARLYSTOPS
+
+
+def _backends():
+    from .backends import BACKENDS
+    return BACKENDS
+
+
+def _ui_modes():
+    from .ui import UI_MODES
+    return UI_MODES
+
+
+OPTIONS: List[Option] = [
+    Option(("--trials",), "num_trials", "int", "number of trials (num_trials)"),
+    Option(("--optimizer",), "optimizer", "choice", "randomsearch, gridsearch, asha, none...",
+           _optimizers),
+    Option(("--metric",), "optimization_key", "str",
+           "key of the returned dict to optimize (optimization_key)"),
+    Option(("--direction",), "direction", "choice", "max or min",
+           lambda: ("max", "min")),
+    Option(("--es-policy",), "es_policy", "choice", "early stopping: median or none",
+           _earlystops),
+    Option(("--es-interval",), "es_interval", "float", "seconds between early-stop checks"),
+    Option(("--es-min",), "es_min", "int", "finished trials before early stopping starts"),
+    Option(("--workers",), "workers", "int", "parallel workers (default: CPUs, <= trials)"),
+    Option(("--backend",), "backend", "choice", "where trials run: local, ...", _backends),
+    Option(("--name",), "name", "str", "experiment name (its folder under --root)"),
+    Option(("--description",), "description", "str", "free text kept with the run"),
+    Option(("--resume",), "resume", "str", "run id (or 'latest') of a run to continue",
+           per_cell=True),
+    Option(("--seed",), "seed", "int", "random seed of the optimizer"),
+    Option(("--max-failures",), "max_failures", "int", "failed trials tolerated"),
+    Option(("--max-retries",), "max_retries", "int", "re-runs of a trial whose worker died"),
+    Option(("--hb-interval",), "hb_interval", "float", "seconds between worker heartbeats"),
+    Option(("--hb-timeout",), "hb_timeout", "float", "silence before a worker is lost"),
+    Option(("--root",), "root", "str", "folder of run directories (maggy_experiments)"),
+    Option(("--opt",), "optimizer_options", "keyvalue",
+           "optimizer option key=value (repeatable), e.g. --opt reduction_factor=3"),
+    Option(("--backend-opt",), "backend_options", "keyvalue",
+           "backend option key=value (repeatable)"),
+    Option(("--fn",), "fn", "identifier", "name of the training function", per_cell=True),
+    Option(("--space",), "space", "identifier", "name of the Searchspace", per_cell=True),
+    Option(("-o", "--output"), "output", "identifier",
+           "notebook variable that receives the result", per_cell=True),
+    Option(("--ui",), "ui", "choice", "auto (dashboard if widgets work), widget or text",
+           _ui_modes),
+]
+_BY_DEST = {o.dest: o for o in OPTIONS}
+#: Options that are not config keywords; the magic consumes them.
+_MAGIC_ONLY = ("fn", "space", "output", "ui")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line ConfigError instead of exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}; %maggy help lists the options")
+
+
+def _parser(prog: str) -> _Parser:
+    parser = _Parser(prog=prog, add_help=False, allow_abbrev=False)
+    for option in OPTIONS:
+        action = "append" if option.kind == "keyvalue" else "store"
+        parser.add_argument(*option.flags, dest=option.dest, action=action, default=None)
+    parser.add_argument("-h", "--help", dest="help", action="store_true")
+    return parser
+
+
+def parse_options(tokens: List[str], prog: str) -> Dict[str, Any]:
+    """The options in ``tokens`` as config keywords (only those given), converted and
+    checked; ``help=True`` when asked for help. Raises :class:`ConfigError`."""
+    parser = _parser(prog)
+    namespace, extra = parser.parse_known_args(tokens)
+    if extra:
+        word = extra[0]
+        if word.startswith("-"):
+            flags = [f for o in OPTIONS for f in o.flags if f.startswith("--")]
+            hint = closest(word.split("=")[0], flags)
+            raise ConfigError(f"unknown option {word!r} for {prog}"
+                              + (f"; did you mean {hint!r}?" if hint else "")
+                              + " (%maggy help lists the options)")
+        raise ConfigError(f"unexpected argument {word!r} for {prog}; options take the form "
+                          "--name value (%maggy help lists them)")
+    options: Dict[str, Any] = {}
+    for dest, raw in vars(namespace).items():
+        if dest == "help":
+            if raw:
+                options["help"] = True
+        elif raw is not None:
+            options[dest] = _convert(_BY_DEST[dest], raw)
+    return options
+
+
+def _convert(option: Option, raw: Any) -> Any:
+    flag = option.name
+    if option.kind == "keyvalue":
+        return dict(_key_value(flag, item) for item in raw)
+    text = str(raw).strip()
+    _check_expanded(flag, text)
+    if option.kind == "int":
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is None or not number.is_integer():
+            raise ConfigError(f"{flag} takes a whole number, got {text!r}")
+        return int(number)
+    if option.kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{flag} takes a number, got {text!r}") from None
+    if option.kind == "identifier":
+        if not text.isidentifier():
+            raise ConfigError(f"{flag} takes a Python name, got {text!r}")
+        return text
+    if option.kind == "choice":
+        choices = [str(c) for c in option.choices()]
+        if text.lower() not in choices:
+            raise ConfigError(f"unknown {flag} value {text!r}; "
+                              f"{did_you_mean(text.lower(), choices)}")
+        return text.lower()
+    return text
+
+
+def _check_expanded(flag: str, text: str) -> None:
+    """IPython leaves the whole line as typed when a ``$name`` or ``{expression}`` in it
+    cannot be evaluated; say so instead of using the text as a value."""
+    if (text.startswith("$") and text[1:].isidentifier()) or \
+            (text.startswith("{") and text.endswith("}")):
+        raise ConfigError(f"{flag} {text}: the notebook has no value for it (every $name and "
+                          "{expression} on the line must evaluate); define it before this cell")
+
+
+def _key_value(flag: str, item: str) -> Tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    _check_expanded(flag, value.strip())
+    if not sep or not key.isidentifier():
+        raise ConfigError(f"{flag} takes key=value (e.g. {flag} reduction_factor=3), "
+                          f"got {item!r}")
+    try:
+        return key, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key, value.strip()
+
+
+def format_options(options: Dict[str, Any]) -> str:
+    """Options back as a command line (``%maggy config`` shows the session defaults)."""
+    words = []
+    for dest, value in options.items():
+        option = _BY_DEST[dest]
+        if option.kind == "keyvalue":
+            words += [f"{option.name} {k}={v!r}" for k, v in value.items()]
+        else:
+            words.append(f"{option.name} {shlex.quote(str(value))}")
+    return " ".join(words)
+
+
+HELP = """\
+%%maggy hpo [options]      run the cell's training function as a hyperparameter search
+%%maggy ablation|dist      (not available yet)
+%maggy list [--root DIR] [--name NAME]   runs with their state and best metric
+%maggy show RUN            summary (and dashboard) of a run: a run id, NAME/RUN_ID,
+                           'latest' or a run directory
+%maggy stop                stop the run in progress gracefully
+%maggy config [options]    session defaults for every %%maggy cell; --reset clears them
+%maggy help                this text
+
+The cell defines the training function (arguments injected by name: the hyperparameters,
+reporter, hparams, budget) and a Searchspace; functions and constants from earlier cells
+travel with it. The cell returns the result (also bound with -o VAR). While a cell runs,
+stop it with the dashboard's Stop button or the kernel's interrupt (resumable with
+--resume RUN_ID).
+
+Options ($var and {expression} take notebook values):
+"""
+
+
+def help_text() -> str:
+    lines = [HELP]
+    for option in OPTIONS:
+        flags = ", ".join(option.flags)
+        lines.append(f"  {flags:<18} {option.help}")
+    lines.append("  -h, --help         this text")
+    return "\n".join(lines)
+
+
+@magics_class
+class MaggyMagics(Magics):
+    """``%%maggy`` and ``%maggy``. One instance per shell holds the session defaults
+    (``%maggy config``) and the drivers of runs in progress (``%maggy stop``).
+
+    A run's live display is closed (its final state pushed, its threads ended) when the
+    run ends; the static summary is the cell's last output."""
+
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        self.defaults: Dict[str, Any] = {}
+        self.running: Dict[str, Any] = {}
+
+    @line_cell_magic
+    def maggy(self, line: str, cell: Optional[str] = None) -> Any:
+        """Run a notebook's training function as parallel trials; ``%maggy help``."""
+        try:
+            try:
+                tokens = shlex.split(line)
+            except ValueError as exc:
+                raise ConfigError(f"cannot read the options ({exc}); check the quotes") \
+                    from None
+            command, args = (tokens[0], tokens[1:]) if tokens else ("", [])
+            if cell is None:
+                return self._line(command, args)
+            return self._cell(command, args, cell)
+        except MaggyError as exc:
+            _show_one_line(exc)
+            raise
+
+    # -- %%maggy --------------------------------------------------------------------------
+    def _cell(self, command: str, args: List[str], cell: str) -> Any:
+        if command not in CELL_COMMANDS:
+            if command in LINE_COMMANDS:
+                raise ConfigError(f"{command} is a line magic: use %maggy {command} (one %)")
+            what = f"unknown experiment {command!r}" if command and not \
+                command.startswith("-") else "say which experiment first"
+            raise ConfigError(f"{what}: %%maggy hpo|ablation|dist [options]; "
+                              f"{did_you_mean(command.lstrip('-'), CELL_COMMANDS)}")
+        if not CELL_COMMANDS[command]:
+            raise MaggyError(f"%%maggy {command} is not available yet; use %%maggy hpo")
+        options = parse_options(args, f"%%maggy {command}")
+        if options.pop("help", False):
+            print(help_text())
+            return None
+        return self._hpo({**self.defaults, **options}, cell)
+
+    def _hpo(self, options: Dict[str, Any], cell: str) -> Any:
+        from . import capture, ui
+        from .config import HyperparameterOptConfig
+        from .experiment import run
+        from .optimizers import get_optimizer
+        from .optimizers.singlerun import SingleRun
+        from .worker import check_signature
+
+        magic = {key: options.pop(key) for key in _MAGIC_ONLY if key in options}
+        config = HyperparameterOptConfig(**options)
+        config.validate()  # option mistakes surface before the cell body runs
+        optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
+
+        namespace = self.shell.user_ns
+        captured = capture.run_cell(self.shell, cell)
+        config.searchspace = capture.find_searchspace(
+            captured, namespace, magic.get("space"),
+            required=not isinstance(optimizer, SingleRun))
+        names = list(config.searchspace.keys())
+        train_fn = capture.find_train_fn(
+            captured, namespace, magic.get("fn"),
+            lambda fn: check_signature(fn, names, budget=optimizer.uses_budget))
+        check_signature(train_fn, names, budget=optimizer.uses_budget)
+        capture.check_portable(train_fn)
+
+        drivers: List[Any] = []
+
+        def stop() -> None:
+            for driver in drivers:
+                driver.request_stop("stopped from the dashboard")
+
+        display = ui.live_display(config.name, stop, magic.get("ui", "auto"))
+
+        def on_driver(driver: Any, backend: Any) -> None:
+            drivers.append(driver)
+            self.running[driver.events.run_id] = driver
+            try:
+                display.show()
+            except Exception as exc:  # noqa: BLE001 - a display must not stop the run
+                print(f"maggy-magic: the live display failed ({type(exc).__name__}: {exc}); "
+                      "the run goes on", file=sys.stderr)
+
+        try:
+            try:
+                result = run(train_fn, config, listeners=[display], on_driver=on_driver,
+                             wait=display.wait)
+            finally:
+                for driver in drivers:
+                    self.running.pop(driver.events.run_id, None)
+                display.close()
+        except MaggyError as exc:
+            result = getattr(exc, "result", None)
+            if result is None:
+                raise
+            # a failed or interrupted run still leaves its partial summary
+            self._bind(magic.get("output"), result)
+            ui.finish(display, result)
+            _display(result)
+            if isinstance(exc, ExperimentInterrupted):
+                raise interrupted_hint(exc) from None
+            raise
+        self._bind(magic.get("output"), result)
+        ui.finish(display, result)
+        return result  # the displayhook shows its static summary (text/html)
+
+    def _bind(self, name: Optional[str], value: Any) -> None:
+        if name:
+            self.shell.user_ns[name] = value
+
+    # -- %maggy ---------------------------------------------------------------------------
+    def _line(self, command: str, args: List[str]) -> Any:
+        if command in CELL_COMMANDS:
+            raise ConfigError(f"{command} is a cell magic: start the cell with "
+                              f"%%maggy {command} and define the training function in it")
+        if command in ("", "help", "-h", "--help"):
+            print(help_text())
+            return None
+        if command not in LINE_COMMANDS:
+            raise ConfigError(f"unknown %maggy command {command!r}; "
+                              f"{did_you_mean(command, LINE_COMMANDS)}")
+        return getattr(self, f"_{command}")(args)
+
+    def _config(self, args: List[str]) -> None:
+        if args == ["--reset"]:
+            self.defaults = {}
+            print("maggy-magic: session defaults cleared")
+            return
+        options = parse_options(args, "%maggy config")
+        if options.pop("help", False):
+            print(help_text())
+            return
+        for dest in options:
+            if _BY_DEST[dest].per_cell:
+                raise ConfigError(f"{_BY_DEST[dest].name} applies to one cell; put it on the "
+                                  "%%maggy line")
+        self.defaults.update(options)
+        shown = format_options(self.defaults) or "(none)"
+        print(f"maggy-magic session defaults: {shown}")
+
+    def _stop(self, args: List[str]) -> None:
+        if args:
+            raise ConfigError(f"%maggy stop takes no arguments, got {' '.join(args)!r}")
+        if not self.running:
+            print("maggy-magic: no experiment is running in this kernel (while a %%maggy cell "
+                  "runs, use the dashboard's Stop button or interrupt the kernel)")
+            return
+        for run_id, driver in list(self.running.items()):
+            driver.request_stop("stopped with %maggy stop")
+            print(f"maggy-magic: stopping run {run_id}")
+
+    def _list(self, args: List[str]) -> Any:
+        root, name = self._root_and_name(args, "%maggy list")
+        table = list_runs(root, name, running=set(self.running))
+        if table is None:
+            print(f"maggy-magic: no runs under {root}")
+        return table
+
+    def _show(self, args: List[str]) -> Any:
+        from . import ui
+
+        ref, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else \
+            (None, args)
+        if ref is None:
+            raise ConfigError("%maggy show needs a run: a run id, NAME/RUN_ID, 'latest' or a "
+                              "run directory (%maggy list shows them)")
+        root, name = self._root_and_name(rest, "%maggy show")
+        path = find_run_dir(root, name, ref)
+        result = load_result(path, running=set(self.running))
+        ui.replay(path, f"{result.name} {result.run_id}")
+        return result
+
+    def _root_and_name(self, args: List[str], prog: str) -> Tuple[str, Optional[str]]:
+        options = parse_options(args, prog)
+        unknown = set(options) - {"root", "name"}
+        if unknown:
+            raise ConfigError(f"{prog} takes only --root and --name, got "
+                              f"{_BY_DEST[sorted(unknown)[0]].name}")
+        root = options.get("root") or self.defaults.get("root") or "maggy_experiments"
+        return root, options.get("name")
+
+    def close(self) -> None:
+        """Stop the runs in progress (the extension is being unloaded)."""
+        for driver in list(self.running.values()):
+            driver.request_stop("the extension was unloaded")
+
+
+def _display(result: Any) -> None:
+    from IPython.display import display
+
+    display(result)
+
+
+# -- run directories (%maggy list / show) ----------------------------------------------
+def run_dirs(root: str, name: Optional[str] = None) -> List[str]:
+    """Directories of the runs under ``root`` (of experiment ``name`` only, if given),
+    oldest run id first."""
+    from .store import JOURNAL
+
+    found = []
+    names = [name] if name else (sorted(os.listdir(root)) if os.path.isdir(root) else [])
+    for experiment in names:
+        folder = os.path.join(root, experiment)
+        if not os.path.isdir(folder):
+            continue
+        for run_id in os.listdir(folder):
+            path = os.path.join(folder, run_id)
+            if os.path.exists(os.path.join(path, JOURNAL)):
+                found.append(path)
+    return sorted(found, key=os.path.basename)
+
+
+def load_result(path: str, running: frozenset = frozenset()) -> Any:
+    """The ExperimentResult of a run directory: its result.json, or (for a run that has
+    not ended) what its journal holds, with state ``running`` or ``incomplete``."""
+    import json
+
+    from .result import ExperimentResult
+    from .store import load_trials
+
+    saved = os.path.join(path, "result.json")
+    if os.path.exists(saved):
+        with open(saved, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return ExperimentResult(
+            name=data["name"], run_id=data["run_id"], run_dir=os.path.abspath(path),
+            state=data["state"], direction=data["direction"],
+            optimization_key=data["optimization_key"], trials=data["trials"],
+            error=data.get("error"),
+            rejected_frames=(data.get("counts") or {}).get("rejected_frames", 0))
+    trials, config, _ = load_trials(path)
+    run_id = os.path.basename(os.path.abspath(path))
+    return ExperimentResult.from_trials(
+        list(trials.values()), name=config.get("name") or os.path.basename(
+            os.path.dirname(os.path.abspath(path))),
+        run_id=run_id, run_dir=os.path.abspath(path),
+        state="running" if run_id in running else "incomplete",
+        direction=config.get("direction", "max"),
+        optimization_key=config.get("optimization_key", "metric"))
+
+
+def list_runs(root: str, name: Optional[str] = None, running: frozenset = frozenset()
+              ) -> Any:
+    """A DataFrame with one row per run (state, trial counts, best metric), or None."""
+    rows = []
+    for path in run_dirs(root, name):
+        result = load_result(path, running)
+        rows.append({"experiment": result.name, "run": result.run_id, "state": result.state,
+                     "trials": len(result.trial_records), "finished": result.num_finished,
+                     "early_stopped": result.num_early_stopped, "failed": result.num_failed,
+                     "best": result.best_metric, "metric": result.optimization_key,
+                     "direction": result.direction, "best_trial": result.best_id,
+                     "path": result.run_dir})
+    if not rows:
+        return None
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def find_run_dir(root: str, name: Optional[str], ref: str) -> str:
+    """The directory of run ``ref``: a run directory, ``NAME/RUN_ID``, a run id, or
+    ``latest`` (the newest run, of experiment ``name`` if given)."""
+    from .store import JOURNAL
+
+    if os.path.exists(os.path.join(ref, JOURNAL)):
+        return os.path.abspath(ref)
+    if "/" in ref and name is None:
+        name, ref = ref.rsplit("/", 1)
+    runs = run_dirs(root, name)
+    if ref == "latest":
+        if not runs:
+            raise ConfigError(f"no runs under {root}" + (f" for {name!r}" if name else "")
+                              + "; run an experiment first")
+        return os.path.abspath(runs[-1])
+    matches = [p for p in runs if os.path.basename(p) == ref]
+    if len(matches) == 1:
+        return os.path.abspath(matches[0])
+    if len(matches) > 1:
+        names = ", ".join(os.path.basename(os.path.dirname(p)) for p in matches)
+        raise ConfigError(f"run {ref!r} exists in several experiments ({names}); "
+                          "pass NAME/RUN_ID")
+    hint = closest(ref, [os.path.basename(p) for p in runs])
+    raise ConfigError(f"no run {ref!r} under {root}"
+                      + (f"; did you mean {hint!r}?" if hint else "")
+                      + " (%maggy list shows the runs)")
+
+
+def _show_one_line(exc: BaseException) -> None:
+    """Make IPython show ``exc`` as one line (``ConfigError: message``), no traceback."""
+    line = f"{type(exc).__name__}: {exc}"
+    try:
+        exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def interrupted_hint(exc: ExperimentInterrupted) -> ExperimentInterrupted:
+    """The interrupt error with the magic's resume hint (``--resume RUN``)."""
+    result = exc.result
+    if result is None:
+        return exc
+    done = result.num_finished + result.num_early_stopped
+    return ExperimentInterrupted(
+        f"experiment interrupted after {done} ended trial(s); run the cell again with "
+        f"--resume {result.run_id} to run the rest ({result.run_dir})", result)
+
+
+__all__ = ["MaggyMagics", "OPTIONS", "parse_options", "help_text"]

@@ -1,0 +1,266 @@
+"""``%%maggy hpo`` in a real Jupyter kernel (ipykernel in a subprocess, jupyter_client).
+
+The kernel runs from a kernel spec written into a temporary directory (this Python,
+``ipykernel_launcher``), so no machine-wide kernel or profile is involved. Each test
+collects the iopub messages of one cell and checks what a notebook would show: live
+progress that is sent while trials still run (its send time precedes the end of the last
+trial, as recorded in the run's journal), and the static summary as the cell's last
+output.
+"""
+
+import ast
+import datetime
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import journal, pid_alive
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 60
+
+CELL = """%%maggy hpo --trials 6 --workers 2 --es-policy none --seed 3 --metric score \
+--name {name} -o res {extra}
+import time
+from maggy_magic import Searchspace
+space = Searchspace(x=("DOUBLE", [0, 1]))
+
+def train(x, reporter):
+    for step in range(3):
+        reporter.broadcast(x + step, step)
+        time.sleep(0.1)
+    print("trial done", x)
+    return {{"score": x}}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    base = tmp_path_factory.mktemp("kernel")
+    spec_dir = base / "kernels" / "maggy-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "maggy-magic test", "language": "python",
+        "env": {"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}}))
+    specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
+    work = base / "work"
+    work.mkdir()
+    manager = KernelManager(kernel_name="maggy-test", kernel_spec_manager=specs,
+                            connection_file=str(base / "connection.json"), transport="ipc",
+                            ip=str(base / "ipc"))
+    manager.start_kernel(cwd=str(work))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=TIMEOUT)
+        kernel = Kernel(manager, client, str(work))
+        reply, _ = kernel.execute("%load_ext maggy_magic")
+        assert reply["content"]["status"] == "ok", reply["content"]
+        yield kernel
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+class Kernel:
+    def __init__(self, manager, client, cwd):
+        self.manager, self.client, self.cwd = manager, client, cwd
+
+    def execute(self, code, on_message=None, **kwargs):
+        """Run ``code``; return (execute_reply, iopub messages of this cell in order)."""
+        msg_id = self.client.execute(code, **kwargs)
+        messages = []
+        while True:
+            msg = self.client.get_iopub_msg(timeout=TIMEOUT)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            messages.append(msg)
+            if on_message is not None:
+                on_message(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        while True:
+            reply = self.client.get_shell_msg(timeout=TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply, messages
+
+    def value(self, expression):
+        """The value of ``expression`` (JSON-serialisable) evaluated in the kernel."""
+        reply, _ = self.execute("", user_expressions={
+            "v": f"__import__('json').dumps({expression})"})
+        data = reply["content"]["user_expressions"]["v"]
+        assert data["status"] == "ok", data
+        return json.loads(ast.literal_eval(data["data"]["text/plain"]))
+
+
+def sent_at(msg):
+    date = msg["header"]["date"]
+    if isinstance(date, str):
+        date = datetime.datetime.fromisoformat(date)
+    return date.timestamp()
+
+
+def outputs(messages):
+    return [m for m in messages if m["msg_type"] in ("stream", "display_data",
+                                                     "execute_result", "error")]
+
+
+def last_trial_end(run_dir):
+    return max(e["t"] for e in journal(run_dir) if e["type"] in ("trial_finished",
+                                                                 "trial_failed"))
+
+
+def check_summary_is_last_output(kernel, messages):
+    """The cell's last output is the static HTML summary of the result bound to res."""
+    best_id, best_metric = kernel.value("[res.best_id, res.best_metric]")
+    last = outputs(messages)[-1]
+    assert last["msg_type"] in ("execute_result", "display_data"), last["msg_type"]
+    html = last["content"]["data"]["text/html"]
+    assert "maggy-summary" in html and "<svg" in html and "<script" not in html
+    match = re.search(r'class="maggy-best">best score = <b>([^<]+)</b> \(trial ([^,]+),', html)
+    assert match, html[:500]
+    assert match.group(2) == best_id
+    assert float(match.group(1)) == pytest.approx(best_metric, rel=1e-3)
+
+
+def test_text_progress_streams_while_trials_run_then_the_summary(kernel):
+    reply, messages = kernel.execute(CELL.format(name="text", extra="--ui text"))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    run_dir = kernel.value("res.run_dir")
+    ended = last_trial_end(run_dir)
+    progress = [m for m in messages if m["msg_type"] == "stream" and
+                re.search(r"\d+/6 trials", m["content"]["text"])]
+    assert progress, [m["content"] for m in outputs(messages)]
+    assert sent_at(progress[0]) < ended, "no progress line before the last trial ended"
+    assert not [m for m in messages if m["msg_type"].startswith("comm_")]
+    check_summary_is_last_output(kernel, messages)
+
+
+def test_dashboard_updates_while_trials_run_then_the_summary(kernel):
+    if not kernel.value("__import__('maggy_magic.ui').ui.widgets_available()"):
+        pytest.skip("the live dashboard is not available in this environment")
+    reply, messages = kernel.execute(CELL.format(name="widget", extra=""))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    run_dir = kernel.value("res.run_dir")
+    ended = last_trial_end(run_dir)
+    opened = [m for m in messages if m["msg_type"] == "comm_open"]
+    updates = [m for m in messages if m["msg_type"] == "comm_msg"]
+    assert opened and updates
+    assert sent_at(opened[0]) < ended
+    during = [m for m in updates if sent_at(m) < ended]
+    assert during, "no widget update before the last trial ended"
+    assert not [m for m in messages if m["msg_type"] == "stream" and
+                "/6 trials" in m["content"]["text"]]          # no text progress as well
+    check_summary_is_last_output(kernel, messages)
+
+    # the finished run again: its dashboard (replayed) and its summary
+    reply, messages = kernel.execute(f"%maggy show {os.path.basename(run_dir)}")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    kinds = [m["msg_type"] for m in messages]
+    assert "comm_open" in kinds
+    check_summary_is_last_output(kernel, messages[:])
+
+
+def test_dashboard_stop_button_stops_the_run_while_the_cell_blocks(kernel):
+    if not kernel.value("__import__('maggy_magic.ui').ui.widgets_available()"):
+        pytest.skip("the live dashboard is not available in this environment")
+    session = kernel.client.session
+    sent = []
+
+    def click_stop(msg):
+        # the dashboard's model is the comm opened with the anywidget id; stop once a
+        # trial is running, as a user would
+        if msg["msg_type"] == "comm_open" and "_anywidget_id" in json.dumps(
+                msg["content"]["data"].get("state", {})):
+            sent.append(msg["content"]["comm_id"])
+        elif sent and len(sent) == 1 and msg["msg_type"] == "comm_msg" and \
+                '"RUNNING"' in json.dumps(msg["content"]):
+            request = session.msg("comm_msg", {"comm_id": sent[0], "data": {
+                "method": "custom", "content": {"type": "stop"}}})
+            kernel.client.shell_channel.send(request)
+            sent.append("stop")
+
+    cell = CELL.replace("--trials 6", "--trials 40").replace("range(3)", "range(10)")
+    reply, messages = kernel.execute(cell.format(name="stop", extra=""), click_stop)
+    assert sent[-1] == "stop", "never saw a running trial in the dashboard"
+    assert reply["content"]["status"] == "ok", reply["content"]
+    state, count = kernel.value("[res.state, len(res.trial_records)]")
+    assert state == "stopped" and count < 40
+
+
+def test_interrupt_stops_workers_shows_partial_summary_and_resume_hint(kernel):
+    interrupted = []
+
+    def interrupt_after_two(msg):
+        if not interrupted and msg["msg_type"] == "stream" and \
+                re.search(r"\b[2-9] finished", msg["content"]["text"]):
+            interrupted.append(True)
+            kernel.manager.interrupt_kernel()
+
+    cell = CELL.replace("--trials 6", "--trials 30").replace("range(3)", "range(5)")
+    reply, messages = kernel.execute(cell.format(name="intr", extra="--ui text -o part"),
+                                     interrupt_after_two)
+    assert interrupted
+    content = reply["content"]
+    assert content["status"] == "error" and content["ename"] == "ExperimentInterrupted"
+    assert len(content["traceback"]) == 1 and "\n" not in content["traceback"][0]
+    assert "--resume" in content["evalue"]
+    shown = [m for m in outputs(messages) if m["msg_type"] == "display_data"]
+    assert shown and "maggy-summary" in shown[-1]["content"]["data"]["text/html"]
+    assert "interrupted" in shown[-1]["content"]["data"]["text/html"]
+    state, run_dir = kernel.value("[part.state, part.run_dir]")
+    assert state == "interrupted"
+    run_id = os.path.basename(run_dir)
+    assert f"--resume {run_id}" in content["evalue"]
+    pids = [e["pid"] for e in journal(run_dir) if e["type"] == "worker_joined"]
+    assert pids and not any(pid_alive(pid) for pid in pids)
+
+
+def test_papermill_parameters_drive_the_magic(tmp_path, monkeypatch):
+    """A papermill run: the injected parameters reach the options through $name/{name},
+    and the executed notebook keeps the static summary as the magic cell's last output."""
+    import nbformat
+    import papermill
+
+    kernels = tmp_path / "jupyter" / "kernels" / "maggy-papermill"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "maggy-magic papermill", "language": "python",
+        "env": {"PYTHONPATH": ROOT, "IPYTHONDIR": str(tmp_path / "ipython")}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("n_trials = 1\nexperiment = 'default'")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [
+        parameters,
+        nbformat.v4.new_code_cell("%load_ext maggy_magic"),
+        nbformat.v4.new_code_cell(
+            "%%maggy hpo --trials $n_trials --name {experiment} --workers 2 "
+            "--es-policy none -o res\n"
+            "from maggy_magic import Searchspace\n"
+            "space = Searchspace(x=('DOUBLE', [0, 1]))\n"
+            "def train(x):\n    return x\n"),
+        nbformat.v4.new_code_cell("print('TRIALS', len(res.trial_records), res.name)"),
+    ]
+    nbformat.write(notebook, str(tmp_path / "in.ipynb"))
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"n_trials": 3, "experiment": "papermilled"},
+                               kernel_name="maggy-papermill", language="python",
+                               cwd=str(tmp_path), progress_bar=False)
+    executed = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    magic_cell = next(c for c in executed.cells if c.source.startswith("%%maggy"))
+    last = magic_cell.outputs[-1]
+    assert last["output_type"] == "execute_result"
+    assert "maggy-summary" in last["data"]["text/html"]
+    assert "papermilled" in last["data"]["text/html"]
+    printed = executed.cells[-1].outputs[0]["text"]
+    assert printed.strip() == "TRIALS 3 papermilled"
+    assert os.path.isdir(tmp_path / "maggy_experiments" / "papermilled")
