@@ -7,20 +7,15 @@
   search space: the one named by ``--fn``/``--space``, else the only candidate the cell
   defines (the search space may also come from an earlier cell). None or several
   candidates give a one-line :class:`~maggy_magic.errors.MaggyError` naming them.
-- :func:`check_portable` makes sure the training function can travel to the workers
-  before any worker starts. Functions defined in the notebook (``__main__``) are pickled
-  by value by cloudpickle, together with the globals they use, recursively through
-  helpers from earlier cells; a global that does not exist, or one that cannot be pickled
-  (a lock, a socket, an open file), is reported by name.
+
+Whether the training function can travel to the workers is checked by the experiment
+itself (:mod:`maggy_magic.portable`), for the magics and the Python API alike.
 """
 
 from __future__ import annotations
 
-import builtins
-import dis
 import inspect
-import types
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from .errors import ConfigError, MaggyError, SearchspaceError, TrainFunctionError, closest
 from .searchspace import Searchspace
@@ -150,140 +145,3 @@ def _spaces(names: Dict[str, Any]) -> Dict[str, Searchspace]:
             seen.add(id(value))
             found[name] = value
     return found
-
-
-# -- can it travel? -------------------------------------------------------------------
-def check_portable(fn: Callable) -> None:
-    """Raise :class:`TrainFunctionError` if ``fn`` cannot be sent to the workers.
-
-    Checks, without running anything: every global name that ``fn`` (and each notebook
-    function or class it uses, recursively) reads exists; then that cloudpickle can
-    serialise ``fn``. When it cannot, the global, closure variable or default that fails
-    is named.
-    """
-    import cloudpickle
-
-    label = f"{getattr(fn, '__name__', 'the training function')}()"
-    for chain, name in _missing_globals(fn):
-        via = "".join(f"{c}() → " for c in chain[1:])
-        raise TrainFunctionError(
-            f"{label} uses {via}{name!r}, which is not defined in the notebook; define it in "
-            "this cell or an earlier one (or import it inside the function) so the "
-            "workers get it")
-    try:
-        cloudpickle.dumps(fn)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure is reported the same way
-        problem = _first_line(exc)
-        for chain, name, value in _referenced_values(fn):
-            try:
-                cloudpickle.dumps(value)
-            except Exception as inner:  # noqa: BLE001
-                via = "".join(f"{c}() → " for c in chain[1:])
-                raise TrainFunctionError(
-                    f"{label} uses {via}{name!r} (a {type(value).__name__}), which cannot be "
-                    f"sent to the workers ({_first_line(inner)}); create it inside the "
-                    "function instead") from None
-        raise TrainFunctionError(f"{label} cannot be sent to the workers ({problem}); "
-                                 "move what it cannot pickle inside the function") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _by_value(obj: Any) -> bool:
-    """Whether cloudpickle sends ``obj`` with its code (it is defined in the notebook)."""
-    return getattr(obj, "__module__", None) in ("__main__", None)
-
-
-def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code_objects(const)
-
-
-def _global_reads(fn: types.FunctionType) -> List[str]:
-    """Global names ``fn``'s code reads, minus those it assigns with ``global``."""
-    reads: List[str] = []
-    assigned: Set[str] = set()
-    for code in _code_objects(fn.__code__):
-        stored_here = set()
-        for ins in dis.get_instructions(code):
-            if ins.opname == "STORE_GLOBAL":
-                assigned.add(ins.argval)
-            elif ins.opname == "STORE_NAME":
-                stored_here.add(ins.argval)  # class bodies: their own names
-            elif ins.opname == "LOAD_GLOBAL" or (
-                    ins.opname == "LOAD_NAME" and ins.argval not in stored_here):
-                if ins.argval not in reads:
-                    reads.append(ins.argval)
-    return [name for name in reads if name not in assigned]
-
-
-def _notebook_functions(obj: Any) -> List[types.FunctionType]:
-    """``obj`` itself if it is a notebook function, or a notebook class's methods."""
-    obj = inspect.unwrap(obj) if callable(obj) else obj
-    if inspect.isfunction(obj) and _by_value(obj):
-        return [obj]
-    if inspect.isclass(obj) and _by_value(obj):
-        found = []
-        for member in vars(obj).values():
-            member = getattr(member, "__func__", member)  # staticmethod / classmethod
-            if inspect.isfunction(member):
-                found.append(member)
-        return found
-    return []
-
-
-def _walk(fn: Callable) -> Iterator[tuple]:
-    """``(chain, fn)`` for ``fn`` and every notebook function reachable through globals."""
-    seen: Set[int] = set()
-    stack = [((getattr(fn, "__name__", "fn"),), f) for f in _notebook_functions(fn)]
-    while stack:
-        chain, current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield chain, current
-        for name in _global_reads(current):
-            if name in current.__globals__:
-                for inner in _notebook_functions(current.__globals__[name]):
-                    stack.append((chain + (name,), inner))
-        for cell in current.__closure__ or ():
-            try:
-                contents = cell.cell_contents
-            except ValueError:
-                continue
-            for inner in _notebook_functions(contents):
-                stack.append((chain + (getattr(inner, "__name__", "?"),), inner))
-
-
-def _missing_globals(fn: Callable) -> Iterator[tuple]:
-    for chain, current in _walk(fn):
-        for name in _global_reads(current):
-            if name not in current.__globals__ and not hasattr(builtins, name):
-                yield chain, name
-
-
-def _referenced_values(fn: Callable) -> Iterator[tuple]:
-    """``(chain, name, value)`` for each global, closure variable and default used."""
-    for chain, current in _walk(fn):
-        for name in _global_reads(current):
-            if name in current.__globals__:
-                value = current.__globals__[name]
-                if not _notebook_functions(value) or inspect.isclass(value):
-                    yield chain, name, value
-        for name, cell in zip(current.__code__.co_freevars, current.__closure__ or ()):
-            try:
-                value = cell.cell_contents
-            except ValueError:
-                continue
-            if not _notebook_functions(value):
-                yield chain, name, value
-        params = inspect.signature(current).parameters.values() \
-            if current.__defaults__ or current.__kwdefaults__ else ()
-        for param in params:
-            if param.default is not param.empty:
-                yield chain, f"default of {param.name}", param.default

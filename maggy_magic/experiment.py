@@ -19,6 +19,7 @@ from .earlystop import get_earlystop
 from .errors import ExperimentInterrupted, ResumeError, error_class
 from .events import EventStream, Listener
 from .optimizers import get_optimizer
+from .portable import serialize
 from .result import ExperimentResult
 from .store import RunStore, find_run, load_trials
 from .worker import check_signature
@@ -35,14 +36,15 @@ def lagom(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = ()
 
 def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         on_driver: Optional[Callable[[Driver, Any], None]] = None,
-        wait: Optional[Callable[[Driver], None]] = None) -> ExperimentResult:
+        wait: Optional[Callable[[Driver], None]] = None,
+        source: Optional[str] = None) -> ExperimentResult:
     """Run one experiment.
 
     ``listeners`` receive every event (on the driver's thread). ``on_driver(driver,
     backend)`` sees both once they exist, before workers start. ``wait(driver)`` blocks the
     calling thread until ``driver.done`` (default: ``driver.wait()``); a notebook display
     passes one that keeps serving UI messages meanwhile. KeyboardInterrupt raised inside
-    it interrupts the run.
+    it interrupts the run. ``source`` (the notebook cell, say) is kept in the run directory.
     """
     config.validate()
     optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
@@ -52,6 +54,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     optimizer.seed = config.seed
     optimizer.validate(config.searchspace)
     check_signature(train_fn, config.searchspace.keys(), budget=optimizer.uses_budget)
+    payload = serialize(train_fn)
     earlystop = get_earlystop(config.es_policy)
     backend = get_backend(config.backend, **config.backend_options)
 
@@ -64,7 +67,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     else:
         store = RunStore.create(config.root, config.name, config.run_id)
     store.write_json("config.json", config.to_dict())
-    store.write_source(train_fn)
+    store.write_source(train_fn, cell=source)
 
     events = EventStream(store.run_id, first_seq)
     events.add(store)
@@ -97,14 +100,13 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
                                            num_trials=optimizer.num_trials or config.num_trials),
                 kind=config.kind, name=config.name, run_dir=store.path,
                 resumed=bool(config.resume))
-    if on_driver is not None:
-        on_driver(driver, backend)
-
     loop = threading.Thread(target=driver.serve, name="maggy-driver", daemon=True)
     interrupted = False
+    loop.start()
     try:
-        loop.start()
-        backend.start(_launch(driver, train_fn, workers, store.path))
+        if on_driver is not None:
+            on_driver(driver, backend)
+        backend.start(_launch(driver, train_fn, payload, workers, store.path))
         try:
             (wait or Driver.wait)(driver)
         except KeyboardInterrupt:
@@ -136,11 +138,12 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     return result
 
 
-def _launch(driver: Driver, train_fn: Callable, workers: int, run_dir: str):
+def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, run_dir: str):
     from .backends import Launch
 
     return Launch(host=driver.address[0], port=driver.address[1], secret=driver.secret,
-                  function=train_fn, num_workers=workers, run_dir=run_dir, fail=driver.fail)
+                  function=train_fn, payload=payload, num_workers=workers, run_dir=run_dir,
+                  fail=driver.fail)
 
 
 def _check_resumable(old: dict, new: dict) -> None:

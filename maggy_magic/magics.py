@@ -309,7 +309,6 @@ class MaggyMagics(Magics):
             captured, namespace, magic.get("fn"),
             lambda fn: check_signature(fn, names, budget=optimizer.uses_budget))
         check_signature(train_fn, names, budget=optimizer.uses_budget)
-        capture.check_portable(train_fn)
 
         drivers: List[Any] = []
 
@@ -331,7 +330,7 @@ class MaggyMagics(Magics):
         try:
             try:
                 result = run(train_fn, config, listeners=[display], on_driver=on_driver,
-                             wait=display.wait)
+                             wait=display.wait, source=cell)
             finally:
                 for driver in drivers:
                     self.running.pop(driver.events.run_id, None)

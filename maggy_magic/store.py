@@ -4,6 +4,7 @@ Layout of ``<root>/<name>/<run_id>/``::
 
     config.json        the experiment's configuration (JSON)
     train.py           source of the training function (when it can be found)
+    cell.py            the notebook cell that started the run (magics only)
     journal.jsonl      every event of the run, one JSON object per line, append-only
     trials/<id>/       log.txt: what the trial printed (only trials that printed)
     workers/<id>.log   lines a worker printed outside any trial; <id>.out raw process output
@@ -73,13 +74,17 @@ class RunStore:
             handle.write(json.dumps(data, default=str))
         os.replace(tmp, os.path.join(self.path, filename))
 
-    def write_source(self, fn: Any, extra: str = "") -> None:
+    def write_source(self, fn: Any, cell: Optional[str] = None) -> None:
+        """Keep the training function's source (``train.py``) and the cell (``cell.py``)."""
         try:
             source = inspect.getsource(fn)
         except (OSError, TypeError):
             source = f"# source of {getattr(fn, '__qualname__', fn)!r} is not available\n"
         with open(os.path.join(self.path, "train.py"), "w", encoding="utf-8") as handle:
-            handle.write(extra + source)
+            handle.write(source)
+        if cell is not None:
+            with open(os.path.join(self.path, "cell.py"), "w", encoding="utf-8") as handle:
+                handle.write(cell)
 
     def __call__(self, event: Dict[str, Any]) -> None:
         self._pending.append(self._dumps(event))

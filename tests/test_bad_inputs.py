@@ -60,6 +60,18 @@ def no_budget(x):
     return x
 
 
+def _closure_over_a_lock():
+    import threading
+
+    lock = threading.Lock()
+
+    def train(x):
+        with lock:
+            return x
+
+    return train
+
+
 def run(fn, **kwargs):
     kwargs.setdefault("searchspace", SPACE)
     kwargs.setdefault("es_policy", "none")
@@ -92,6 +104,8 @@ BEFORE_START = [
     ("ASHA without a budget argument", lambda: run(no_budget, optimizer="asha"),
      TrainFunctionError, "add a `budget` argument"),
     ("not a function", lambda: run(42), TrainFunctionError, "must be callable"),
+    ("function that cannot travel to the workers", lambda: run(_closure_over_a_lock()),
+     TrainFunctionError, "'lock' (a lock), which cannot be sent to the workers"),
     ("resume of a run that does not exist", lambda: run(ok, resume="nope"), ResumeError,
      "no run 'nope'"),
 ]

@@ -10,15 +10,17 @@ class Launch:
     """Everything a backend needs to start workers for one run.
 
     ``host``/``port``/``secret`` reach the driver; ``function`` is the training function
-    (backends serialise it with cloudpickle into their own launch channel, never the RPC);
-    ``fail(message)`` ends the run from any thread when workers cannot be had.
+    and ``payload`` the same function already serialised with cloudpickle (backends send
+    it through their own launch channel, never the RPC); ``fail(message)`` ends the run
+    from any thread when workers cannot be had.
     """
 
     def __init__(self, *, host: str, port: int, secret: bytes, function: Callable,
                  num_workers: int, run_dir: str, fail: Callable[[str], None],
-                 extras: Optional[Dict[str, Any]] = None):
+                 payload: bytes = b"", extras: Optional[Dict[str, Any]] = None):
         self.host, self.port, self.secret = host, port, secret
         self.function = function
+        self.payload = payload
         self.num_workers = num_workers
         self.run_dir = run_dir
         self.fail = fail

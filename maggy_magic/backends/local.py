@@ -43,10 +43,13 @@ class LocalBackend(Backend):
         return max(1, min(os.cpu_count() or 1, 8))
 
     def start(self, launch: Launch) -> None:
-        import cloudpickle
-
         self._launch = launch
-        self._payload = cloudpickle.dumps(launch.function)
+        if launch.payload:
+            self._payload = launch.payload
+        else:
+            import cloudpickle
+
+            self._payload = cloudpickle.dumps(launch.function)
         if self.max_restarts is None:
             self.max_restarts = 2 * launch.num_workers + 2
         os.makedirs(os.path.join(launch.run_dir, "workers"), exist_ok=True)
