@@ -21,7 +21,8 @@ from .events import EventStream, Listener
 from .optimizers import get_optimizer
 from .portable import serialize
 from .result import ExperimentResult
-from .store import RunStore, find_run, load_trials
+from .runs import find_run
+from .store import RunStore, load_trials
 from .worker import check_signature
 
 #: Seconds the workers get to leave after an interrupt before they are killed.
@@ -60,7 +61,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
 
     trials, first_seq = {}, 0
     if config.resume:
-        path = find_run(config.root, config.name, str(config.resume))
+        path = find_run(config.root, str(config.resume), name=config.name)
         trials, old_config, first_seq = load_trials(path)
         _check_resumable(old_config, config.to_dict())
         store = RunStore(path, resumed=True)

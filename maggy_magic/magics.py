@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from . import runs
 from .errors import ConfigError, ExperimentInterrupted, MaggyError, closest, did_you_mean
 
 #: Cell subcommands and whether they exist yet.
@@ -397,7 +397,7 @@ class MaggyMagics(Magics):
 
     def _list(self, args: List[str]) -> Any:
         root, name = self._root_and_name(args, "%maggy list")
-        table = list_runs(root, name, running=set(self.running))
+        table = runs.runs_table(root, name, running=set(self.running))
         if table is None:
             print(f"maggy-magic: no runs under {root}")
         return table
@@ -411,8 +411,8 @@ class MaggyMagics(Magics):
             raise ConfigError("%maggy show needs a run: a run id, NAME/RUN_ID, 'latest' or a "
                               "run directory (%maggy list shows them)")
         root, name = self._root_and_name(rest, "%maggy show")
-        path = find_run_dir(root, name, ref)
-        result = load_result(path, running=set(self.running))
+        path = runs.find_run(root, ref, name)
+        result = runs.load_result(path, running=set(self.running))
         ui.replay(path, f"{result.name} {result.run_id}")
         return result
 
@@ -435,101 +435,6 @@ def _display(result: Any) -> None:
     from IPython.display import display
 
     display(result)
-
-
-# -- run directories (%maggy list / show) ----------------------------------------------
-def run_dirs(root: str, name: Optional[str] = None) -> List[str]:
-    """Directories of the runs under ``root`` (of experiment ``name`` only, if given),
-    oldest run id first."""
-    from .store import JOURNAL
-
-    found = []
-    names = [name] if name else (sorted(os.listdir(root)) if os.path.isdir(root) else [])
-    for experiment in names:
-        folder = os.path.join(root, experiment)
-        if not os.path.isdir(folder):
-            continue
-        for run_id in os.listdir(folder):
-            path = os.path.join(folder, run_id)
-            if os.path.exists(os.path.join(path, JOURNAL)):
-                found.append(path)
-    return sorted(found, key=os.path.basename)
-
-
-def load_result(path: str, running: frozenset = frozenset()) -> Any:
-    """The ExperimentResult of a run directory: its result.json, or (for a run that has
-    not ended) what its journal holds, with state ``running`` or ``incomplete``."""
-    import json
-
-    from .result import ExperimentResult
-    from .store import load_trials
-
-    saved = os.path.join(path, "result.json")
-    if os.path.exists(saved):
-        with open(saved, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return ExperimentResult(
-            name=data["name"], run_id=data["run_id"], run_dir=os.path.abspath(path),
-            state=data["state"], direction=data["direction"],
-            optimization_key=data["optimization_key"], trials=data["trials"],
-            error=data.get("error"),
-            rejected_frames=(data.get("counts") or {}).get("rejected_frames", 0))
-    trials, config, _ = load_trials(path)
-    run_id = os.path.basename(os.path.abspath(path))
-    return ExperimentResult.from_trials(
-        list(trials.values()), name=config.get("name") or os.path.basename(
-            os.path.dirname(os.path.abspath(path))),
-        run_id=run_id, run_dir=os.path.abspath(path),
-        state="running" if run_id in running else "incomplete",
-        direction=config.get("direction", "max"),
-        optimization_key=config.get("optimization_key", "metric"))
-
-
-def list_runs(root: str, name: Optional[str] = None, running: frozenset = frozenset()
-              ) -> Any:
-    """A DataFrame with one row per run (state, trial counts, best metric), or None."""
-    rows = []
-    for path in run_dirs(root, name):
-        result = load_result(path, running)
-        rows.append({"experiment": result.name, "run": result.run_id, "state": result.state,
-                     "trials": len(result.trial_records), "finished": result.num_finished,
-                     "early_stopped": result.num_early_stopped, "failed": result.num_failed,
-                     "best": result.best_metric, "metric": result.optimization_key,
-                     "direction": result.direction, "best_trial": result.best_id,
-                     "path": result.run_dir})
-    if not rows:
-        return None
-    import pandas as pd
-
-    return pd.DataFrame(rows)
-
-
-def find_run_dir(root: str, name: Optional[str], ref: str) -> str:
-    """The directory of run ``ref``: a run directory, ``NAME/RUN_ID``, a run id, or
-    ``latest`` (the newest run, of experiment ``name`` if given)."""
-    from .store import JOURNAL
-
-    if os.path.exists(os.path.join(ref, JOURNAL)):
-        return os.path.abspath(ref)
-    if "/" in ref and name is None:
-        name, ref = ref.rsplit("/", 1)
-    runs = run_dirs(root, name)
-    if ref == "latest":
-        if not runs:
-            raise ConfigError(f"no runs under {root}" + (f" for {name!r}" if name else "")
-                              + "; run an experiment first")
-        return os.path.abspath(runs[-1])
-    matches = [p for p in runs if os.path.basename(p) == ref]
-    if len(matches) == 1:
-        return os.path.abspath(matches[0])
-    if len(matches) > 1:
-        names = ", ".join(os.path.basename(os.path.dirname(p)) for p in matches)
-        raise ConfigError(f"run {ref!r} exists in several experiments ({names}); "
-                          "pass NAME/RUN_ID")
-    hint = closest(ref, [os.path.basename(p) for p in runs])
-    raise ConfigError(f"no run {ref!r} under {root}"
-                      + (f"; did you mean {hint!r}?" if hint else "")
-                      + " (%maggy list shows the runs)")
 
 
 def _show_one_line(exc: BaseException) -> None:

@@ -180,20 +180,3 @@ def load_trials(path: str) -> Tuple[Dict[str, Trial], Dict[str, Any], int]:
         if not trial.done:
             trial.status = Trial.PENDING
     return trials, config, next_seq
-
-
-def find_run(root: str, name: str, ref: str) -> str:
-    """The directory of run ``ref``: a path, a run id under ``root/name``, or ``latest``."""
-    if os.path.isdir(ref) and os.path.exists(os.path.join(ref, JOURNAL)):
-        return os.path.abspath(ref)
-    folder = os.path.join(root, _safe(name))
-    if ref == "latest":
-        runs = sorted(d for d in os.listdir(folder)) if os.path.isdir(folder) else []
-        if not runs:
-            raise ResumeError(f"no earlier run of {name!r} under {root}; run it once first")
-        ref = runs[-1]
-    path = os.path.join(folder, ref)
-    if not os.path.exists(os.path.join(path, JOURNAL)):
-        raise ResumeError(f"no run {ref!r} of experiment {name!r} under {root}; pass a run id "
-                          "from that folder or the run's directory")
-    return os.path.abspath(path)

@@ -10,8 +10,9 @@ import os
 
 import pytest
 
+from maggy_magic.runs import RunNotFoundError
 from maggy_magic import (BroadcastError, ConfigError, HyperparameterOptConfig,
-                         InvalidMetricError, MaggyError, ResumeError, Searchspace,
+                         InvalidMetricError, MaggyError, Searchspace,
                          SearchspaceError, TrainFunctionError, experiment)
 
 SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
@@ -106,7 +107,7 @@ BEFORE_START = [
     ("not a function", lambda: run(42), TrainFunctionError, "must be callable"),
     ("function that cannot travel to the workers", lambda: run(_closure_over_a_lock()),
      TrainFunctionError, "'lock' (a lock), which cannot be sent to the workers"),
-    ("resume of a run that does not exist", lambda: run(ok, resume="nope"), ResumeError,
+    ("resume of a run that does not exist", lambda: run(ok, resume="nope"), RunNotFoundError,
      "no run 'nope'"),
 ]
 
