@@ -10,6 +10,8 @@ waits, so Ctrl-C (KeyboardInterrupt) lands here and is turned into a clean inter
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from typing import Any, Callable, Iterable, Optional
 
@@ -128,6 +130,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         optimization_key=config.optimization_key, error=driver.error,
         rejected_frames=driver.rejected)
     store.write_json("result.json", result.to_dict())
+    _record_run(result)
     if driver.state == "failed":
         exc = error_class(driver.error_type)(driver.error or "the experiment failed")
         exc.result = result
@@ -137,6 +140,17 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
             f"experiment interrupted after {result.num_finished} finished trial(s); resume "
             f"with resume={store.run_id!r} to run the rest ({store.path})", result)
     return result
+
+
+def _record_run(result: ExperimentResult) -> None:
+    """Tell a supervising ``maggy-magic run`` which runs this process made (if any)."""
+    record = os.environ.get("MAGGY_MAGIC_RUN_RECORD")
+    if not record:
+        return
+    line = json.dumps({"run_dir": result.run_dir, "run_id": result.run_id,
+                       "name": result.name, "state": result.state})
+    with open(record, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
 
 
 def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, run_dir: str):
