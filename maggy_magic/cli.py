@@ -68,6 +68,14 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
     except ImportError:
         raise click.ClickException("papermill is not installed; pip install "
                                    "'maggy-magic[papermill]'") from None
+    if log_output:  # papermill logs the cells' output through logging
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger("papermill")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     output = output or _default_output(notebook)
     params = {name: _parse_value(value) for name, value in parameters}
     cwd = cwd or os.path.dirname(os.path.abspath(notebook))
@@ -82,11 +90,15 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
         with _environment(env):
             try:
                 papermill.execute_notebook(notebook, output, parameters=params,
-                                           kernel_name=kernel_name, cwd=cwd,
-                                           log_output=log_output, progress_bar=False,
-                                           execution_timeout=timeout)
+                                           kernel_name=kernel_name, language="python",
+                                           cwd=cwd, log_output=log_output,
+                                           progress_bar=False, execution_timeout=timeout)
             except papermill.PapermillExecutionError as exc:
                 failure = f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+            except Exception as exc:  # noqa: BLE001 - reported as one line, never a traceback
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise click.ClickException(f"papermill could not run {notebook}: "
+                                           f"{type(exc).__name__}: {first}") from None
         experiments = _read_record(record)
     failed = _report(experiments)
     click.echo(f"output notebook: {os.path.abspath(output)}")

@@ -95,7 +95,8 @@ OPTIONS: List[Option] = [
     Option(("--space",), "space", "identifier", "name of the Searchspace", per_cell=True),
     Option(("-o", "--output"), "output", "identifier",
            "notebook variable that receives the result", per_cell=True),
-    Option(("--ui",), "ui", "choice", "auto (dashboard if widgets work), widget or text",
+    Option(("--ui",), "ui", "choice", "auto (dashboard if widgets work), widget, text, or "
+           "papermill (both)",
            _ui_modes),
 ]
 _BY_DEST = {o.dest: o for o in OPTIONS}
