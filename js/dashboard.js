@@ -1,0 +1,272 @@
+// The maggy-magic live dashboard: an anywidget front-end (ES module).
+//
+// The kernel syncs four bounded JSON traits (maggy_magic/ui/dashboard.py):
+//   status  {title, state, started, ended, now, num_trials, counts, best, metric, ...}
+//   trials  {rows: [...], total, sort}        at most a few hundred rows, pre-selected
+//   curves  {curves: [{trial, state, points}], best, total}   downsampled
+//   logs    {workers: {id: {host, trial, state, total, lines: [[trial, text], ...]}}}
+// and listens for {type: "stop"} messages. The view sends its table sort back through
+// the `table_sort` trait so the kernel picks the rows that sort shows. Data never becomes
+// HTML: every text goes through textContent.
+
+import {
+  curveExtent, downsample, elapsedSeconds, formatDuration, formatParams, formatSeconds,
+  formatTick, formatValue, mergeLogTail, nextSort, niceTicks, paramColumns,
+  progressSegments, sortRows,
+} from "./state.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const LIVE = new Set(["starting", "running"]);
+const PLOT = { width: 520, height: 250, left: 50, right: 14, top: 18, bottom: 36 };
+const ENDED = new Set(["finished", "stopped", "failed", "interrupted"]);
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function s(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+function render({ model, el }) {
+  const root = h("div", { class: "maggy-dash" });
+  el.append(root);
+
+  // -- header: title, state, elapsed, stop ---------------------------------------------
+  const title = h("span", { class: "maggy-title" });
+  const state = h("span", { class: "maggy-state", "data-role": "state" });
+  const elapsed = h("span", { class: "maggy-elapsed", "data-role": "elapsed" });
+  const stop = h("button", { class: "maggy-stop", "data-role": "stop", type: "button", text: "Stop", disabled: "" });
+  stop.addEventListener("click", () => {
+    stop.disabled = true;
+    stop.textContent = "Stopping…";
+    model.send({ type: "stop" });
+  });
+  root.append(h("div", { class: "maggy-header" }, title, state, elapsed, h("span", { class: "maggy-spacer" }), stop));
+
+  // -- progress and best ------------------------------------------------------------------
+  const bar = h("div", { class: "maggy-bar", "data-role": "progress" });
+  const segments = {};
+  for (const name of ["finished", "early_stopped", "failed", "running"]) {
+    segments[name] = h("div", { class: `maggy-seg maggy-${name}` });
+    bar.append(segments[name]);
+  }
+  const counts = h("div", { class: "maggy-counts", "data-role": "counts" });
+  const best = h("div", { class: "maggy-best", "data-role": "best" });
+  const error = h("div", { class: "maggy-message", "data-role": "message" });
+  root.append(bar, counts, best, error);
+
+  // -- curves and table side by side ------------------------------------------------------
+  const plot = s("svg", { viewBox: `0 0 ${PLOT.width} ${PLOT.height}`, class: "maggy-plot", "data-role": "curves" });
+  const plotNote = h("div", { class: "maggy-note" });
+  const legend = h("div", { class: "maggy-legend" },
+    ...[["best", "best"], ["running", "running"], ["finished", "finished"], ["stopped", "early-stopped / failed"]]
+      .map(([cls, label]) => h("span", {}, h("i", { class: `maggy-key maggy-key-${cls}` }), label)));
+  const table = h("table", { class: "maggy-table", "data-role": "table" });
+  const tableNote = h("div", { class: "maggy-note" });
+  root.append(h("div", { class: "maggy-panels" },
+    h("div", { class: "maggy-panel" }, h("div", { class: "maggy-panel-title", text: "Learning curves" }), plot, legend, plotNote),
+    h("div", { class: "maggy-panel maggy-table-panel" }, h("div", { class: "maggy-panel-title", text: "Trials" }),
+      h("div", { class: "maggy-table-scroll" }, table), tableNote)));
+
+  // -- one log pane per worker ------------------------------------------------------------
+  const logs = h("div", { class: "maggy-logs", "data-role": "logs" });
+  root.append(logs);
+  const panes = new Map(); // worker -> {box, head, body, state}
+
+  let status = {};
+  let receivedAt = Date.now();
+  let sort = model.get("table_sort") || { key: "trial", desc: true };
+
+  function updateStatus() {
+    status = model.get("status") || {};
+    receivedAt = Date.now();
+    title.textContent = status.title || "maggy";
+    state.textContent = status.state || "starting";
+    state.className = `maggy-state maggy-state-${status.state || "starting"}`;
+    // Stop works while the run runs, once; "stopping" is the kernel confirming a stop
+    if (status.state === "stopping") stop.textContent = "Stopping…";
+    else if (!LIVE.has(status.state || "starting")) stop.textContent = "Stop";
+    stop.disabled = status.state !== "running" || stop.textContent !== "Stop";
+    for (const seg of progressSegments(status)) segments[seg.name].style.width = `${seg.width}%`;
+    const c = status.counts || {};
+    const done = (c.finished || 0) + (c.early_stopped || 0) + (c.failed || 0);
+    const of = status.num_trials ? ` / ${status.num_trials}` : "";
+    counts.replaceChildren(
+      h("b", { text: `${done}${of} trials` }),
+      ...[["finished", c.finished], ["running", c.running], ["early-stopped", c.early_stopped], ["failed", c.failed]]
+        .map(([name, n]) => h("span", { class: `maggy-count maggy-count-${name}`, "data-role": `count-${name}`, text: `${n || 0} ${name}` })));
+    const b = status.best;
+    best.replaceChildren(...(b
+      ? [h("span", { class: "maggy-label", text: `best ${status.metric || "metric"} ` }),
+         h("b", { "data-role": "best-value", text: formatValue(b.value) }),
+         h("span", { text: ` · trial ${b.trial} · ` }),
+         h("code", { text: formatParams(b.params) })]
+      : [h("span", { class: "maggy-label", text: "no result yet" })]));
+    // why the run ended: a note when stopped on purpose, an error when it failed
+    error.textContent = status.error || "";
+    error.className = `maggy-message${status.state === "stopped" ? "" : " maggy-error"}`;
+    error.style.display = status.error && ENDED.has(status.state) ? "" : "none";
+    tick();
+  }
+
+  function tick() {
+    elapsed.textContent = formatDuration(elapsedSeconds(status, receivedAt, Date.now()));
+  }
+
+  function updateTable() {
+    const data = model.get("trials") || {};
+    const rows = sortRows(data.rows || [], sort.key, sort.desc);
+    const params = paramColumns(rows);
+    const columns = [["trial", "trial"], ["state", "state"],
+      ...params.map((p) => [`param:${p}`, p]),
+      ["step", "step"], ["metric", status.metric || "metric"], ["worker", "worker"], ["duration", "duration"]];
+    const head = h("tr");
+    for (const [key, label] of columns) {
+      const arrow = sort.key === key ? (sort.desc ? " ▼" : " ▲") : "";
+      head.append(h("th", { "data-key": key, text: label + arrow, title: "sort", onclick: () => setSort(key) }));
+    }
+    const bestId = status.best ? status.best.trial : null;
+    const body = h("tbody");
+    for (const row of rows) {
+      const tr = h("tr", { "data-trial": row.trial, class: row.trial === bestId ? "maggy-best-row" : "" });
+      for (const [key] of columns) {
+        let text;
+        if (key.startsWith("param:")) text = formatValue((row.params || {})[key.slice(6)]);
+        else if (key === "duration") text = formatSeconds(row.duration);
+        else if (key === "state") text = (row.state || "").toLowerCase().replace("_", "-");
+        else text = formatValue(row[key]);
+        const td = h("td", { text });
+        if (key === "state") td.className = `maggy-cell-${row.state}`;
+        if (key === "state" && row.error) td.title = row.error;
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+    table.replaceChildren(h("thead", {}, head), body);
+    // the sort the kernel picked these rows by (it follows the view's, once it heard it)
+    table.dataset.kernelSort = data.sort ? `${data.sort.key}:${data.sort.desc ? "desc" : "asc"}` : "";
+    const total = data.total || 0;
+    tableNote.textContent = total > rows.length ? `showing ${rows.length} of ${total} trials` : "";
+  }
+
+  function setSort(key) {
+    sort = nextSort(sort, key, status.direction);
+    updateTable();
+    model.set("table_sort", sort);
+    model.save_changes();
+  }
+
+  function updateCurves() {
+    const data = model.get("curves") || {};
+    const curves = (data.curves || []).filter((c) => c.points && c.points.length);
+    plot.replaceChildren();
+    const ext = curveExtent(curves);
+    const w = PLOT.width - PLOT.left - PLOT.right;
+    const hgt = PLOT.height - PLOT.top - PLOT.bottom;
+    plot.append(s("rect", { x: PLOT.left, y: PLOT.top, width: w, height: hgt, class: "maggy-plot-bg" }));
+    if (!ext) {
+      const t = s("text", { x: PLOT.left + w / 2, y: PLOT.top + hgt / 2, class: "maggy-axis", "text-anchor": "middle" });
+      t.textContent = "waiting for metrics…";
+      plot.append(t);
+      plotNote.textContent = "";
+      return;
+    }
+    const x = (v) => PLOT.left + ((v - ext.x0) / (ext.x1 - ext.x0)) * w;
+    const y = (v) => PLOT.top + hgt - ((v - ext.y0) / (ext.y1 - ext.y0)) * hgt;
+    const yTicks = niceTicks(ext.y0, ext.y1, 4);
+    for (const vy of yTicks.values) {
+      plot.append(s("line", { x1: PLOT.left, x2: PLOT.left + w, y1: y(vy), y2: y(vy), class: "maggy-grid" }));
+      const label = s("text", { x: PLOT.left - 6, y: y(vy) + 4, "text-anchor": "end", class: "maggy-axis" });
+      label.textContent = formatTick(vy, yTicks.step);
+      plot.append(label);
+    }
+    const xTicks = niceTicks(ext.x0, ext.x1, 5);
+    for (const vx of xTicks.values) {
+      const label = s("text", { x: x(vx), y: PLOT.top + hgt + 14, "text-anchor": "middle", class: "maggy-axis" });
+      label.textContent = formatTick(vx, Math.max(1, xTicks.step));
+      plot.append(label);
+    }
+    const xName = s("text", { x: PLOT.left + w / 2, y: PLOT.height - 4, "text-anchor": "middle", class: "maggy-axis maggy-axis-name" });
+    xName.textContent = "step";
+    const yName = s("text", { x: PLOT.left, y: PLOT.top - 6, "text-anchor": "start", class: "maggy-axis maggy-axis-name" });
+    yName.textContent = status.metric || "metric";
+    plot.append(xName, yName);
+    // dimmed first, then live, then the best on top
+    const rank = (c) => (c.trial === data.best ? 3 : c.state === "RUNNING" ? 2 : c.state === "FINISHED" ? 1 : 0);
+    for (const curve of curves.slice().sort((a, b) => rank(a) - rank(b))) {
+      const pts = downsample(curve.points, w);
+      const cls = curve.trial === data.best ? "maggy-curve-best"
+        : curve.state === "RUNNING" ? "maggy-curve-running"
+        : curve.state === "FINISHED" ? "maggy-curve-finished" : "maggy-curve-stopped";
+      const line = s("polyline", {
+        points: pts.map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(" "),
+        class: `maggy-curve ${cls}`, "data-trial": curve.trial,
+      });
+      const tip = s("title");
+      const lastPoint = curve.points[curve.points.length - 1];
+      tip.textContent = `trial ${curve.trial} (${curve.state.toLowerCase()}): ${formatValue(lastPoint[1])} at step ${lastPoint[0]}`;
+      line.append(tip);
+      plot.append(line);
+    }
+    const total = data.total || curves.length;
+    plotNote.textContent = total > curves.length
+      ? `${curves.length} of ${total} curves: running, best and latest` : "";
+  }
+
+  function updateLogs() {
+    const workers = (model.get("logs") || {}).workers || {};
+    for (const [id, info] of Object.entries(workers)) {
+      let pane = panes.get(id);
+      if (!pane) {
+        const head = h("div", { class: "maggy-log-head" });
+        const body = h("pre", { class: "maggy-log-body" });
+        const box = h("div", { class: "maggy-log", "data-role": "log-pane", "data-worker": id }, head, body);
+        pane = { box, head, body, state: null };
+        panes.set(id, pane);
+        const ordered = [...panes.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+        logs.replaceChildren(...ordered.map((key) => panes.get(key).box));
+      }
+      const where = info.host ? ` · ${info.host}` : "";
+      const doing = info.lost ? " · lost" : info.trial ? ` · trial ${info.trial}` : " · idle";
+      pane.head.textContent = `worker ${id}${where}${doing}`;
+      const merged = mergeLogTail(pane.state, { total: info.total, lines: info.lines });
+      const follow = pane.body.scrollTop + pane.body.clientHeight >= pane.body.scrollHeight - 8;
+      if (merged.added) {
+        pane.state = merged;
+        pane.body.replaceChildren(...merged.lines.map((line) => {
+          if (line.gap) return h("div", { class: "maggy-log-gap", text: `… ${line.gap} lines not shown` });
+          const [trial, text] = line;
+          return h("div", { class: "maggy-log-line" },
+            trial ? h("span", { class: "maggy-log-trial", text: `[${trial}] ` }) : null, text);
+        }));
+        if (follow) pane.body.scrollTop = pane.body.scrollHeight;
+      }
+    }
+  }
+
+  const handlers = { status: () => { updateStatus(); updateTable(); }, trials: updateTable, curves: updateCurves, logs: updateLogs };
+  for (const [name, fn] of Object.entries(handlers)) model.on(`change:${name}`, fn);
+  updateStatus();
+  updateTable();
+  updateCurves();
+  updateLogs();
+  const timer = setInterval(tick, 1000);
+
+  return () => {
+    clearInterval(timer);
+    for (const [name, fn] of Object.entries(handlers)) model.off(`change:${name}`, fn);
+  };
+}
+
+export default { render };

@@ -1,0 +1,223 @@
+// Pure state handling for the maggy-magic dashboard: no DOM, no widget model.
+//
+// Everything here takes plain data (the JSON the kernel syncs) and returns new plain
+// data, so node's test runner checks it without a browser (js/test/state.test.mjs).
+
+/** Sort keys the trial table understands; parameter columns are "param:<name>". */
+export const COLUMNS = ["trial", "state", "step", "metric", "worker", "duration"];
+
+/** Order of trial states in the table when sorted by state (live ones first). */
+const STATE_ORDER = { RUNNING: 0, PENDING: 1, FINISHED: 2, EARLY_STOPPED: 3, FAILED: 4 };
+
+/**
+ * Compare two cell values: missing values (null, undefined, NaN) always sort last and
+ * numbers before text, whatever the direction; numbers compare numerically, anything
+ * else as strings. The kernel selects the rows
+ * it sends with the same rule (maggy_magic/ui/_state.py), so both sides agree.
+ */
+export function compareValues(a, b, desc = false) {
+  const missingA = a === null || a === undefined || Number.isNaN(a);
+  const missingB = b === null || b === undefined || Number.isNaN(b);
+  if (missingA || missingB) return missingA === missingB ? 0 : missingA ? 1 : -1;
+  const numA = typeof a === "number";
+  if (numA !== (typeof b === "number")) return numA ? -1 : 1; // numbers before text
+  let order;
+  if (numA) order = a < b ? -1 : a > b ? 1 : 0;
+  else {
+    const sa = String(a);
+    const sb = String(b);
+    order = sa < sb ? -1 : sa > sb ? 1 : 0;
+  }
+  return desc ? -order : order;
+}
+
+/** The value of one table column for a row (see COLUMNS). */
+export function cellValue(row, key) {
+  if (key.startsWith("param:")) return (row.params || {})[key.slice(6)];
+  if (key === "state") return STATE_ORDER[row.state] ?? 9;
+  return row[key];
+}
+
+/** A new array of rows sorted by one column; ties keep trial-id order. */
+export function sortRows(rows, key, desc = false) {
+  return rows
+    .map((row, index) => ({ row, index }))
+    .sort((x, y) =>
+      compareValues(cellValue(x.row, key), cellValue(y.row, key), desc) ||
+      compareValues(x.row.trial, y.row.trial) || x.index - y.index)
+    .map((item) => item.row);
+}
+
+/** The sort a header click asks for: same column flips, a new column starts ascending
+ * (metric starts at the best value, i.e. descending when larger is better). */
+export function nextSort(current, key, direction = "max") {
+  if (current && current.key === key) return { key, desc: !current.desc };
+  return { key, desc: key === "metric" ? direction === "max" : false };
+}
+
+/** Parameter names over all rows, in first-seen order. */
+export function paramColumns(rows) {
+  const seen = new Set();
+  for (const row of rows) for (const name of Object.keys(row.params || {})) seen.add(name);
+  return [...seen];
+}
+
+/**
+ * Merge a worker's synced log tail into the lines a pane already shows.
+ *
+ * `pane` is {total, lines} (null for a new pane); `update` is the kernel's
+ * {total, lines}: the last lines of a stream of `total` lines. Lines the tail no longer
+ * holds become one "… N lines not shown" marker. At most `maxLines` are kept.
+ * Returns {total, lines, added} where `added` counts new lines (0: nothing to scroll).
+ */
+export function mergeLogTail(pane, update, maxLines = 500) {
+  const known = pane ? pane.total : 0;
+  let lines = pane ? pane.lines.slice() : [];
+  if (!update || update.total <= known) return { total: known, lines, added: 0 };
+  const fresh = update.total - known;
+  const tail = update.lines || [];
+  if (fresh > tail.length) {
+    lines.push({ gap: fresh - tail.length });
+    lines.push(...tail);
+  } else {
+    lines.push(...tail.slice(tail.length - fresh));
+  }
+  if (lines.length > maxLines) lines = lines.slice(lines.length - maxLines);
+  return { total: update.total, lines, added: fresh };
+}
+
+/**
+ * At most `maxPoints` points of a [step, value] curve, keeping its shape: the first and
+ * last points and, per bucket of steps, the lowest and highest value in step order.
+ */
+export function downsample(points, maxPoints) {
+  if (points.length <= maxPoints) return points.slice();
+  if (maxPoints < 4) return [points[0], points[points.length - 1]].slice(0, Math.max(maxPoints, 0));
+  const buckets = Math.floor((maxPoints - 2) / 2);
+  const first = points[0];
+  const last = points[points.length - 1];
+  const inner = points.slice(1, -1);
+  const span = inner.length / buckets;
+  const out = [first];
+  for (let b = 0; b < buckets; b++) {
+    const chunk = inner.slice(Math.floor(b * span), Math.floor((b + 1) * span));
+    if (!chunk.length) continue;
+    let lo = chunk[0];
+    let hi = chunk[0];
+    for (const p of chunk) {
+      if (p[1] < lo[1]) lo = p;
+      if (p[1] > hi[1]) hi = p;
+    }
+    if (lo === hi) out.push(lo);
+    else if (lo[0] <= hi[0]) out.push(lo, hi);
+    else out.push(hi, lo);
+  }
+  out.push(last);
+  return out;
+}
+
+/** Step and value ranges over all curves (a flat range gets some height). */
+export function curveExtent(curves) {
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const curve of curves) {
+    for (const [x, y] of curve.points) {
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      if (x < x0) x0 = x;
+      if (x > x1) x1 = x;
+      if (y < y0) y0 = y;
+      if (y > y1) y1 = y;
+    }
+  }
+  if (x0 === Infinity) return null;
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) {
+    const pad = Math.abs(y0) * 0.05 || 1;
+    y0 -= pad;
+    y1 += pad;
+  }
+  return { x0, x1, y0, y1 };
+}
+
+/**
+ * Round axis ticks inside [lo, hi]: multiples of 1, 2 or 5 times a power of ten, about
+ * as close to `count` of them as such steps allow. Returns {step, values}.
+ */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) return { step: 1, values: [lo] };
+  const raw = (hi - lo) / Math.max(1, count);
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const span = hi - lo;
+  const closest = (a, b) => (Math.abs(span / a - count) <= Math.abs(span / b - count) ? a : b);
+  const step = [1, 2, 5, 10].map((m) => m * power).reduce(closest);
+  const values = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    values.push(Number(v.toFixed(12)));
+  }
+  return { step, values };
+}
+
+/** A tick label with as many decimals as the tick step needs. */
+export function formatTick(value, step) {
+  const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs >= 1e6 || abs < 1e-4)) return value.toExponential(1);
+  return value.toFixed(decimals);
+}
+
+/** Percent widths of the progress bar's segments, in drawing order. */
+export function progressSegments(status) {
+  const c = status.counts || {};
+  const done = (c.finished || 0) + (c.early_stopped || 0) + (c.failed || 0);
+  const total = Math.max(status.num_trials || 0, done + (c.running || 0), 1);
+  const pct = (n) => (100 * (n || 0)) / total;
+  return [
+    { name: "finished", width: pct(c.finished) },
+    { name: "early_stopped", width: pct(c.early_stopped) },
+    { name: "failed", width: pct(c.failed) },
+    { name: "running", width: pct(c.running) },
+  ];
+}
+
+/**
+ * Seconds since the run started, on the kernel's clock. `status.now` is the kernel's
+ * time when it sent the status and `receivedAt` the browser's time (ms) when it
+ * arrived, so clocks that disagree do not matter.
+ */
+export function elapsedSeconds(status, receivedAt, nowMs) {
+  if (!status.started) return 0;
+  if (status.ended) return Math.max(0, status.ended - status.started);
+  const kernelNow = (status.now || status.started) + Math.max(0, nowMs - receivedAt) / 1000;
+  return Math.max(0, kernelNow - status.started);
+}
+
+/** "1:02:03", "2:03", "0:04". */
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  const s = Math.floor(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+/** A trial's duration: "0.8 s" and "12.3 s" below a minute, else as formatDuration. */
+export function formatSeconds(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  return seconds < 60 ? `${seconds.toFixed(1)} s` : formatDuration(seconds);
+}
+
+/** A short, readable number: 4 significant digits, exponent form for extremes. */
+export function formatValue(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value !== "number") return String(value);
+  if (!Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e6) return String(value);
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(2);
+  return String(Number(value.toPrecision(4)));
+}
+
+/** "lr=0.01, hidden=12". */
+export function formatParams(params) {
+  return Object.entries(params || {}).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
+}

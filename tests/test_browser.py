@@ -1,0 +1,252 @@
+"""The live dashboard in a real browser: JupyterLab 4 + Debian's chromium via Playwright.
+
+A ``%%maggy hpo`` cell runs an experiment of 12 one-second trials with the dashboard, and
+the next cell, queued behind it, prints the result. While the experiment runs, the test
+watches the page: the progress bar advances, table rows and a learning curve appear, a
+line printed inside a trial shows in its worker's log pane, a header click re-sorts the
+table and reaches the kernel while the cell blocks; then it clicks Stop and the run ends
+early with partial results, which the queued cell prints.
+Screenshots go to ``$MAGGY_ARTIFACTS`` (default: the test's tmp directory).
+
+Needs chromium at ``$MAGGY_CHROMIUM`` (default /usr/bin/chromium); Playwright does not
+download browsers here. The test never skips: a missing browser is a failure.
+"""
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = os.environ.get("MAGGY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TRIALS = 12
+
+CELLS = [
+    "%load_ext maggy_magic",
+    f"""\
+%%maggy hpo --trials {TRIALS} --metric score --workers 2 --es-policy none --hb-interval 0.2 --seed 5 --name browser -o result
+import time
+from maggy_magic import Searchspace
+
+searchspace = Searchspace(x=("DOUBLE", [0.0, 1.0]))
+
+def train(x, reporter):
+    for step in range(10):
+        reporter.broadcast(x * (step + 1) / 10, step)
+        time.sleep(0.1)
+    print(f"hello from the trial with x={{x:.3f}}")
+    return {{"score": x}}
+""",
+    # queued while the experiment cell blocks: the kernel must run it afterwards
+    'print("RESULT", result.state, result.num_finished, result.num_early_stopped, '
+    'result.num_failed)',
+]
+
+
+# what JupyterLab thinks of the notebook's kernel, printed when the test fails
+DIAGNOSE = """() => {
+  const app = window.jupyterapp;
+  if (!app) return "no window.jupyterapp";
+  const w = app.shell.currentWidget;
+  const ctx = w && w.sessionContext;
+  const k = ctx && ctx.session && ctx.session.kernel;
+  return JSON.stringify({widget: w && w.id, ready: ctx && ctx.isReady,
+    kernel: k && k.name, status: k && k.status, connection: k && k.connectionStatus});
+}"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    path = os.environ.get("MAGGY_ARTIFACTS") or str(tmp_path / "artifacts")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on a free port, with a kernel spec for this interpreter and a
+    notebook holding the experiment cell. Yields (url of the notebook, server log path)."""
+    import nbformat
+
+    home = tmp_path / "lab"
+    (home / "kernels" / "maggy-test").mkdir(parents=True)
+    (home / "kernels" / "maggy-test" / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "maggy test", "language": "python"}))
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "maggy-test", "display_name": "maggy test",
+                                       "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    nbformat.write(notebook, str(root / "dashboard.ipynb"))
+
+    token, port = secrets.token_hex(16), free_port()
+    env = dict(os.environ, JUPYTER_PATH=str(home), JUPYTER_CONFIG_DIR=str(home / "config"),
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    log_path = tmp_path / "jupyter.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+             "--ip=127.0.0.1", "--allow-root", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}",
+             f"--LabServerApp.user_settings_dir={home / 'settings'}",
+             f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
+             "--LabApp.expose_app_in_browser=True",
+             "--ServerApp.open_browser=False"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(root))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "jupyter lab did not start in 60 s"
+                time.sleep(0.2)
+        yield f"{base}/lab/tree/dashboard.ipynb?token={token}", log_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def text(page, selector):
+    node = page.query_selector(selector)
+    return node.inner_text() if node else ""
+
+
+def count(page, selector):
+    return len(page.query_selector_all(selector))
+
+
+def number(page, selector):
+    found = re.match(r"\d+", text(page, selector).strip())
+    return int(found.group()) if found else 0
+
+
+def test_dashboard_in_jupyterlab(lab, artifacts):
+    from playwright.sync_api import sync_playwright
+
+    url, log_path = lab
+    assert os.path.exists(CHROMIUM), f"chromium is needed at {CHROMIUM} (apt-get install chromium)"
+    started = time.monotonic()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        try:
+            run_and_watch(page, url, artifacts)
+        except Exception:
+            page.screenshot(path=os.path.join(artifacts, "dashboard-failure.png"))
+            print("page state:", page.evaluate(DIAGNOSE))
+            print(log_path.read_text()[-5000:])
+            raise
+        finally:
+            browser.close()
+    print(f"\nbrowser test took {time.monotonic() - started:.1f} s; screenshots in {artifacts}")
+
+
+def run_and_watch(page, url, artifacts):
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
+    # the notebook's kernel is connected and idle (JupyterLab's own session state)
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session &&"
+        " w.sessionContext.session.kernel;"
+        " return !!(k && w.sessionContext.isReady && k.connectionStatus === 'connected'"
+        " && k.status === 'idle'); }", timeout=60_000)
+    # Run All: the last cell queues behind the experiment cell
+    # (not awaited: the command's promise settles only when every cell has run)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    page.wait_for_selector(".maggy-dash", timeout=60_000)
+    page.wait_for_function(
+        "() => (document.querySelector('.maggy-dash [data-role=state]') || {}).textContent"
+        " === 'running'", timeout=60_000)
+
+    # progress advances while the run is live
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = text(page, ".maggy-dash [data-role=state]")
+        finished = number(page, "[data-role=count-finished]")
+        seen.append((state, finished))
+        if state == "running" and finished >= 2 and any(
+                f < finished for s, f in seen if s == "running"):
+            break
+        page.wait_for_timeout(100)
+    running = [f for s, f in seen if s == "running"]
+    assert running and max(running) > min(running), f"no progress while running: {seen}"
+    bar = page.eval_on_selector(".maggy-seg.maggy-finished", "n => parseFloat(n.style.width)")
+    assert bar > 0
+
+    # table rows, a curve and a log line from inside a trial, all before the run ends
+    assert count(page, ".maggy-table tbody tr") >= 2
+    assert count(page, "polyline.maggy-curve") >= 1
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-role=log-pane] .maggy-log-line')]"
+        ".some(n => n.textContent.includes('hello from the trial'))", timeout=30_000)
+    assert text(page, ".maggy-dash [data-role=state]") == "running"
+    assert count(page, "[data-role=log-pane]") == 2
+
+    # sorting while the cell blocks: the view sorts at once, and the kernel hears of it
+    # (its next rows come picked by the new sort)
+    assert page.get_attribute(".maggy-table", "data-kernel-sort") == "trial:desc"
+    page.click(".maggy-table th[data-key=trial]")
+    page.wait_for_function(
+        "() => { const ids = [...document.querySelectorAll('.maggy-table tbody tr')]"
+        ".map(r => r.dataset.trial); return ids.length > 1 && ids[0] === '0000'; }",
+        timeout=10_000)
+    page.wait_for_selector(".maggy-table[data-kernel-sort='trial:asc']", timeout=10_000)
+    assert text(page, ".maggy-dash [data-role=state]") == "running"
+    page.locator(".maggy-dash").screenshot(path=os.path.join(artifacts, "dashboard-running.png"))
+
+    # Stop ends the run early, gracefully
+    assert text(page, ".maggy-dash [data-role=state]") == "running"
+    page.click(".maggy-dash [data-role=stop]")
+    page.wait_for_function(
+        "() => (document.querySelector('.maggy-dash [data-role=state]') || {}).textContent"
+        " === 'stopped'", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+        ".some(n => n.textContent.includes('RESULT'))", timeout=30_000)
+    # textContent: innerText leaves out cells JupyterLab does not paint (off screen)
+    outputs = page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                            ".map(n => n.textContent).join('\\n')")
+    found = re.search(r"RESULT (\w+) (\d+) (\d+) (\d+)", outputs)
+    assert found, outputs
+    state, *ended = found.group(1), *map(int, found.groups()[1:])
+    assert state == "stopped" and sum(ended) < TRIALS, found.group(0)
+    counts = [number(page, f"[data-role=count-{name}]")
+              for name in ("finished", "early-stopped", "failed", "running")]
+    assert counts == ended + [0], (counts, found.group(0))   # the dashboard agrees
+    page.locator(".maggy-dash").screenshot(path=os.path.join(artifacts, "dashboard-stopped.png"))
+    assert "best" in outputs.lower()     # the cell's static summary follows the dashboard
+    page.screenshot(path=os.path.join(artifacts, "jupyterlab.png"), full_page=True)
