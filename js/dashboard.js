@@ -5,12 +5,14 @@
 //   trials  {rows: [...], total, sort}        at most a few hundred rows, pre-selected
 //   curves  {curves: [{trial, state, points}], best, total}   downsampled
 //   logs    {workers: {id: {host, trial, state, total, lines: [[trial, text], ...]}}}
+// An ablation study's status also has `ablation` {base, components, total}: drawn as a
+// bar chart of each component's metric minus the base's.
 // and listens for {type: "stop"} messages. The view sends its table sort back through
 // the `table_sort` trait so the kernel picks the rows that sort shows. Data never becomes
 // HTML: every text goes through textContent.
 
 import {
-  curveExtent, downsample, elapsedSeconds, formatDuration, formatParams, formatSeconds,
+  ablationBars, curveExtent, downsample, elapsedSeconds, formatDuration, formatParams, formatSeconds,
   formatTick, formatValue, mergeLogTail, nextSort, niceTicks, paramColumns,
   progressSegments, sortRows,
 } from "./state.js";
@@ -19,6 +21,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const LIVE = new Set(["starting", "running"]);
 const PLOT = { width: 520, height: 250, left: 50, right: 14, top: 18, bottom: 36 };
 const ENDED = new Set(["finished", "stopped", "failed", "interrupted"]);
+const BARS = { width: 560, row: 20, label: 170, value: 80, top: 4, bottom: 18 };
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -65,6 +68,14 @@ function render({ model, el }) {
   const best = h("div", { class: "maggy-best", "data-role": "best" });
   const error = h("div", { class: "maggy-message", "data-role": "message" });
   root.append(bar, counts, best, error);
+
+  // -- ablation studies: each component against the base ----------------------------------
+  const ablationChart = s("svg", { class: "maggy-ablation-chart", "data-role": "ablation-chart" });
+  const ablationHead = h("div", { class: "maggy-panel-title" });
+  const ablationNote = h("div", { class: "maggy-note" });
+  const ablation = h("div", { class: "maggy-ablation", "data-role": "ablation", style: "display:none" },
+    ablationHead, ablationChart, ablationNote);
+  root.append(ablation);
 
   // -- curves and table side by side ------------------------------------------------------
   const plot = s("svg", { viewBox: `0 0 ${PLOT.width} ${PLOT.height}`, class: "maggy-plot", "data-role": "curves" });
@@ -117,7 +128,62 @@ function render({ model, el }) {
     error.textContent = status.error || "";
     error.className = `maggy-message${status.state === "stopped" ? "" : " maggy-error"}`;
     error.style.display = status.error && ENDED.has(status.state) ? "" : "none";
+    updateAblation();
     tick();
+  }
+
+  function updateAblation() {
+    if (!status.ablation) {
+      ablation.style.display = "none";
+      return;
+    }
+    ablation.style.display = "";
+    const metric = status.metric || "metric";
+    const { base, bars, scale } = ablationBars(status.ablation, status.direction);
+    ablationHead.textContent = base && base.value !== null && base.value !== undefined
+      ? `Ablation: ${metric} without each component, against the base ${formatValue(base.value)}`
+      : `Ablation: waiting for the base trial's ${metric}`;
+    const height = BARS.top + BARS.row * Math.max(1, bars.length) + BARS.bottom;
+    ablationChart.setAttribute("viewBox", `0 0 ${BARS.width} ${height}`);
+    ablationChart.replaceChildren();
+    const half = (BARS.width - BARS.label - BARS.value) / 2 - 4;
+    const zero = BARS.label + half + 4;
+    ablationChart.append(s("line", { x1: zero, x2: zero, y1: BARS.top, y2: height - BARS.bottom + 2, class: "maggy-grid" }));
+    const axis = [[zero - half, "start", -scale], [zero, "middle", 0], [zero + half, "end", scale]];
+    for (const [x, anchor, value] of axis) {
+      const t = s("text", { x, y: height - 4, "text-anchor": anchor, class: "maggy-axis" });
+      t.textContent = value === 0 ? "0 (base)" : `${value > 0 ? "+" : ""}${formatValue(value)}`;
+      ablationChart.append(t);
+    }
+    bars.forEach((bar, i) => {
+      const y = BARS.top + i * BARS.row;
+      const label = s("text", { x: BARS.label - 6, y: y + 14, "text-anchor": "end", class: "maggy-ablation-label" });
+      label.textContent = bar.component.length > 22 ? `${bar.component.slice(0, 21)}…` : bar.component;
+      const tip = s("title");
+      tip.textContent = `${bar.kind} ${bar.component} (trial ${bar.trial}, ${bar.state.toLowerCase()})`;
+      label.append(tip);
+      ablationChart.append(label);
+      const value = s("text", { x: BARS.width - BARS.value + 6, y: y + 14, class: "maggy-axis" });
+      if (bar.share === null) {
+        value.textContent = bar.state === "FAILED" ? "failed" : bar.state === "RUNNING" ? "running…" : "";
+      } else {
+        const width = Math.max(1, Math.abs(bar.share) * half);
+        const rect = s("rect", {
+          x: bar.share < 0 ? zero - width : zero, y: y + 3, width, height: BARS.row - 6,
+          class: `maggy-ablation-bar ${bar.worse ? "maggy-ablation-worse" : "maggy-ablation-better"}`,
+          "data-component": bar.component,
+        });
+        const rectTip = s("title");
+        rectTip.textContent = `${bar.component}: ${metric} ${formatValue(bar.value)} (${bar.difference > 0 ? "+" : ""}${formatValue(bar.difference)})`;
+        rect.append(rectTip);
+        ablationChart.append(rect);
+        value.textContent = `${bar.difference > 0 ? "+" : ""}${formatValue(bar.difference)}`;
+      }
+      ablationChart.append(value);
+    });
+    const total = status.ablation.total || bars.length;
+    ablationNote.textContent = (total > bars.length ? `showing ${bars.length} of ${total} components · ` : "")
+      + "red: worse without it (the component helps) · green: no worse without it";
   }
 
   function tick() {

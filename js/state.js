@@ -221,3 +221,28 @@ export function formatValue(value) {
 export function formatParams(params) {
   return Object.entries(params || {}).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
 }
+
+/**
+ * The bars of an ablation study's chart from `status.ablation` (the kernel's
+ * DashboardState.ablation_payload): one per component, its difference from the base as
+ * a share (-1..1) of the largest one, and whether leaving the component out made the
+ * metric worse under `direction`. Components without a difference yet (running,
+ * failed, no base) get `share: null`.
+ */
+export function ablationBars(ablation, direction = "max") {
+  const components = (ablation && ablation.components) || [];
+  const diffs = components.map((c) => c.difference).filter((d) => typeof d === "number" && Number.isFinite(d));
+  const scale = Math.max(0, ...diffs.map(Math.abs)) || 1;
+  return {
+    base: (ablation && ablation.base) || null,
+    scale,
+    bars: components.map((c) => {
+      const known = typeof c.difference === "number" && Number.isFinite(c.difference);
+      return {
+        ...c,
+        share: known ? c.difference / scale : null,
+        worse: known ? (direction === "min" ? c.difference > 0 : c.difference < 0) : null,
+      };
+    }),
+  };
+}

@@ -5,6 +5,9 @@ Public API (Maggy-compatible)::
     from maggy_magic import experiment, Searchspace, HyperparameterOptConfig
     result = experiment.lagom(train, HyperparameterOptConfig(num_trials=8, ...))
 
+    from maggy_magic import AblationStudy, AblationConfig
+    result = experiment.lagom(train, AblationConfig(study, direction="max"))
+
 In IPython or Jupyter, ``%load_ext maggy_magic`` adds the ``%%maggy`` / ``%maggy``
 magics (see :mod:`maggy_magic.magics`).
 
@@ -16,15 +19,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (BroadcastError, ConfigError, EarlyStopException, ExperimentFailed,
-                     ExperimentInterrupted, InvalidMetricError, MaggyError, ResumeError,
-                     SearchspaceError, TrainFunctionError)
+from .errors import (AblationError, BroadcastError, ConfigError, EarlyStopException,
+                     ExperimentFailed, ExperimentInterrupted, InvalidMetricError, MaggyError,
+                     ResumeError, SearchspaceError, TrainFunctionError)
 
 #: Public name → module that defines it, imported on first use. Worker processes import
 #: only what the worker loop needs, so they start fast.
 _LAZY = {
     "experiment": None,
-    "HyperparameterOptConfig": "config", "RunOptions": "config",
+    "HyperparameterOptConfig": "config", "RunOptions": "config", "AblationConfig": "config",
+    "AblationStudy": "ablation", "AbstractAblator": "ablation",
     "AbstractEarlyStop": "earlystop", "AbstractOptimizer": "optimizers",
     "Reporter": "reporter", "ExperimentResult": "result", "Searchspace": "searchspace",
     "Trial": "trial",
@@ -68,7 +72,8 @@ def unload_ipython_extension(ipython) -> None:
     manager.registry.pop("MaggyMagics", None)
 
 __all__ = [
-    "experiment", "Searchspace", "HyperparameterOptConfig", "RunOptions",
+    "experiment", "Searchspace", "HyperparameterOptConfig", "RunOptions", "AblationConfig",
+    "AblationStudy", "AbstractAblator", "AblationError",
     "AbstractOptimizer", "AbstractEarlyStop", "Reporter", "Trial", "ExperimentResult",
     "MaggyError", "ConfigError", "SearchspaceError", "TrainFunctionError",
     "InvalidMetricError", "BroadcastError", "ExperimentFailed", "ExperimentInterrupted",

@@ -3,10 +3,11 @@
 - :func:`run_cell` executes the body in the notebook's namespace, exactly like an ordinary
   cell (so what it defines stays bound: ``train`` can be called in the next cell), and
   reports which names the cell bound.
-- :func:`find_train_fn` and :func:`find_searchspace` pick the training function and the
-  search space: the one named by ``--fn``/``--space``, else the only candidate the cell
-  defines (the search space may also come from an earlier cell). None or several
-  candidates give a one-line :class:`~maggy_magic.errors.MaggyError` naming them.
+- :func:`find_train_fn`, :func:`find_searchspace` and :func:`find_study` pick the training
+  function, the search space and the ablation study: the one named by
+  ``--fn``/``--space``/``--study``, else the only candidate the cell defines (the search
+  space and the study may also come from an earlier cell). None or several candidates
+  give a one-line :class:`~maggy_magic.errors.MaggyError` naming them.
 
 Whether the training function can travel to the workers is checked by the experiment
 itself (:mod:`maggy_magic.portable`), for the magics and the Python API alike.
@@ -15,9 +16,11 @@ itself (:mod:`maggy_magic.portable`), for the magics and the Python API alike.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Optional, Set
 
-from .errors import ConfigError, MaggyError, SearchspaceError, TrainFunctionError, closest
+from .ablation.study import AblationStudy
+from .errors import (AblationError, ConfigError, MaggyError, SearchspaceError,
+                     TrainFunctionError, closest)
 from .searchspace import Searchspace
 
 
@@ -57,10 +60,12 @@ def run_cell(shell: Any, source: str) -> CellCapture:
 
 # -- the training function ------------------------------------------------------------
 def find_train_fn(capture: CellCapture, namespace: Dict[str, Any], name: Optional[str],
-                  accepts: Callable[[Callable], None]) -> Callable:
+                  accepts: Callable[[Callable], None],
+                  exclude: Iterable[Any] = ()) -> Callable:
     """The training function: ``namespace[name]`` if ``name`` is given, else the one
     function the cell defines that ``accepts`` (a check that raises
-    :class:`TrainFunctionError` when the experiment cannot call it) lets through."""
+    :class:`TrainFunctionError` when the experiment cannot call it) lets through.
+    Functions in ``exclude`` (an ablation study's generators) are never candidates."""
     if name:
         if name not in namespace:
             functions = [n for n, v in namespace.items()
@@ -75,7 +80,8 @@ def find_train_fn(capture: CellCapture, namespace: Dict[str, Any], name: Optiona
             raise ConfigError(f"--fn {name!r} is a {type(fn).__name__}, not a function; pass "
                               "the name of the training function")
         return fn
-    functions = capture.functions()
+    excluded = {id(fn) for fn in exclude}
+    functions = {n: fn for n, fn in capture.functions().items() if id(fn) not in excluded}
     if not functions:
         raise TrainFunctionError("the cell defines no function; define the training "
                                  "function in the cell (def train(...): ...) or pass --fn NAME")
@@ -133,6 +139,43 @@ def find_searchspace(capture: CellCapture, namespace: Dict[str, Any], name: Opti
                                "the cell or pick one with --space NAME")
     raise SearchspaceError("no search space: define one in the cell, e.g. searchspace = "
                            "Searchspace(x=('DOUBLE', [0, 1])), or pass --space NAME")
+
+
+# -- the ablation study ---------------------------------------------------------------
+def find_study(capture: CellCapture, namespace: Dict[str, Any],
+               name: Optional[str]) -> AblationStudy:
+    """The ablation study: ``namespace[name]`` if given, else the one AblationStudy the
+    cell binds, else the one in the notebook's namespace."""
+    if name:
+        value = namespace.get(name)
+        if not isinstance(value, AblationStudy):
+            hint = closest(name, _instances(namespace, AblationStudy))
+            what = "is not defined" if name not in namespace else \
+                f"is a {type(value).__name__}, not an AblationStudy"
+            raise ConfigError(f"--study {name!r} {what}"
+                              + (f"; did you mean {hint!r}?" if hint else
+                                 "; pass the name of an AblationStudy"))
+        return value
+    for where, names in (("the cell", capture.defined), ("the notebook", namespace)):
+        found = _instances(names, AblationStudy)
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if len(found) > 1:
+            raise AblationError(f"{where} defines {len(found)} ablation studies "
+                                f"({', '.join(found)}); keep one or pick it with --study NAME")
+    raise AblationError("no ablation study: define one in the cell, e.g. study = "
+                        "AblationStudy('data', 1, 'label'), or pass --study NAME")
+
+
+def _instances(names: Dict[str, Any], cls: type) -> Dict[str, Any]:
+    """Instances of ``cls`` by name, one name per object, names with ``_`` skipped."""
+    found: Dict[str, Any] = {}
+    seen: Set[int] = set()
+    for name, value in names.items():
+        if isinstance(value, cls) and not name.startswith("_") and id(value) not in seen:
+            seen.add(id(value))
+            found[name] = value
+    return found
 
 
 def _spaces(names: Dict[str, Any]) -> Dict[str, Searchspace]:

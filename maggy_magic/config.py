@@ -3,13 +3,21 @@
 ``HyperparameterOptConfig(num_trials, optimizer, searchspace, optimization_key, direction,
 es_interval, es_min, es_policy, name, description, hb_interval, model, dataset)`` is
 Maggy's signature; everything after it is keyword-only and specific to maggy-magic
-(backend, workers, fault tolerance, run directory, resume).
+(backend, workers, fault tolerance, run directory, resume). ``AblationConfig(ablation_study,
+ablator, direction, name, description, hb_interval, model, dataset)`` likewise.
+
+Each config tells the experiment what it runs: ``make_optimizer()`` gives the optimizer
+(or ablator) the driver asks for trials, and ``trial_function(train_fn, optimizer)``
+checks the training function and returns what the workers call for each trial (the
+training function itself for a search; a wrapper that builds each trial's model and
+dataset for an ablation study). The driver, the worker loop and the backends stay the
+same for every kind.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .errors import ConfigError, did_you_mean
 from .searchspace import Searchspace
@@ -96,6 +104,25 @@ class HyperparameterOptConfig(RunOptions):
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
         self.validate_run_options()
 
+    def make_optimizer(self) -> Any:
+        """The optimizer, set up for this search and checked against the search space."""
+        from .optimizers import get_optimizer
+
+        optimizer = get_optimizer(self.optimizer, **self.optimizer_options)
+        optimizer.searchspace = self.searchspace
+        optimizer.num_trials = self.num_trials
+        optimizer.direction = self.direction
+        optimizer.seed = self.seed
+        optimizer.validate(self.searchspace)
+        return optimizer
+
+    def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
+        """``train_fn`` itself, once its arguments fit the search space."""
+        from .worker import check_signature
+
+        check_signature(train_fn, self.searchspace.keys(), budget=optimizer.uses_budget)
+        return train_fn
+
     def to_dict(self) -> Dict[str, Any]:
         """What the run directory and the ``run_started`` event record (JSON only)."""
         def named(x: Any) -> Any:
@@ -111,6 +138,112 @@ class HyperparameterOptConfig(RunOptions):
                 "backend": named(self.backend), "workers": self.workers,
                 "max_failures": self.max_failures, "max_retries": self.max_retries,
                 "seed": self.seed}
+
+
+class AblationConfig(RunOptions):
+    """An ablation study: the base trial and one trial without each component.
+
+    The study decides the trials (so there is no ``num_trials``) and no trial is stopped
+    early: each one's final metric is compared with the base's.
+    """
+
+    kind = "ablation"
+    #: Settings the driver reads; fixed for ablation studies.
+    num_trials: Optional[int] = None
+    es_policy, es_interval, es_min = "none", 1.0, 0
+
+    def __init__(self, ablation_study: Any = None, ablator: Any = "loco",
+                 direction: str = "max", name: str = "ablationStudy", description: str = "",
+                 hb_interval: float = 1, model: Any = None, dataset: Any = None, *,
+                 optimization_key: str = "metric", ablator_options: Optional[dict] = None,
+                 **options: Any):
+        super().__init__(**options)
+        self.ablation_study = ablation_study
+        self.ablator = ablator
+        self.ablator_options = dict(ablator_options or {})
+        self.direction = direction
+        self.name = name
+        self.description = description
+        self.hb_interval = hb_interval
+        self.model = model
+        self.dataset = dataset
+        self.optimization_key = optimization_key
+
+    def validate_options(self) -> None:
+        """Check every setting but the study (the magic checks its options before it runs
+        the cell that defines the study)."""
+        _validate_common(self)
+        from .ablation import ABLATORS, AbstractAblator
+
+        spec = self.ablator
+        if isinstance(spec, str):
+            if spec.strip().lower() not in ABLATORS:
+                raise ConfigError(f"unknown ablator {spec!r}; "
+                                  f"{did_you_mean(spec.strip().lower(), ABLATORS)}")
+        elif not isinstance(spec, AbstractAblator) and not (
+                isinstance(spec, type) and issubclass(spec, AbstractAblator)):
+            raise ConfigError(f"ablator must be a name ({', '.join(ABLATORS)}) or an "
+                              f"AbstractAblator, got {type(spec).__name__}")
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`ConfigError` for the first invalid setting."""
+        from .ablation import AblationStudy
+
+        self.validate_options()
+        if not isinstance(self.ablation_study, AblationStudy):
+            raise ConfigError(f"ablation_study must be an AblationStudy, got "
+                              f"{type(self.ablation_study).__name__}")
+        self.ablation_study.validate()
+
+    def make_optimizer(self) -> Any:
+        """The ablator, set up for this study."""
+        from .ablation import get_ablator
+
+        ablator = get_ablator(self.ablator, self.ablation_study, **self.ablator_options)
+        ablator.direction = self.direction
+        ablator.seed = self.seed
+        return ablator
+
+    def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
+        """A picklable wrapper that gives ``train_fn`` each trial's model and dataset,
+        after building every layer ablation once (see :mod:`maggy_magic.ablation.runner`)."""
+        from .ablation.runner import prepare
+
+        return prepare(optimizer.ablation_study, train_fn)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """What the run directory and the ``run_started`` event record (JSON only)."""
+        return {"kind": self.kind, "name": self.name, "description": self.description,
+                "optimizer": _named(self.ablator), "ablator": _named(self.ablator),
+                "ablator_options": self.ablator_options,
+                "study": self.ablation_study.to_dict() if self.ablation_study is not None
+                else None,
+                "optimization_key": self.optimization_key, "direction": self.direction,
+                "es_policy": self.es_policy, "hb_interval": self.hb_interval,
+                "backend": _named(self.backend), "workers": self.workers,
+                "max_failures": self.max_failures, "max_retries": self.max_retries,
+                "seed": self.seed}
+
+
+def _named(x: Any) -> Any:
+    return x if x is None or isinstance(x, str) else \
+        (x.__name__ if isinstance(x, type) else type(x).__name__)
+
+
+def _validate_common(config: Any) -> None:
+    """Direction, optimization key, heartbeat, name and run options of any config."""
+    direction = str(config.direction).lower()
+    if direction not in ("max", "min"):
+        raise ConfigError(f"direction must be 'max' or 'min', got {config.direction!r}; "
+                          f"{did_you_mean(direction, ('max', 'min'))}")
+    config.direction = direction
+    if not isinstance(config.optimization_key, str) or not config.optimization_key:
+        raise ConfigError(f"optimization_key must be a non-empty string, got "
+                          f"{config.optimization_key!r}")
+    _positive_number("hb_interval", config.hb_interval)
+    if not isinstance(config.name, str) or not config.name.strip():
+        raise ConfigError(f"name must be a non-empty string, got {config.name!r}")
+    config.validate_run_options()
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -32,6 +32,11 @@ class BroadcastError(InvalidMetricError):
     """``reporter.broadcast`` was called with a bad value or a decreasing step."""
 
 
+class AblationError(ConfigError):
+    """An ablation study cannot run as defined (an unknown layer, a layer whose removal
+    leaves no valid model, a component without the generator it needs)."""
+
+
 class ExperimentFailed(MaggyError):
     """The experiment ended in failure (too many failed trials, workers unable to start)."""
 

@@ -20,12 +20,10 @@ from .driver import Driver, DriverSettings
 from .earlystop import get_earlystop
 from .errors import ExperimentInterrupted, ResumeError, error_class
 from .events import EventStream, Listener
-from .optimizers import get_optimizer
 from .portable import serialize
 from .result import ExperimentResult
 from .runs import find_run
 from .store import RunStore, load_trials
-from .worker import check_signature
 
 #: Seconds the workers get to leave after an interrupt before they are killed.
 INTERRUPT_GRACE = 3.0
@@ -41,7 +39,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         on_driver: Optional[Callable[[Driver, Any], None]] = None,
         wait: Optional[Callable[[Driver], None]] = None,
         source: Optional[str] = None) -> ExperimentResult:
-    """Run one experiment.
+    """Run one experiment (its kind is the config's: a search, an ablation study).
 
     ``listeners`` receive every event (on the driver's thread). ``on_driver(driver,
     backend)`` sees both once they exist, before workers start. ``wait(driver)`` blocks the
@@ -50,14 +48,10 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     it interrupts the run. ``source`` (the notebook cell, say) is kept in the run directory.
     """
     config.validate()
-    optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
-    optimizer.searchspace = config.searchspace
-    optimizer.num_trials = config.num_trials
-    optimizer.direction = config.direction
-    optimizer.seed = config.seed
-    optimizer.validate(config.searchspace)
-    check_signature(train_fn, config.searchspace.keys(), budget=optimizer.uses_budget)
-    payload = serialize(train_fn)
+    optimizer = config.make_optimizer()
+    # what the workers call for each trial: train_fn itself, or a wrapper around it
+    function = config.trial_function(train_fn, optimizer)
+    payload = serialize(function)
     earlystop = get_earlystop(config.es_policy)
     backend = get_backend(config.backend, **config.backend_options)
 
@@ -109,7 +103,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     try:
         if on_driver is not None:
             on_driver(driver, backend)
-        backend.start(_launch(driver, train_fn, payload, workers, store.path))
+        backend.start(_launch(driver, function, payload, workers, store.path))
         try:
             (wait or Driver.wait)(driver)
         except KeyboardInterrupt:
@@ -162,7 +156,7 @@ def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, ru
 
 
 def _check_resumable(old: dict, new: dict) -> None:
-    for key in ("kind", "optimizer", "searchspace", "direction", "optimization_key"):
+    for key in ("kind", "optimizer", "searchspace", "study", "direction", "optimization_key"):
         if old.get(key) != new.get(key):
             raise ResumeError(f"cannot resume: {key} was {old.get(key)!r} in that run and is "
                               f"{new.get(key)!r} now; use the same setting or start a new run")

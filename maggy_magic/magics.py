@@ -25,7 +25,7 @@ from . import runs
 from .errors import ConfigError, ExperimentInterrupted, MaggyError, closest, did_you_mean
 
 #: Cell subcommands and whether they exist yet.
-CELL_COMMANDS = {"hpo": True, "ablation": False, "dist": False}
+CELL_COMMANDS = {"hpo": True, "ablation": True, "dist": False}
 #: Line subcommands.
 LINE_COMMANDS = ("list", "show", "stop", "help", "config")
 
@@ -63,6 +63,11 @@ def _ui_modes():
     return UI_MODES
 
 
+def _ablators():
+    from .ablation import ABLATORS
+    return ABLATORS
+
+
 OPTIONS: List[Option] = [
     Option(("--trials",), "num_trials", "int", "number of trials (num_trials)"),
     Option(("--optimizer",), "optimizer", "choice", "randomsearch, gridsearch, asha, none...",
@@ -93,6 +98,9 @@ OPTIONS: List[Option] = [
            "backend option key=value (repeatable)"),
     Option(("--fn",), "fn", "identifier", "name of the training function", per_cell=True),
     Option(("--space",), "space", "identifier", "name of the Searchspace", per_cell=True),
+    Option(("--study",), "study", "identifier", "name of the AblationStudy (ablation)",
+           per_cell=True),
+    Option(("--ablator",), "ablator", "choice", "ablation policy: loco", _ablators),
     Option(("-o", "--output"), "output", "identifier",
            "notebook variable that receives the result", per_cell=True),
     Option(("--ui",), "ui", "choice", "auto (dashboard if widgets work), widget, text, or "
@@ -101,7 +109,12 @@ OPTIONS: List[Option] = [
 ]
 _BY_DEST = {o.dest: o for o in OPTIONS}
 #: Options that are not config keywords; the magic consumes them.
-_MAGIC_ONLY = ("fn", "space", "output", "ui")
+_MAGIC_ONLY = ("fn", "space", "study", "output", "ui")
+#: Options that only one experiment kind takes. Given on the line of another kind they
+#: are an error; as session defaults (``%maggy config``) other kinds ignore them.
+_ONLY = {"hpo": ("num_trials", "optimizer", "optimizer_options", "es_policy", "es_interval",
+                 "es_min", "space"),
+         "ablation": ("study", "ablator")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,7 +226,9 @@ def format_options(options: Dict[str, Any]) -> str:
 
 HELP = """\
 %%maggy hpo [options]      run the cell's training function as a hyperparameter search
-%%maggy ablation|dist      (not available yet)
+%%maggy ablation [options] run the cell's AblationStudy: the base model and data, then
+                           each without one feature, layer, layer group or custom model
+%%maggy dist               (not available yet)
 %maggy list [--root DIR] [--name NAME]   runs with their state and best metric
 %maggy show RUN            summary (and dashboard) of a run: a run id, NAME/RUN_ID,
                            'latest' or a run directory
@@ -222,10 +237,11 @@ HELP = """\
 %maggy help                this text
 
 The cell defines the training function (arguments injected by name: the hyperparameters,
-reporter, hparams, budget) and a Searchspace; functions and constants from earlier cells
-travel with it. The cell returns the result (also bound with -o VAR). While a cell runs,
-stop it with the dashboard's Stop button or the kernel's interrupt (resumable with
---resume RUN_ID).
+reporter, hparams, budget) and a Searchspace (hpo), or an AblationStudy and a training
+function taking model_function / dataset_function (or model / dataset) and reporter
+(ablation); functions and constants from earlier cells travel with it. The cell
+returns the result (also bound with -o VAR). While a cell runs, stop it with the
+dashboard's Stop button or the kernel's interrupt (resumable with --resume RUN_ID).
 
 Options ($var and {expression} take notebook values):
 """
@@ -280,22 +296,36 @@ class MaggyMagics(Magics):
             raise ConfigError(f"{what}: %%maggy hpo|ablation|dist [options]; "
                               f"{did_you_mean(command.lstrip('-'), CELL_COMMANDS)}")
         if not CELL_COMMANDS[command]:
-            raise MaggyError(f"%%maggy {command} is not available yet; use %%maggy hpo")
+            raise MaggyError(f"%%maggy {command} is not available yet; use %%maggy hpo or "
+                             "%%maggy ablation")
         options = parse_options(args, f"%%maggy {command}")
         if options.pop("help", False):
             print(help_text())
             return None
-        return self._hpo({**self.defaults, **options}, cell)
+        options = self._options_for(command, options)
+        magic = {key: options.pop(key) for key in _MAGIC_ONLY if key in options}
+        return getattr(self, f"_{command}")(options, magic, cell)
 
-    def _hpo(self, options: Dict[str, Any], cell: str) -> Any:
-        from . import capture, ui
+    def _options_for(self, command: str, options: Dict[str, Any]) -> Dict[str, Any]:
+        """The session defaults overridden by ``options``, without the options of other
+        experiment kinds (an error when given on this line)."""
+        own = set(_ONLY.get(command, ()))
+        foreign = {dest for kind, dests in _ONLY.items() if kind != command
+                   for dest in dests} - own
+        for dest in options:
+            if dest in foreign:
+                raise ConfigError(f"{_BY_DEST[dest].name} does not apply to %%maggy "
+                                  f"{command}; remove it (%maggy help lists the options)")
+        defaults = {k: v for k, v in self.defaults.items() if k not in foreign}
+        return {**defaults, **options}
+
+    def _hpo(self, options: Dict[str, Any], magic: Dict[str, Any], cell: str) -> Any:
+        from . import capture
         from .config import HyperparameterOptConfig
-        from .experiment import run
         from .optimizers import get_optimizer
         from .optimizers.singlerun import SingleRun
         from .worker import check_signature
 
-        magic = {key: options.pop(key) for key in _MAGIC_ONLY if key in options}
         config = HyperparameterOptConfig(**options)
         config.validate()  # option mistakes surface before the cell body runs
         optimizer = get_optimizer(config.optimizer, **config.optimizer_options)
@@ -310,6 +340,29 @@ class MaggyMagics(Magics):
             captured, namespace, magic.get("fn"),
             lambda fn: check_signature(fn, names, budget=optimizer.uses_budget))
         check_signature(train_fn, names, budget=optimizer.uses_budget)
+        return self._run(config, train_fn, magic, cell)
+
+    def _ablation(self, options: Dict[str, Any], magic: Dict[str, Any], cell: str) -> Any:
+        from . import capture
+        from .ablation.runner import check_train_fn
+        from .config import AblationConfig
+
+        config = AblationConfig(**options)
+        config.validate_options()  # option mistakes surface before the cell body runs
+
+        namespace = self.shell.user_ns
+        captured = capture.run_cell(self.shell, cell)
+        study = capture.find_study(captured, namespace, magic.get("study"))
+        config.ablation_study = study
+        train_fn = capture.find_train_fn(
+            captured, namespace, magic.get("fn"), lambda fn: check_train_fn(fn, study),
+            exclude=study.generators())
+        return self._run(config, train_fn, magic, cell)
+
+    def _run(self, config: Any, train_fn: Any, magic: Dict[str, Any], cell: str) -> Any:
+        """Run the experiment with a live display; bind and return its result."""
+        from . import ui
+        from .experiment import run
 
         drivers: List[Any] = []
 

@@ -82,6 +82,30 @@ class ExperimentResult(collections.abc.Mapping):
             rows.append(row)
         return pd.DataFrame(rows)
 
+    @property
+    def ablation(self):
+        """For an ablation study, one row per trial, base first: ``component``, ``kind``
+        (base, feature, layer, layer group, custom model), ``trial``, ``state``, the
+        metric (named by ``optimization_key``) and ``difference`` (metric minus the
+        base's). None for other experiments."""
+        from .ablation.results import component_rows
+
+        rows = component_rows(self.trial_records)
+        if not rows:
+            return None
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=["component", "kind", "trial", "state", "value",
+                                            "difference"])
+        return frame.rename(columns={"value": self.optimization_key})
+
+    @property
+    def base_trial(self) -> Optional[Dict[str, Any]]:
+        """The record of an ablation study's base trial (every component kept), or None."""
+        from .ablation.results import base_record
+
+        return base_record(self.trial_records)
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable summary (what ``result.json`` holds)."""
         return {"name": self.name, "run_id": self.run_id, "run_dir": self.run_dir,

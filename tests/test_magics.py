@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from maggy_magic import (ConfigError, ExperimentResult, MaggyError, SearchspaceError,
-                         TrainFunctionError)
+from maggy_magic import (AblationError, ConfigError, ExperimentResult, MaggyError,
+                         SearchspaceError, TrainFunctionError)
 from maggy_magic.magics import MaggyMagics, parse_options
 
 
@@ -223,8 +223,8 @@ BAD = {
                   "--opt takes key=value"),
     "unknown experiment": ("%%maggy hpx\n" + SPACE + TRAIN, ConfigError,
                            "did you mean 'hpo'?"),
-    "ablation": ("%%maggy ablation\n" + TRAIN, MaggyError,
-                 "%%maggy ablation is not available yet"),
+    "ablation without a study": ("%%maggy ablation\n" + TRAIN, AblationError,
+                                 "no ablation study: define one in the cell"),
     "dist": ("%%maggy dist --workers 2\n" + TRAIN, MaggyError,
              "%%maggy dist is not available yet"),
     "no training function": ("%%maggy hpo\n" + SPACE, TrainFunctionError,

@@ -1,6 +1,7 @@
 """Every notebook in notebooks/ runs unattended through `maggy-magic run` (papermill)."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 #: Small, fast parameters per notebook (names of their `parameters` cells).
 FAST = {"01_laptop.ipynb": {"epochs": "2"},
-        "02_hpo.ipynb": {"n_trials": "3", "epochs": "2"}}
+        "02_hpo.ipynb": {"n_trials": "3", "epochs": "2"},
+        "03_ablation.ipynb": {"epochs": "1"}}
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +73,21 @@ def test_hpo_notebook_unattended(tmp_path, backend):
     assert any(m["model_name"] == "AnyModel" for m in state.values())
     with open(os.path.join(run_dir, "config.json")) as handle:
         assert f'"backend": "{backend}"' in handle.read()
+
+
+def test_ablation_notebook_unattended(tmp_path):
+    proc, out = run_notebook("03_ablation.ipynb", FAST["03_ablation.ipynb"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "6 trials: 6 finished" in proc.stdout  # base + 2 regions + layer + group + model
+    run_dir = next(line.split(": ", 1)[1] for line in proc.stdout.splitlines()
+                   if line.startswith("run directory: "))
+    with open(os.path.join(run_dir, "result.json")) as handle:
+        trials = json.load(handle)["trials"]
+    assert [t["info"]["component"] for t in trials] == ["base", "top", "center", "dropout",
+                                                        "hidden*", "small"]
+    assert all(len(t["steps"]) == 1 for t in trials)  # epochs=1 reached the workers
+    magic = next(c for c in out.cells if c.source.startswith("%%maggy ablation"))
+    html = [o["data"]["text/html"] for o in magic.outputs if "text/html" in o.get("data", {})]
+    assert html and 'class="maggy-ablation"' in html[-1] and "<table" in html[-1]
+    table = out.cells[-1].outputs[-1]["data"]
+    assert "difference" in table["text/plain"] and "hidden*" in table["text/plain"]

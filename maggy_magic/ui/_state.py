@@ -14,6 +14,10 @@ Bounds, whatever the number of trials:
   the ``recent_curves`` last ended ones, so memory and payload stay fixed.
 - ``logs``: per worker the last ``log_tail`` lines, each cut to ``max_line`` characters,
   plus the count of lines ever seen so the front-end can tell new lines from old ones.
+
+An ablation study (its trials' ``info`` names the ``component`` each leaves out) also
+gets ``status["ablation"]``: the base first, then at most ``max_bars`` components, each
+with its final metric and its difference from the base's, for the live bar chart.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ class DashboardState:
 
     def __init__(self, title: str = "maggy", *, max_rows: int = 200, max_points: int = 100,
                  top_curves: int = 10, recent_curves: int = 20, log_tail: int = 60,
-                 max_line: int = 400):
+                 max_line: int = 400, max_bars: int = 60):
         self.title = title
         self.max_rows, self.max_points = max_rows, max_points
         self.top_curves, self.recent_curves = top_curves, recent_curves
         self.log_tail, self.max_line = log_tail, max_line
+        self.max_bars = max_bars
         self.sort: Dict[str, Any] = {"key": "trial", "desc": True}
         self.dirty: Set[str] = set(PARTS)
         self.state = "starting"
@@ -133,6 +138,11 @@ class DashboardState:
                             "step": None, "metric": None, "worker": e.get("worker"),
                             "start": e.get("t"), "end": None, "duration": None,
                             "attempt": e.get("attempt") or 0, "error": None}
+        info = e.get("info") or {}
+        if "component" in info:  # an ablation trial: what it leaves out
+            self.rows[trial].update(component=str(info["component"]),
+                                    kind=info.get("component_kind"),
+                                    order=info.get("ablation_index"))
         self.curves[trial] = Curve(self.max_points)
         self.live.add(trial)
         worker = self.workers.setdefault(str(e.get("worker")), {"host": None, "lost": False})
@@ -272,11 +282,42 @@ class DashboardState:
                   "early_stopped": self.counts["EARLY_STOPPED"],
                   "failed": self.counts["FAILED"],
                   "running": live.count("RUNNING"), "pending": live.count("PENDING")}
-        return {"title": self.title, "state": self.state, "started": self.started,
-                "ended": self.ended, "now": now, "num_trials": self.num_trials,
-                "counts": counts, "best": self.best, "metric": self.metric,
-                "direction": self.direction, "error": self.error,
-                "workers": len(self.workers)}
+        payload = {"title": self.title, "state": self.state, "started": self.started,
+                   "ended": self.ended, "now": now, "num_trials": self.num_trials,
+                   "counts": counts, "best": self.best, "metric": self.metric,
+                   "direction": self.direction, "error": self.error,
+                   "workers": len(self.workers)}
+        ablation = self.ablation_payload()
+        if ablation is not None:
+            payload["ablation"] = ablation
+        return payload
+
+    def ablation_payload(self) -> Optional[Dict[str, Any]]:
+        """The components of an ablation study against its base (None for other runs):
+        ``{"base": {...} or None, "components": [...], "total": n}``; each item has
+        ``component``, ``kind``, ``trial``, ``state``, ``value`` (final metric, None
+        until the trial ends well) and ``difference`` (``value`` minus the base's)."""
+        rows = [r for r in self.rows.values() if "component" in r]
+        if not rows:
+            return None
+        rows.sort(key=lambda r: (r.get("kind") != "base", _order(r.get("order")),
+                                 r["trial"]))
+
+        def item(row: Dict[str, Any]) -> Dict[str, Any]:
+            ended = row["state"] in ("FINISHED", "EARLY_STOPPED")
+            value = row["metric"] if ended and _finite(row["metric"]) else None
+            return {"component": row["component"], "kind": row.get("kind"),
+                    "trial": row["trial"], "state": row["state"], "value": value,
+                    "difference": None}
+
+        base = item(rows[0]) if rows[0].get("kind") == "base" else None
+        others = [item(r) for r in rows if r.get("kind") != "base"]
+        if base is not None and base["value"] is not None:
+            base["difference"] = 0.0
+            for other in others:
+                if other["value"] is not None:
+                    other["difference"] = other["value"] - base["value"]
+        return {"base": base, "components": others[: self.max_bars], "total": len(others)}
 
     def trials_payload(self, now: float) -> Dict[str, Any]:
         rows = first_rows(self.rows.values(), self.sort["key"], self.sort["desc"],
@@ -310,6 +351,10 @@ class DashboardState:
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value)
+
+
+def _order(value: Any) -> float:
+    return float(value) if _number(value) else math.inf
 
 
 def first_rows(rows: Iterable[Dict[str, Any]], key: str, desc: bool,

@@ -8,6 +8,10 @@ trial table (best first, at most ``max_rows`` rows). Everything user-supplied is
 The size is bounded whatever the number of trials: curves and rows are capped and each
 curve is thinned to a fixed number of points.
 
+An ablation study's summary also shows each component's effect: a bar chart (inline SVG,
+drawn here) of the metric without the component minus the base's, bars that hurt the
+metric in red, the others in green, at most ``MAX_BARS`` components.
+
 ``ranked(records, direction)`` is the order every display uses: scored trials best first,
 then unscored ones (running, failed) by id.
 """
@@ -22,10 +26,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 MAX_CURVES = 100
 #: Each curve is thinned to at most this many points.
 MAX_POINTS = 120
+#: At most this many components get a bar in an ablation study's chart.
+MAX_BARS = 60
 
 _WIDTH, _HEIGHT = 640, 240
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 64, 16, 12, 36
 _BEST, _NORMAL, _STOPPED, _FAILED = "#d62728", "#1f77b4", "#9e9e9e", "#ff7f0e"
+_WORSE, _BETTER = "#d62728", "#2ca02c"
 
 
 def ranked(records: Iterable[Dict[str, Any]], direction: str) -> List[Dict[str, Any]]:
@@ -73,6 +80,9 @@ def summary_html(result: Any, *, max_rows: int = 50) -> str:
                      f"{params or 'no parameters'}</div>")
     else:
         parts.append("<div>no trial produced a metric</div>")
+    ablation = _ablation_rows(records)
+    if ablation:
+        parts.append(ablation_section(ablation, key, result.direction))
     plot = learning_curves_svg(order, key, best["trial"] if best else None)
     if plot:
         parts.append(plot)
@@ -168,7 +178,94 @@ def learning_curves_svg(records: Sequence[Dict[str, Any]], key: str,
     return "".join(out)
 
 
+def ablation_section(rows: Sequence[Dict[str, Any]], key: str, direction: str) -> str:
+    """The heading line and bar chart of an ablation study (rows from
+    :func:`maggy_magic.ablation.results.component_rows`, base first)."""
+    base = next((r for r in rows if r.get("kind") == "base"), None)
+    if base is not None and base.get("value") is not None:
+        head = (f"ablation: {_e(key)} without each component, against the base "
+                f"{_e(key)} = <b>{_e(fmt(base['value']))}</b> (trial {_e(base['trial'])})")
+    else:
+        head = "ablation: the base trial produced no metric, so nothing can be compared"
+    parts = [f'<div class="maggy-ablation-head" style="margin-top:6px">{head}</div>']
+    chart = ablation_bars_svg(rows, key, direction)
+    if chart:
+        parts.append(chart)
+        parts.append(f'<div style="color:#666;font-size:11px"><span style="color:{_WORSE}">'
+                     f'■</span> worse without it (the component helps) · <span style="color:'
+                     f'{_BETTER}">■</span> no worse without it · result.ablation has the '
+                     "table</div>")
+    return "\n".join(parts)
+
+
+def ablation_bars_svg(rows: Sequence[Dict[str, Any]], key: str, direction: str) -> str:
+    """One horizontal bar per component: its metric minus the base's, from a zero line;
+    components without a difference (failed, no base) are listed without a bar."""
+    items = [r for r in rows if r.get("kind") != "base"][:MAX_BARS]
+    if not items:
+        return ""
+    diffs = [r["difference"] for r in items if _finite(r.get("difference"))]
+    scale = max((abs(d) for d in diffs), default=0.0) or 1.0
+    row_h, label_w, value_w = 20, 170, 90
+    height = _PAD_TOP + row_h * len(items) + 20
+    plot_w = _WIDTH - label_w - value_w
+    zero = label_w + plot_w / 2
+    half = plot_w / 2 - 4
+    out = [f'<svg class="maggy-ablation" xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" '
+           f'height="{height}" viewBox="0 0 {_WIDTH} {height}" role="img" '
+           f'aria-label="ablation" style="background:#fff">',
+           f"<title>{_e(key)} without each component minus the base's</title>",
+           f'<line x1="{zero:.1f}" y1="{_PAD_TOP - 4}" x2="{zero:.1f}" '
+           f'y2="{height - 16}" stroke="#444" stroke-width="1"/>',
+           f'<text x="{zero:.1f}" y="{height - 4}" font-size="10" text-anchor="middle">'
+           f"0 (base)</text>"]
+    for value, anchor in ((-scale, "start"), (scale, "end")):
+        x = zero + (value / scale) * half
+        out.append(f'<text x="{x:.1f}" y="{height - 4}" font-size="10" '
+                   f'text-anchor="{anchor}">{_e(_signed(value))}</text>')
+    for i, row in enumerate(items):
+        y = _PAD_TOP + i * row_h
+        label, kind = str(row.get("component")), str(row.get("kind") or "")
+        short = label if len(label) <= 18 else label[:17] + "…"
+        out.append(f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
+                   f"<title>{_e(kind)} {_e(label)}</title>{_e(short)} "
+                   f'<tspan fill="#888" font-size="9">{_e(kind)}</tspan></text>')
+        diff = row.get("difference")
+        if not _finite(diff):
+            why = "failed" if row.get("state") == "FAILED" else "no metric"
+            out.append(f'<text x="{zero + 4:.1f}" y="{y + 14}" font-size="11" '
+                       f'fill="{_STOPPED}">{why}</text>')
+            continue
+        worse = diff < 0 if direction == "max" else diff > 0
+        width = abs(diff) / scale * half
+        x = zero - width if diff < 0 else zero
+        color = _WORSE if worse else _BETTER
+        tip = (f"{row.get('kind')} {label}: {key} {fmt(row.get('value'))} "
+               f"({_signed(diff)} against the base; trial {row.get('trial')})")
+        out.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{max(width, 1.0):.1f}" '
+                   f'height="{row_h - 6}" fill="{color}"><title>{_e(tip)}</title></rect>')
+        out.append(f'<text x="{_WIDTH - value_w + 6}" y="{y + 14}" font-size="11">'
+                   f"{_e(_signed(diff))}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
 # -- helpers --------------------------------------------------------------------------
+def _ablation_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    from ..ablation.results import component_rows
+
+    return component_rows(records)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4g}"
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
