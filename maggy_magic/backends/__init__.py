@@ -16,6 +16,7 @@ def _local(**options: Any) -> Backend:
 
 #: Backend name → factory. Factories import their module lazily (pyspark stays unloaded).
 BACKENDS: Dict[str, Callable[..., Backend]] = {"local": _local}
+BACKENDS["spark"] = lambda **opts: __import__(__name__ + ".spark", fromlist=["_"]).create(**opts)
 
 
 def get_backend(spec: Any = "local", **options: Any) -> Backend:

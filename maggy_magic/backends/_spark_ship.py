@@ -1,0 +1,180 @@
+"""Getting maggy_magic (and a training function's module) onto Spark executors.
+
+``package_zip()`` builds a pure-Python zip of this package, cached on disk per version and
+content fingerprint. ``probe_modules(sc, names)`` asks one executor which of ``names`` it
+can import, without importing them there (an import would pin that module in the reused
+Python worker, shadowing a zip added later). ``Shipper`` combines both for one
+SparkContext and remembers, per Spark application, what it already probed and shipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import zipfile
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import maggy_magic
+
+PACKAGE = "maggy_magic"
+_cache_lock = threading.Lock()
+#: (application id, module name) -> (importable, version or error); (app, "zip:" + name) -> True
+_known: Dict[Tuple[str, str], Any] = {}
+
+
+def package_dir() -> str:
+    return os.path.dirname(os.path.abspath(maggy_magic.__file__))
+
+
+def _sources(root: str) -> List[str]:
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        files += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")
+                  or n == "py.typed"]
+    return files
+
+
+def _enclosing_archive(path: str) -> Optional[str]:
+    """The zip file that ``path`` lies inside, if the package was itself imported from one."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path if zipfile.is_zipfile(path) else None
+
+
+def package_zip(cache_dir: Optional[str] = None) -> str:
+    """Path of a zip holding this package's Python files (``maggy_magic/...``).
+
+    The name carries the version and a fingerprint of the files' contents, so an edited
+    source tree gets a new zip while an unchanged one is built once. If this package was
+    itself imported from a zip (e.g. shipped to a Livy driver), that zip is returned.
+    """
+    root = package_dir()
+    if not os.path.isdir(root):
+        archive = _enclosing_archive(root)
+        if archive is None:
+            raise FileNotFoundError(f"cannot find the files of {PACKAGE} at {root}")
+        return archive
+    files = _sources(root)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.path.relpath(path, root).encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(handle.read() + b"\0")
+    name = f"{PACKAGE}-{maggy_magic.__version__}-{digest.hexdigest()[:12]}.zip"
+    cache_dir = cache_dir or os.path.join(tempfile.gettempdir(),
+                                          f"maggy-magic-{_user()}", "zips")
+    target = os.path.join(cache_dir, name)
+    if os.path.exists(target):
+        return target
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w",
+                                                            zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, os.path.join(PACKAGE, os.path.relpath(path, root)))
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _user() -> str:
+    try:
+        return str(os.getuid())
+    except AttributeError:  # pragma: no cover - not POSIX
+        return os.environ.get("USERNAME", "user")
+
+
+def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
+    """``name -> (importable, version)`` as seen by the Python worker of one executor task.
+
+    Uses ``importlib.util.find_spec`` and reads ``__version__`` from the source, so nothing
+    is imported on the executor. The probe function is built here, from nothing but the
+    standard library, so that it can run where maggy_magic cannot be imported.
+    """
+    wanted = list(names)
+
+    def probe(_: Any) -> Iterable[Dict[str, Any]]:
+        import importlib.util
+        import re as _re
+
+        found = {}
+        for module in wanted:
+            try:
+                spec = importlib.util.find_spec(module)
+            except Exception:  # noqa: BLE001 - a parent package failed to import
+                spec = None
+            version = None
+            if spec is not None and spec.loader is not None and "." not in module:
+                try:
+                    source = spec.loader.get_source(module) or ""
+                    match = _re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", source,
+                                       _re.M)
+                    version = match.group(1) if match else None
+                except Exception:  # noqa: BLE001 - no source (compiled only)
+                    pass
+            found[module] = [spec is not None, version]
+        yield found
+
+    answer = sc.parallelize([0], 1).mapPartitions(probe).collect()[0]
+    return {name: (bool(ok), version) for name, (ok, version) in answer.items()}
+
+
+class Shipper:
+    """Makes ``maggy_magic`` importable on the executors of one SparkContext.
+
+    ``mode`` is ``"auto"`` (probe an executor; ship the zip if it cannot import this
+    version), ``"always"`` or ``"never"``. ``prepare(extra_modules)`` returns the subset of
+    ``extra_modules`` the executors cannot import (the backend pickles those by value).
+    Probe answers and shipped zips are remembered per Spark application.
+    """
+
+    MODES = ("auto", "always", "never")
+
+    def __init__(self, sc: Any, mode: str = "auto"):
+        self.sc = sc
+        self.mode = mode
+        self.shipped: Optional[str] = None
+
+    def prepare(self, extra_modules: Iterable[str] = ()) -> List[str]:
+        app = self.sc.applicationId
+        extra = [m for m in dict.fromkeys(extra_modules) if m and m != "__main__"]
+        with _cache_lock:
+            unknown = [m for m in extra if (app, m) not in _known]
+            probe_package = self.mode == "auto" and (app, PACKAGE) not in _known
+        names = ([PACKAGE] if probe_package else []) + unknown
+        if names:
+            answers = probe_modules(self.sc, names)
+            with _cache_lock:
+                for name, answer in answers.items():
+                    _known[(app, name)] = answer
+        ship = self.mode == "always"
+        if self.mode == "auto":
+            with _cache_lock:
+                importable, version = _known[(app, PACKAGE)]
+            ship = not importable or version != maggy_magic.__version__
+        if ship:
+            self._ship(app)
+        with _cache_lock:
+            return [m for m in extra if not _known[(app, m)][0]]
+
+    def _ship(self, app: str) -> None:
+        path = package_zip()
+        key = (app, "zip:" + os.path.basename(path))
+        with _cache_lock:
+            done = key in _known
+            _known[key] = True
+            if self.mode == "auto":
+                _known[(app, PACKAGE)] = (True, maggy_magic.__version__)
+        if not done:
+            self.sc.addPyFile(path)
+        self.shipped = path

@@ -1,0 +1,107 @@
+"""What runs inside a Spark task: one worker loop, serving trials until the driver ends.
+
+Imported on executors (from the installed package or from the zip the backend ships);
+it needs nothing but the standard library, :mod:`maggy_magic`'s worker loop and, for the
+task and barrier contexts, the ``pyspark`` that every executor has. The training function
+arrives as bytes produced by ``pyspark.cloudpickle`` (the copy every executor has, so the
+cluster needs no cloudpickle of its own) inside :class:`TaskSetup`, which travels in the
+Spark task closure; only JSON travels over the driver's socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import socket
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+#: ``exit`` values of a task's summary: the loop ended (driver said shutdown or dropped
+#: the connection), nothing listened at the driver's address, the connection broke at once.
+DONE, REFUSED, BROKEN = "done", "refused", "broken"
+
+
+class DriverUnreachable(RuntimeError):
+    """A task could not open a connection to the driver (not a refusal: no route, timeout,
+    unknown host). Raised so that Spark reports it; the backend turns it into the run's
+    error message."""
+
+
+class TaskSetup:
+    """Everything a worker task needs, pickled into the Spark closure.
+
+    ``payload`` is the cloudpickled training function, loaded lazily (after registering)
+    so that a function that cannot be loaded is reported to the driver as a fatal error
+    of the run rather than as a task failure that Spark would retry.
+    """
+
+    def __init__(self, host: str, port: int, secret: bytes, payload: bytes, version: str,
+                 extras: Optional[Dict[str, Any]] = None):
+        self.host, self.port, self.secret = host, port, secret
+        self.payload = payload
+        self.version = version
+        self.extras = dict(extras or {})
+
+    def loader(self) -> Callable[[], Callable]:
+        def load() -> Callable:
+            return pickle.loads(self.payload)
+
+        return load
+
+
+def serve(setup: TaskSetup, index: int, iterator: Iterator[Any]) -> Iterator[Dict[str, Any]]:
+    """``mapPartitionsWithIndex`` body: partition ``index`` is worker ``str(index)``."""
+    from pyspark import TaskContext
+
+    yield _run(setup, index, TaskContext.get(), {})
+
+
+def serve_barrier(setup: TaskSetup, iterator: Iterator[Any]) -> Iterator[Dict[str, Any]]:
+    """``barrier().mapPartitions`` body: every worker knows its rank and its peers.
+
+    The training function can take ``rank`` (= the worker id as an int), ``world_size``,
+    ``peers`` (``host:port`` of every task's executor, in rank order) and
+    ``barrier_context`` (the :class:`pyspark.BarrierTaskContext`, e.g. for
+    ``allGather``). The workers register with the driver only after all of them reached
+    the same barrier, so they start together.
+    """
+    from pyspark import BarrierTaskContext
+
+    context = BarrierTaskContext.get()
+    peers: List[str] = [info.address for info in context.getTaskInfos()]
+    rank = context.partitionId()
+    extras = {"rank": rank, "world_size": len(peers), "peers": peers,
+              "barrier_context": context}
+    context.barrier()
+    yield _run(setup, rank, context, extras)
+
+
+def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> Dict[str, Any]:
+    import maggy_magic
+    from maggy_magic.worker import WorkerLoop
+
+    if maggy_magic.__version__ != setup.version:
+        raise RuntimeError(
+            f"this executor imports maggy_magic {maggy_magic.__version__} from "
+            f"{os.path.dirname(maggy_magic.__file__)} but the driver runs {setup.version}; "
+            "install the same version on the cluster or let the backend ship it "
+            "(backend option ship='always')")
+    summary = {"worker": str(index), "attempt": context.attemptNumber() if context else 0,
+               "pid": os.getpid(), "host": socket.gethostname(), "trials": 0, "exit": DONE}
+    loop = WorkerLoop(setup.loader(), str(index), setup.host, setup.port, setup.secret,
+                      on_driver_lost="return", extras=dict(setup.extras, **extras))
+    try:
+        summary["trials"] = loop.run()
+    except OSError as exc:
+        if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+            # Nothing listens at the driver's address: the experiment is over (a task that
+            # Spark started late) or the address is wrong; the backend tells them apart.
+            summary["exit"] = REFUSED
+        elif isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            summary["exit"] = BROKEN
+        else:
+            raise DriverUnreachable(
+                f"worker {index} on {socket.gethostname()} cannot reach the driver at "
+                f"{setup.host}:{setup.port} ({type(exc).__name__}: {exc}); set "
+                "spark.driver.host to an address the executors can reach") from None
+    return summary

@@ -1,0 +1,441 @@
+"""The Spark backend: one long-running Spark task per worker, each running the worker loop.
+
+``SparkBackend`` finds its SparkContext in this order: the ``spark=`` backend option (a
+SparkSession or SparkContext), the active SparkSession / SparkContext, or a session it
+creates from ``master=`` (e.g. ``"local-cluster[2,1,1024]"``) with the console progress
+bar off and task retries allowed. ``start`` submits one job of ``num_workers`` tasks from a
+background thread, under a job group that ``stop`` cancels; task ``i`` is worker ``"i"``
+and connects back to the driver at ``spark.driver.host``. The training function travels
+in the task closure, pickled by ``pyspark.cloudpickle``; executors that cannot import
+this version of maggy_magic get it as a zip (``sc.addPyFile``).
+
+Fault tolerance is Spark's: when an executor dies, Spark re-runs its task, whose worker
+registers again under the same id; the driver retries the trial the old one held. A
+worker the driver gives up on (silent, hung) has its task attempt killed, and Spark runs
+it again. When Spark gives up on the job (a task failed ``spark.task.maxFailures``
+times), the run fails with Spark's reason in one line.
+
+pyspark is imported only when this backend is used; a missing pyspark is a
+:class:`~maggy_magic.errors.ConfigError` that says what to install.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+from ..errors import ConfigError, ExperimentFailed, did_you_mean
+from .base import Backend, Launch
+
+log = logging.getLogger(__name__)
+
+#: Settings of a SparkSession this backend creates (``conf=`` overrides them).
+SESSION_DEFAULTS = {
+    "spark.ui.showConsoleProgress": "false",
+    # a task whose executor dies is re-run; a few deaths must not end the experiment
+    "spark.task.maxFailures": "8",
+    # barrier jobs submitted while executors are still registering retry soon
+    "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
+}
+#: After cancelling, how long ``stop`` waits for Spark to report the job ended.
+CANCEL_WAIT = 30.0
+#: Keys of ``backend_options`` this backend understands.
+OPTIONS = ("spark", "master", "barrier", "ship", "conf", "app_name", "start_timeout")
+
+
+def create(**options: Any) -> "SparkBackend":
+    """The registry's factory: check option names, then build the backend."""
+    for key in options:
+        if key not in OPTIONS:
+            raise ConfigError(f"unknown spark backend option {key!r}; "
+                              f"{did_you_mean(key, OPTIONS)}")
+    return SparkBackend(**options)
+
+
+def _require_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise ConfigError("the spark backend needs pyspark, which is not installed; install "
+                          "maggy-magic[spark] (pip install 'maggy-magic[spark]')") from None
+
+
+class SparkBackend(Backend):
+    """Workers are long-running tasks of one Spark job.
+
+    Options: ``spark`` (a SparkSession or SparkContext to use), ``master`` (create a
+    session with this master if none is active), ``barrier`` (launch all workers together
+    in a barrier stage; the training function can then take ``rank``, ``world_size``,
+    ``peers`` and ``barrier_context``), ``ship`` (``"auto"``: ship maggy_magic as a zip
+    to executors that cannot import this version; ``"always"``; ``"never"``), ``conf``
+    (extra settings for a session this backend creates), ``app_name``, ``start_timeout``
+    (seconds without any worker registering before the run fails; default 300).
+
+    A session the backend creates stays up after the run, for the next one; for a
+    ``local``/``local-cluster`` master its executors run this interpreter
+    (``PYSPARK_PYTHON`` is set to it unless already set). With ``ship="always"``, a reused
+    Python worker that imported maggy_magic before keeps that copy (the task checks that
+    its version matches the driver's). Thread
+    safety: ``worker_joined`` / ``worker_lost`` come from the driver's thread, ``start``
+    and ``stop`` from the experiment's; they share state under a lock.
+    """
+
+    name = "spark"
+
+    def __init__(self, spark: Any = None, master: Optional[str] = None, barrier: bool = False,
+                 ship: str = "auto", conf: Optional[Dict[str, Any]] = None,
+                 app_name: str = "maggy-magic", start_timeout: float = 300.0):
+        _require_pyspark()
+        if not isinstance(barrier, bool):
+            raise ConfigError(f"spark backend option barrier must be True or False, got "
+                              f"{barrier!r}")
+        from ._spark_ship import Shipper
+
+        if ship not in Shipper.MODES:
+            raise ConfigError(f"spark backend option ship must be one of "
+                              f"{', '.join(Shipper.MODES)}, got {ship!r}; "
+                              f"{did_you_mean(str(ship), Shipper.MODES)}")
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) \
+                or not start_timeout > 0:
+            raise ConfigError(f"spark backend option start_timeout must be a positive number "
+                              f"of seconds, got {start_timeout!r}")
+        if conf is not None and not isinstance(conf, dict):
+            raise ConfigError(f"spark backend option conf must be a dict of Spark settings, "
+                              f"got {type(conf).__name__}")
+        self.barrier = barrier
+        self.ship = ship
+        self.start_timeout = float(start_timeout)
+        self.session, self.sc = _resolve_context(spark, master, conf, app_name)
+        if str(self.sc.getConf().get("spark.speculation", "false")).lower() == "true":
+            raise ConfigError("the spark backend runs long-lived worker tasks that Spark must "
+                              "not duplicate; set spark.speculation=false for this session")
+        self.job_group: Optional[str] = None
+        #: Per-task summaries of the finished job (worker, attempt, pid, trials, exit).
+        self.task_results: List[Dict[str, Any]] = []
+        #: The zip shipped to the executors for this run, if any.
+        self.shipped: Optional[str] = None
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self._job_done = threading.Event()
+        self._first_worker = threading.Event()
+        self._registered: Dict[str, float] = {}
+        self._launch: Optional[Launch] = None
+
+    # -- the contract ---------------------------------------------------------------------
+    def default_workers(self) -> int:
+        """The cluster's task slots (executors x cores / spark.task.cpus), at least 1."""
+        return task_slots(self.sc)
+
+    def driver_host(self) -> str:
+        """``spark.driver.host``: the address the executors already use for the driver."""
+        return self.sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
+
+    def start(self, launch: Launch) -> None:
+        """Submit the job of ``launch.num_workers`` worker tasks; returns at once.
+
+        In barrier mode, more workers than task slots is a :class:`ConfigError` (Spark
+        would wait for slots that never come).
+        """
+        from pyspark import InheritableThread
+
+        import maggy_magic
+
+        from ._spark_ship import Shipper
+        from ._spark_task import TaskSetup, serve, serve_barrier
+
+        workers = launch.num_workers
+        if self.barrier:
+            slots = task_slots(self.sc)
+            if workers > slots:
+                raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
+                                  f"cluster has {slots} task slot(s); set workers <= {slots} "
+                                  "or add executors")
+        self._launch = launch
+        shipper = Shipper(self.sc, self.ship)
+        try:
+            by_value = shipper.prepare([_module_of(launch.function)])
+        except Exception as exc:  # noqa: BLE001 - the probe job is the cluster's first test
+            raise ExperimentFailed(f"the Spark job probing the executors failed: "
+                                   f"{spark_error(exc)}") from None
+        self.shipped = shipper.shipped
+        setup = TaskSetup(launch.host, launch.port, launch.secret,
+                          _pickle_function(launch.function, by_value),
+                          maggy_magic.__version__, launch.extras)
+        rdd = self.sc.parallelize(range(workers), workers)
+        if self.barrier:
+            rdd = rdd.barrier().mapPartitions(functools.partial(serve_barrier, setup))
+        else:
+            rdd = rdd.mapPartitionsWithIndex(functools.partial(serve, setup))
+        run_id = os.path.basename(os.path.normpath(launch.run_dir))
+        self.job_group = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
+        description = f"maggy-magic: {workers} worker(s) for run {run_id}"
+        self._thread = InheritableThread(self._run_job, args=(rdd, description),
+                                         name="maggy-spark-job", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self._watch_start, name="maggy-spark-start",
+                         daemon=True).start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Wait up to ``grace`` s for the tasks to end (workers leave on the driver's
+        shutdown), then cancel the job group; returns once Spark reports the job over.
+        Cancelled tasks' Python workers are killed by Spark within
+        ``spark.python.task.killTimeout`` (2 s by default)."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._first_worker.set()  # releases the start watcher
+        if thread is None:
+            return
+        if not self._job_done.wait(grace):
+            self.cancel()
+            self._job_done.wait(CANCEL_WAIT)
+        thread.join(CANCEL_WAIT)
+
+    def cancel(self) -> None:
+        """Cancel this run's Spark job now (its tasks are interrupted and killed)."""
+        if self.job_group is not None:
+            self.sc.cancelJobGroup(self.job_group)
+
+    def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
+        with self._lock:
+            self._registered[worker_id] = time.time()
+        self._first_worker.set()
+
+    def worker_lost(self, worker_id: str) -> None:
+        """Kill the task attempt of a worker the driver gave up on, so Spark runs it again.
+
+        Only an attempt launched before that worker last registered is killed: a newer
+        attempt is its replacement (Spark already re-ran the task) and must live.
+        """
+        with self._lock:
+            registered = self._registered.get(worker_id)
+            if registered is None or self._stopping or self._job_done.is_set():
+                return
+        try:
+            partition = int(worker_id)
+        except ValueError:
+            return
+        threading.Thread(target=self._kill_attempts, args=(partition, registered),
+                         name="maggy-spark-kill", daemon=True).start()
+
+    def describe(self) -> Dict[str, Any]:
+        return {"backend": self.name, "master": self.sc.master,
+                "app_id": self.sc.applicationId, "barrier": self.barrier}
+
+    # -- internals ------------------------------------------------------------------------
+    def _run_job(self, rdd: Any, description: str) -> None:
+        error: Optional[BaseException] = None
+        try:
+            self.sc.setJobGroup(self.job_group, description, interruptOnCancel=True)
+            with self._lock:
+                if self._stopping:  # stopped before the job went out: nothing to run
+                    return
+            self.task_results = rdd.collect()
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver below
+            error = exc
+        finally:
+            self._job_done.set()
+        launch = self._launch
+        with self._lock:
+            if self._stopping or launch is None:
+                return
+        if error is not None:
+            launch.fail(f"the Spark job running the workers failed: {spark_error(error)}")
+            return
+        refused = [r for r in self.task_results if r.get("exit") == "refused"]
+        if refused:
+            launch.fail(f"{len(refused)} Spark worker task(s) found nothing listening at the "
+                        f"driver's address {launch.host}:{launch.port}; set spark.driver.host "
+                        "to this machine's address as the executors see it")
+        else:
+            launch.fail("every Spark worker task ended before the experiment did (the driver "
+                        "dropped their connections; see the worker_lost events)")
+
+    def _watch_start(self) -> None:
+        if self._first_worker.wait(self.start_timeout):
+            return
+        launch = self._launch
+        with self._lock:
+            if self._stopping or self._job_done.is_set() or launch is None:
+                return
+        launch.fail(f"no Spark worker task started within {self.start_timeout:g} s (the "
+                    f"cluster has {task_slots(self.sc)} task slot(s) now); check that "
+                    "executors are running and free, or raise start_timeout")
+
+    def _kill_attempts(self, partition: int, registered: float) -> None:
+        try:
+            jsc = self.sc._jsc.sc()
+            tracker = self.sc.statusTracker()
+            for job_id in tracker.getJobIdsForGroup(self.job_group):
+                job = tracker.getJobInfo(job_id)
+                if job is None or job.status != "RUNNING":
+                    continue
+                for stage_id in list(job.stageIds):
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is None:
+                        continue
+                    tasks = jsc.statusStore().taskList(stage_id, stage.currentAttemptId,
+                                                       1 << 30)
+                    for k in range(tasks.size()):
+                        task = tasks.apply(k)
+                        if task.index() == partition and task.status() == "RUNNING" and \
+                                task.launchTime().getTime() <= registered * 1000:
+                            jsc.killTaskAttempt(task.taskId(), True,
+                                                f"maggy-magic: the driver lost worker "
+                                                f"{partition}")
+        except Exception as exc:  # noqa: BLE001 - best effort; the driver already retried
+            log.warning("could not kill the Spark task of lost worker %s: %s", partition, exc)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _resolve_context(spark: Any, master: Optional[str], conf: Optional[Dict[str, Any]],
+                     app_name: str):
+    """(session or None, SparkContext) following the order in the module docstring."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if spark is not None:
+        if isinstance(spark, SparkContext):
+            return None, spark
+        return spark, _context_of(spark, "the spark= backend option")
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        sc = _context_of(session, "the active SparkSession")
+    else:
+        sc = SparkContext._active_spark_context
+    if sc is not None:
+        if master is not None and master != sc.master:
+            raise ConfigError(f"master={master!r} was given but a SparkContext with master "
+                              f"{sc.master!r} is already running; drop master to use it, or "
+                              "stop it first")
+        if conf:
+            raise ConfigError("conf= applies only to a SparkSession the backend creates, and "
+                              "one is already running; set these options on it, or stop it")
+        return session, sc
+    if master is None:
+        raise ConfigError("the spark backend found no active SparkSession; create one "
+                          "(SparkSession.builder...getOrCreate()), pass it as "
+                          "backend_options={'spark': spark}, or give a master to start, e.g. "
+                          "backend_options={'master': 'local[2]'} (--master local[2])")
+    settings = dict(SESSION_DEFAULTS)
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # executors on this machine run this interpreter (PySpark reads the variable when
+        # the context starts; its default, python3 on PATH, may be another Python)
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    settings.update({str(k): str(v) for k, v in (conf or {}).items()})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    return session, session.sparkContext
+
+
+def _context_of(session: Any, what: str):
+    try:
+        sc = session.sparkContext
+    except Exception:  # noqa: BLE001 - Spark Connect sessions raise here
+        sc = None
+    if sc is None:
+        raise ConfigError(f"{what} has no SparkContext (Spark Connect sessions cannot run "
+                          "tasks that connect back to the driver); use a classic SparkSession")
+    return sc
+
+
+def task_slots(sc: Any) -> int:
+    """How many tasks the cluster runs at once: what the scheduler reports now, or what the
+    configuration promises when executors are still registering; at least 1."""
+    live = 0
+    try:
+        jsc = sc._jsc.sc()
+        profile = jsc.resourceProfileManager().defaultResourceProfile()
+        live = int(jsc.maxNumConcurrentTasks(profile))
+    except Exception:  # noqa: BLE001 - an internal API; fall back on the configuration
+        pass
+    return max(live, expected_slots(sc.master, sc.getConf()), 1)
+
+
+def expected_slots(master: str, conf: Any) -> int:
+    """Task slots the master URL and settings promise (0 if they do not say)."""
+    task_cpus = max(1, int(conf.get("spark.task.cpus", "1") or 1))
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?", master.strip())
+    if match:
+        count = match.group(1)
+        return (os.cpu_count() or 1) if count == "*" else int(count or 1)
+    match = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master.strip())
+    if match:
+        return int(match.group(1)) * int(match.group(2)) // task_cpus
+    instances, cores = conf.get("spark.executor.instances", None), \
+        conf.get("spark.executor.cores", None)
+    if instances and cores:
+        return int(instances) * int(cores) // task_cpus
+    return 0
+
+
+def _module_of(fn: Any) -> Optional[str]:
+    return getattr(getattr(fn, "func", fn), "__module__", None)
+
+
+def _pickle_function(fn: Any, by_value: List[str]) -> bytes:
+    """``fn`` pickled by ``pyspark.cloudpickle``; modules in ``by_value`` (those the
+    executors cannot import) are pickled by value, like a notebook's ``__main__``."""
+    from pyspark import cloudpickle
+
+    added = []
+    try:
+        for name in by_value:
+            module = sys.modules.get(name)
+            if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        return cloudpickle.dumps(fn)
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Unreachable)): (.+)$",
+    re.M)
+
+
+def spark_error(exc: BaseException) -> str:
+    """One line from a failed Spark action: how often a task failed and its last error."""
+    texts = []
+    origin = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
+    if origin is not None:
+        try:
+            texts.append(str(origin.getMessage() or ""))
+        except Exception:  # noqa: BLE001 - the JVM may be gone
+            pass
+    desc = getattr(exc, "_desc", None)
+    if desc:
+        texts.append(str(desc))
+    if not any(texts):
+        texts.append(str(exc) or type(exc).__name__)
+    text = "\n".join(texts)
+    failed = re.search(r"Task \S+ in stage \S+ failed \d+ times", text)
+    errors = _ERROR_LINE.findall(text)
+    crashed = re.search(r"Python worker exited unexpectedly \(crashed\)", text)
+    if errors:
+        name, message = errors[-1]
+        reason = f"{name}: {message.strip()}"
+    elif crashed:
+        reason = ("a Python worker exited unexpectedly (crashed; e.g. os._exit, a signal, or "
+                  "out of memory)")
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        first = re.sub(r"^.*?most recent failure: Lost task \S+ in stage \S+ \([^)]*\) "
+                       r"\([^)]*\): ", "", first)
+        first = re.sub(r"^An error occurred while calling \S+\.\s*", "", first)
+        reason = first or type(exc).__name__
+    line = f"{failed.group(0)}; last error: {reason}" if failed else reason
+    line = " ".join(line.split())
+    return line if len(line) <= 400 else line[:397] + "..."
