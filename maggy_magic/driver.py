@@ -68,7 +68,7 @@ class DriverSettings:
     def __init__(self, *, direction: str = "max", optimization_key: str = "metric",
                  es_interval: float = 1.0, es_min: int = 10, max_failures: int = 0,
                  max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
-                 stop_grace: float = 30.0):
+                 stop_grace: float = 30.0, prefetch: bool = True):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -78,6 +78,9 @@ class DriverSettings:
         self.hb_interval = hb_interval
         self.hb_timeout = hb_timeout
         self.stop_grace = stop_grace
+        #: Allow queuing a trial ahead on a worker (off for launches that need every
+        #: worker busy at once, such as barrier mode).
+        self.prefetch = prefetch
 
 
 class Driver:
@@ -384,6 +387,7 @@ class Driver:
             self._begin(trial, worker)
             self._send_trial(trial, worker)
             self._prefetch(worker)
+        self._steal_queued()
         running = any(w.trial is not None for w in self.workers.values())
         if not running and not self._done.is_set():
             if self._stopping:
@@ -427,13 +431,35 @@ class Driver:
 
     def _prefetch(self, worker: WorkerState) -> None:
         """Queue the following trial on ``worker`` if the optimizer allows it."""
-        if not getattr(self.optimizer, "prefetch", False) or worker.next is not None \
-                or self._stopping or self._done.is_set():
+        if not (self.settings.prefetch and getattr(self.optimizer, "prefetch", False)) \
+                or worker.next is not None or self._stopping or self._done.is_set():
             return
         trial = self._next_trial()
         if trial is not None:
             trial.worker = worker.id
             worker.next = trial
+            self._send_trial(trial, worker)
+
+    def _steal_queued(self) -> None:
+        """Idle workers take trials still queued on busy ones (the tail of a run).
+
+        The busy worker is told to drop it (``revoke``); if it had already started it,
+        it stops that copy and its report is ignored, so the trial counts once."""
+        for victim in list(self.workers.values()):
+            if not self.idle or self._stopping:
+                return
+            if victim.next is None or victim.lost:
+                continue
+            trial, victim.next = victim.next, None
+            self._send(victim, {"type": "revoke", "trial": trial.trial_id})
+            worker = self.idle.popleft()
+            while worker.lost and self.idle:
+                worker = self.idle.popleft()
+            if worker.lost:
+                trial.status, trial.worker = Trial.PENDING, None
+                self.queue.appendleft(trial)
+                return
+            self._begin(trial, worker)
             self._send_trial(trial, worker)
 
     def _unqueue(self, worker: WorkerState) -> None:

@@ -73,7 +73,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         es_interval=config.es_interval, es_min=config.es_min,
         max_failures=config.max_failures, max_retries=config.max_retries,
         hb_interval=config.hb_interval, hb_timeout=config.hb_timeout,
-        stop_grace=config.stop_grace)
+        stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False))
     driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
                     trials=trials)
 
@@ -119,7 +119,8 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         store.close()
 
     result = ExperimentResult.from_trials(
-        list(driver.trials.values()), name=config.name, run_id=store.run_id,
+        [t for t in driver.trials.values() if t.start is not None],  # others never ran
+        name=config.name, run_id=store.run_id,
         run_dir=store.path, state=driver.state, direction=config.direction,
         optimization_key=config.optimization_key, error=driver.error,
         rejected_frames=driver.rejected)

@@ -237,7 +237,7 @@ def test_too_many_failures_fail_the_experiment_with_the_first_error():
     message = str(info.value)
     assert "\n" not in message and "too small for this model" in message
     assert "max_failures=0" in message
-    assert info.value.result.num_failed == 1
+    assert 1 <= info.value.result.num_failed <= 2  # the other worker's trial may fail too
 
 
 def test_forged_garbage_and_oversize_frames_do_not_disturb_a_run():
@@ -306,3 +306,20 @@ def test_graceful_stop_ends_running_trials_and_starts_no_more():
     assert result.num_early_stopped >= 1  # the trial(s) running at the stop ended early
     assert len(result.trial_records) == len(started) or all(
         t["state"] == "PENDING" for t in result.trial_records if t["trial"] not in started)
+
+
+def one_second(x):
+    time.sleep(1.0)
+    return x
+
+
+def test_queued_trials_go_to_idle_workers():
+    # random search queues a trial ahead on each worker; with as many trials as workers
+    # the second worker must still get one instead of waiting behind the first
+    started = time.time()
+    result = experiment.lagom(one_second, config(num_trials=2, name="tail"))
+    assert result.num_finished == 2
+    assert {t["worker"] for t in result.trial_records} == {"0", "1"}
+    assert time.time() - started < 1.9 + 1.5  # both ran at once (plus start-up)
+    starts = sorted(t["start"] for t in result.trial_records)
+    assert starts[1] - starts[0] < 0.8
