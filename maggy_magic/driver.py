@@ -179,9 +179,12 @@ class Driver:
                 timeout = max(0.0, min(list(self._timers.values()) +
                                        [p[2] for p in self._periodic]) - time.monotonic())
                 for key, mask in self._sel.select(timeout):
+                    if self._done.is_set():
+                        break  # run_finished is the journal's last event
                     self._on_ready(key, mask)
-                self._run_posted()
-                self._run_timers()
+                if not self._done.is_set():
+                    self._run_posted()
+                    self._run_timers()
         except BaseException as exc:  # noqa: BLE001 - the run must end in a known state
             if not self._done.is_set():
                 self._finish("failed", f"driver error: {type(exc).__name__}: {exc}",
@@ -230,7 +233,7 @@ class Driver:
             self._drop(conn, str(exc))
             return
         for message in messages:
-            if conn.closed:
+            if conn.closed or self._done.is_set():
                 return
             self._handle(conn, message)
         self._sync_interest(conn)
