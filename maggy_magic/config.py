@@ -89,20 +89,9 @@ class HyperparameterOptConfig(RunOptions):
         if not isinstance(self.searchspace, Searchspace):
             raise ConfigError(f"searchspace must be a Searchspace, got "
                               f"{type(self.searchspace).__name__}")
-        direction = str(self.direction).lower()
-        if direction not in ("max", "min"):
-            raise ConfigError(f"direction must be 'max' or 'min', got {self.direction!r}; "
-                              f"{did_you_mean(direction, ('max', 'min'))}")
-        self.direction = direction
-        if not isinstance(self.optimization_key, str) or not self.optimization_key:
-            raise ConfigError(f"optimization_key must be a non-empty string, got "
-                              f"{self.optimization_key!r}")
         _positive_number("es_interval", self.es_interval)
         _nonnegative_int("es_min", self.es_min)
-        _positive_number("hb_interval", self.hb_interval)
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
-        self.validate_run_options()
+        _validate_common(self)
 
     def make_optimizer(self) -> Any:
         """The optimizer, set up for this search and checked against the search space."""
