@@ -14,7 +14,7 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print(json.dumps([project["dependencies"], project["optional-dependencies"]], sort_keys=True))
 PY
 )
-key=$( { echo "$deps"; echo "$extras"; "$python" --version; } | sha256sum | cut -c1-16)
+key=$( { echo "$deps"; echo "$extras"; "$python" --version; cat "$0"; } | sha256sum | cut -c1-16)
 cache="${MAGGY_VENV_CACHE:-$HOME/.cache/maggy-magic}"
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
@@ -26,6 +26,12 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     spec="."
     [ -n "$extras" ] && spec=".[$extras]"
     "$venv/bin/python" -m pip install -q "$spec" >&2
+    # tf-keras (Keras 2) for `model.fit` under MultiWorkerMirroredStrategy; its wheel asks
+    # for the full `tensorflow` distribution, which tensorflow-cpu already provides
+    tf=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('tensorflow-cpu'))" 2>/dev/null || true)
+    if [ -n "$tf" ]; then
+        "$venv/bin/python" -m pip install -q --no-deps "tf-keras==${tf%.*}.*" >&2
+    fi
     touch "$venv/.complete"
 fi
 # the checkout itself, without touching the cached dependencies
