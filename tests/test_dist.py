@@ -253,3 +253,80 @@ def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
 
     with pytest.raises(Exception, match="needs argument 'weird'"):
         experiment.lagom(needs_more, TorchDistributedConfig(Linear, [make_data()], {}))
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory):
+    import sys
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    config.InteractiveShell.colors = "nocolor"
+    main = sys.modules["__main__"]
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance(config=config,
+                                   ipython_dir=str(tmp_path_factory.mktemp("ipython")))
+    sh.run_line_magic("load_ext", "maggy_magic")
+    yield sh
+    sh.run_line_magic("unload_ext", "maggy_magic")
+    InteractiveShell.clear_instance()
+    sys.modules["__main__"] = main
+
+
+CELL = '''
+import torch
+torch.manual_seed(0)
+_x = torch.randn(32, 2)
+dataset = [torch.utils.data.TensorDataset(_x, _x.sum(1))]
+module = torch.nn.Linear(2, 1)
+hparams = {"lr": 0.05}
+
+def train(module, train_set, lr, reporter):
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    for step, (x, y) in enumerate(torch.utils.data.DataLoader(train_set, batch_size=4)):
+        loss = torch.nn.functional.mse_loss(module(x).squeeze(-1), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        reporter.broadcast(-loss.item(), step)
+    return {"metric": -loss.item(), "items": len(train_set)}
+'''
+
+
+@pytest.mark.slow
+def test_the_dist_magic_runs_the_cell_on_two_ranks(shell, tmp_path):
+    shell.run_cell_magic("maggy", f"dist --workers 2 --framework torch --ui text "
+                                  f"--root {tmp_path} -o res", CELL)
+    result = shell.user_ns["res"]
+    assert result.state == "finished" and result.metrics["items"] == 16  # half of 32
+    assert list(result.ranks["rank"]) == [0, 1]
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("dist --framework jax", "jax"),
+    ("dist --workers 1", "workers >= 2"),
+    ("dist --dataset nowhere", "--dataset 'nowhere' is not defined"),
+    ("hpo --framework torch", "does not apply to %%maggy hpo"),
+])
+def test_bad_dist_magic_lines_get_one_line_errors(shell, line, fragment):
+    with pytest.raises(ConfigError) as info:
+        shell.run_cell_magic("maggy", line, CELL)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_torch_dist_on_spark_in_barrier_mode(tmp_path):
+    options = {"master": "local-cluster[2,1,1024]", "barrier": True}
+    result = experiment.lagom(train, config(tmp_path, backend="spark",
+                                            backend_options=options))
+    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
+    assert ranks[0]["weight"] == ranks[1]["weight"]
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == list(range(N_ITEMS))
+    assert result.state == "finished" and result.metrics["rank"] == 0
+    # the session has 2 task slots: 3 ranks cannot run together
+    with pytest.raises(ConfigError, match="can run 2 worker"):
+        experiment.lagom(train, TorchDistributedConfig(
+            module=Linear, dataset=[make_data()], hparams={"lr": 0.1, "batch_size": 8,
+                                                          "out": str(tmp_path)},
+            workers=3, backend="spark", backend_options=options))
