@@ -225,8 +225,8 @@ BAD = {
                            "did you mean 'hpo'?"),
     "ablation without a study": ("%%maggy ablation\n" + TRAIN, AblationError,
                                  "no ablation study: define one in the cell"),
-    "dist": ("%%maggy dist --workers 2\n" + TRAIN, MaggyError,
-             "%%maggy dist is not available yet"),
+    "dist without a model": ("%%maggy dist --workers 2\n" + TRAIN, ConfigError,
+                             "%%maggy dist needs a variable model or module"),
     "no training function": ("%%maggy hpo\n" + SPACE, TrainFunctionError,
                              "the cell defines no function"),
     "two candidates": ("%%maggy hpo\n" + SPACE + TRAIN + "def train2(x, reporter):\n"
