@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from maggy_magic import (AblationError, ConfigError, ExperimentResult, MaggyError,
+from maggy_magic import (AblationError, ConfigError, ExperimentResult,
                          SearchspaceError, TrainFunctionError)
 from maggy_magic.magics import MaggyMagics, parse_options
 
