@@ -786,9 +786,11 @@ class Driver:
 
     # -- summaries ----------------------------------------------------------------------
     def best_trial(self) -> Optional[Trial]:
+        """The best scored trial; in a gang only rank 0 (the chief) speaks for it."""
         best = None
         for trial in self.final:
-            if trial.status == Trial.FAILED or trial.final_metric is None:
+            if trial.status == Trial.FAILED or trial.final_metric is None \
+                    or trial.info_dict.get("rank", 0) != 0:
                 continue
             if best is None or (trial.final_metric > best.final_metric
                                 if self.settings.direction == "max"

@@ -308,6 +308,20 @@ def test_log_lines_are_cut_and_counted():
     assert len(line) == 20 and line.endswith("…")
 
 
+def test_in_a_distributed_run_the_chief_is_the_best_row():
+    state = DashboardState()
+    state.apply({"type": "run_started", "config": {"direction": "max"}, "t": 0})
+    for rank, value in ((0, 0.5), (1, 0.9)):  # rank 1 happens to report more
+        trial = f"000{rank}"
+        state.apply({"type": "trial_started", "trial": trial, "params": {"lr": 0.1},
+                     "worker": str(rank), "info": {"rank": rank, "world_size": 2}, "t": 1})
+        state.apply({"type": "trial_finished", "trial": trial, "value": value,
+                     "state": "FINISHED", "duration": 1.0, "t": 2})
+    assert state.best["trial"] == "0000" and state.best["value"] == 0.5
+    assert {row["trial"]: row["rank"] for row in state.rows.values()} == {"0000": 0,
+                                                                            "0001": 1}
+
+
 def test_widgets_are_not_available_outside_a_kernel(monkeypatch):
     assert widgets_available() is False
     monkeypatch.setenv("MAGGY_MAGIC_WIDGETS", "0")

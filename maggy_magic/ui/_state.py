@@ -143,6 +143,8 @@ class DashboardState:
             self.rows[trial].update(component=str(info["component"]),
                                     kind=info.get("component_kind"),
                                     order=info.get("ablation_index"))
+        if "rank" in info:  # one rank of a distributed run
+            self.rows[trial].update(rank=info["rank"])
         self.curves[trial] = Curve(self.max_points)
         self.live.add(trial)
         worker = self.workers.setdefault(str(e.get("worker")), {"host": None, "lost": False})
@@ -204,7 +206,8 @@ class DashboardState:
         worker = self.workers.get(str(row.get("worker")))
         if worker is not None and worker.get("trial") == trial:
             worker["trial"] = None
-        if state != "FAILED" and _finite(value) and self._better(value, self.best):
+        chief = row.get("rank", 0) == 0  # in a distributed run the chief speaks for all
+        if state != "FAILED" and chief and _finite(value) and self._better(value, self.best):
             self.best = {"trial": trial, "value": value, "params": row["params"]}
         self._keep_curve(trial, value if state != "FAILED" else None)
         self.dirty.update(("status", "trials", "curves", "logs"))
