@@ -237,15 +237,15 @@ class TPE(ModelSearch):
     (``"none"``). Further options: ``gamma`` (0 < x <= 1, default Optuna's rule): the
     share of results modelled as good, capped at 25 trials; ``n_samples`` (int >= 1,
     default 24): candidates scored per suggestion (Optuna's ``n_ei_candidates``);
-    ``multivariate`` (bool, default False): model parameters jointly. Conditional
-    parameters are modelled only on the trials where they exist.
+    ``multivariate`` (bool; default None: Optuna's default): model parameters jointly.
+    Conditional parameters are modelled only on the trials where they exist.
     """
 
     name = "tpe"
 
     def __init__(self, num_warmup_trials: int = 10, random_fraction: float = 0.1,
                  impute_strategy: str = "cl_worst", gamma: Optional[float] = None,
-                 n_samples: int = 24, multivariate: bool = False, **kwargs: Any):
+                 n_samples: int = 24, multivariate: Optional[bool] = None, **kwargs: Any):
         reject_options("tpe", kwargs, ["num_warmup_trials", "random_fraction",
                                        "impute_strategy", "gamma", "n_samples",
                                        "multivariate"])
@@ -253,7 +253,7 @@ class TPE(ModelSearch):
             gamma = check_fraction("tpe", "gamma", gamma, low_open=True)
         self.gamma = gamma
         self.n_samples = check_count("tpe", "n_samples", n_samples, minimum=1)
-        if not isinstance(multivariate, bool):
+        if multivariate is not None and not isinstance(multivariate, bool):
             raise ConfigError(f"tpe: multivariate must be True or False, got {multivariate!r}")
         self.multivariate = multivariate
         super().__init__(num_warmup_trials, random_fraction, impute_strategy,
@@ -262,8 +262,9 @@ class TPE(ModelSearch):
     def _ledger_sampler(self) -> Any:
         options: Dict[str, Any] = dict(
             seed=int_seed(self.seed), n_startup_trials=0, n_ei_candidates=self.n_samples,
-            constant_liar=self.impute_strategy == "cl_worst", multivariate=self.multivariate,
-            warn_independent_sampling=False)
+            constant_liar=self.impute_strategy == "cl_worst", warn_independent_sampling=False)
+        if self.multivariate is not None:
+            options["multivariate"] = self.multivariate
         if self.gamma is not None:
             share = self.gamma
             options["gamma"] = lambda n: min(int(math.ceil(share * n)), 25)
