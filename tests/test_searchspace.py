@@ -152,3 +152,103 @@ def test_malformed_spaces_raise_searchspace_error(build, fragment):
     message = str(excinfo.value)
     assert fragment in message
     assert "\n" not in message
+
+
+# -- conditional parameters ------------------------------------------------------------
+
+def _conditional():
+    return Searchspace(momentum=("DOUBLE", [0.0, 0.99], {"optimizer": "sgd"}),
+                       optimizer=("CATEGORICAL", ["sgd", "adam", "rmsprop"]),
+                       nesterov=("CATEGORICAL", [True, False], {"momentum_kind": "classic"}),
+                       momentum_kind=("CATEGORICAL", ["classic", "none"],
+                                      {"optimizer": ["sgd", "rmsprop"]}),
+                       units=("INTEGER", [8, 64]))
+
+
+def test_conditional_params_exist_only_when_their_condition_holds():
+    sp = _conditional()
+    assert [p.name for p in sp.ordered()][:2] == ["optimizer", "momentum"]
+    assert sorted(sp.conditional_names()) == ["momentum", "momentum_kind", "nesterov"]
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(300):
+        config = sp.sample(rng)
+        opt = config["optimizer"]
+        assert ("momentum" in config) is (opt == "sgd")
+        assert ("momentum_kind" in config) is (opt in ("sgd", "rmsprop"))
+        # nested: nesterov needs momentum_kind == classic, which needs an active parent
+        assert ("nesterov" in config) is (config.get("momentum_kind") == "classic")
+        assert list(config) == [n for n in sp.keys() if n in config]  # space order
+        seen.add(tuple(sorted(config)))
+    assert len(seen) == 5  # adam; sgd and rmsprop, each with either momentum_kind
+
+
+def test_unconditional_sampling_stream_is_unchanged_and_branches_share_it():
+    plain = Searchspace(a=("DOUBLE", [0, 1]), b=("CATEGORICAL", ["x", "y"]))
+    rng = random.Random(3)
+    assert plain.sample(random.Random(3)) == {"a": rng.uniform(0, 1), "b": rng.choice(["x", "y"])}
+    cond = Searchspace(a=("DOUBLE", [0, 1], {"b": "x"}), b=("CATEGORICAL", ["x", "y"]))
+    for seed in range(20):
+        full = plain.sample(random.Random(seed))
+        assert cond.sample(random.Random(seed)) == cond.prune(full)
+
+
+def test_add_with_when_matches_the_spec_form_and_rolls_back_on_error():
+    by_spec = Searchspace(opt=("CATEGORICAL", ["sgd", "adam"]),
+                          lr=("DOUBLE", [1e-4, 1e-1], "log", {"opt": "sgd"}))
+    by_add = Searchspace(opt=("CATEGORICAL", ["sgd", "adam"]))
+    assert by_add.add("lr", ("DOUBLE", [1e-4, 1e-1], "log"), when={"opt": "sgd"}) is by_add
+    assert by_add == by_spec and by_add["lr"].log
+    with pytest.raises(SearchspaceError, match="unknown parameter 'opt2'"):
+        by_add.add("beta", ("DOUBLE", [0, 1]), when={"opt2": "adam"})
+    assert "beta" not in by_add and len(by_add) == 2  # the bad parameter is not kept
+    assert list(by_add)[1]["when"] == {"opt": ["sgd"]}
+
+
+def test_conditional_space_round_trips_through_json():
+    sp = _conditional()
+    data = json.loads(json.dumps(sp.to_dict()))
+    assert data["momentum"] == ["DOUBLE", [0.0, 0.99], {"optimizer": ["sgd"]}]
+    again = Searchspace.from_dict(data)
+    assert again == sp and again.to_dict() == sp.to_dict()
+    assert again.sample(random.Random(5)) == sp.sample(random.Random(5))
+
+
+def test_conditional_grid_keeps_each_pruned_point_once():
+    sp = Searchspace(opt=("CATEGORICAL", ["sgd", "adam"]),
+                     m=("DISCRETE", [0.0, 0.9], {"opt": "sgd"}), d=("INTEGER", [1, 2]))
+    assert sp.grid() == [{"opt": "sgd", "m": 0.0, "d": 1}, {"opt": "sgd", "m": 0.0, "d": 2},
+                         {"opt": "sgd", "m": 0.9, "d": 1}, {"opt": "sgd", "m": 0.9, "d": 2},
+                         {"opt": "adam", "d": 1}, {"opt": "adam", "d": 2}]
+
+
+BAD_CONDITIONS = [
+    ("unknown parent", lambda: Searchspace(opt=("CATEGORICAL", ["a"]),
+                                           m=("DOUBLE", [0, 1], {"otp": "a"})),
+     "condition on unknown parameter 'otp'; did you mean 'opt'"),
+    ("parent not discrete", lambda: Searchspace(lr=("DOUBLE", [0, 1]),
+                                                m=("DOUBLE", [0, 1], {"lr": 0.5})),
+     "condition parent 'lr' is DOUBLE; a condition needs a CATEGORICAL or DISCRETE parent"),
+    ("value not in range", lambda: Searchspace(opt=("CATEGORICAL", ["sgd"]),
+                                               m=("DOUBLE", [0, 1], {"opt": "sdg"})),
+     "condition value 'sdg' is not one of 'opt''s values ['sgd']"),
+    ("cycle", lambda: Searchspace(a=("CATEGORICAL", [1, 2], {"b": "x"}),
+                                  b=("CATEGORICAL", ["x"], {"a": 1})),
+     "conditions form a cycle a -> b -> a"),
+    ("self cycle", lambda: Searchspace().add("a", ("DISCRETE", [1]), when={"a": 1}),
+     "conditions form a cycle a -> a"),
+    ("empty condition", lambda: Searchspace(a=("DOUBLE", [0, 1], {})), "non-empty dict"),
+    ("no values", lambda: Searchspace(o=("CATEGORICAL", ["x"]),
+                                      a=("DOUBLE", [0, 1], {"o": []})), "lists no value"),
+    ("given twice", lambda: Searchspace(o=("CATEGORICAL", ["x"])).add(
+        "a", ("DOUBLE", [0, 1], {"o": "x"}), when={"o": "x"}), "give its condition once"),
+]
+
+
+@pytest.mark.parametrize("build,fragment", [m[1:] for m in BAD_CONDITIONS],
+                         ids=[m[0] for m in BAD_CONDITIONS])
+def test_bad_conditions_raise_one_line_searchspace_errors(build, fragment):
+    with pytest.raises(SearchspaceError) as excinfo:
+        build()
+    assert fragment in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)

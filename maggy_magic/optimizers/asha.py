@@ -53,19 +53,21 @@ class Asha(AbstractOptimizer):
     """
 
     uses_budget = True
+    #: The name error messages use (subclasses with their own name override it).
+    name = "asha"
 
     def __init__(self, reduction_factor: int = 2, resource_min: float = 1,
                  resource_max: float = 4, **kwargs: Any):
-        reject_options("asha", kwargs, ["reduction_factor", "resource_min", "resource_max"])
+        reject_options(self.name, kwargs, ["reduction_factor", "resource_min", "resource_max"])
         eta = reduction_factor
         if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise ConfigError(f"asha: reduction_factor must be an integer >= 2, got {eta!r}; "
+            raise ConfigError(f"{self.name}: reduction_factor must be an integer >= 2, got {eta!r}; "
                               "set reduction_factor=2 or more")
         for name, value in (("resource_min", resource_min), ("resource_max", resource_max)):
             if not _is_number(value) or value <= 0:
-                raise ConfigError(f"asha: {name} must be a number above 0, got {value!r}")
+                raise ConfigError(f"{self.name}: {name} must be a number above 0, got {value!r}")
         if not resource_min < resource_max:
-            raise ConfigError(f"asha: resource_min ({resource_min!r}) must be below "
+            raise ConfigError(f"{self.name}: resource_min ({resource_min!r}) must be below "
                               f"resource_max ({resource_max!r}); lower resource_min or raise "
                               "resource_max")
         super().__init__(reduction_factor=eta, resource_min=resource_min,
@@ -83,11 +85,11 @@ class Asha(AbstractOptimizer):
         return min(self.resource_min * self.reduction_factor ** rung, self.resource_max)
 
     def validate(self, searchspace: Any) -> None:
-        require_params("asha", searchspace)
+        require_params(self.name, searchspace)
 
     def initialize(self) -> None:
-        require_params("asha", self.searchspace)
-        self.num_trials = require_num_trials("asha", self.num_trials)
+        require_params(self.name, self.searchspace)
+        self.num_trials = require_num_trials(self.name, self.num_trials)
         self.seed = resolve_seed(self.seed, self.trial_store)
 
     def get_suggestion(self, trial: Optional[Trial] = None) -> Suggestion:
