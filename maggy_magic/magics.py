@@ -70,7 +70,8 @@ def _ablators():
 
 OPTIONS: List[Option] = [
     Option(("--trials",), "num_trials", "int", "number of trials (num_trials)"),
-    Option(("--optimizer",), "optimizer", "choice", "randomsearch, gridsearch, asha, none...",
+    Option(("--optimizer",), "optimizer", "choice",
+           "randomsearch, gridsearch, asha, hyperband, bohb, de, tpe, gp, none",
            _optimizers),
     Option(("--metric",), "optimization_key", "str",
            "key of the returned dict to optimize (optimization_key)"),
