@@ -12,7 +12,8 @@ stopping, journal flushes) are deadlines of the loop's ``select``; nothing sleep
 
 Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
 
-- → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key}``;
+- → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key,
+  run_dir}``;
   registering also asks for a trial.
 - ← ``trial {trial, params, budget, info}`` whenever the worker is idle and a trial is
   ready (an ask is parked until then). Optimizers that do not learn from results
@@ -68,7 +69,8 @@ class DriverSettings:
     def __init__(self, *, direction: str = "max", optimization_key: str = "metric",
                  es_interval: float = 1.0, es_min: int = 10, max_failures: int = 0,
                  max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
-                 stop_grace: float = 30.0, prefetch: bool = True):
+                 stop_grace: float = 30.0, prefetch: bool = True,
+                 run_dir: Optional[str] = None):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -81,6 +83,8 @@ class DriverSettings:
         #: Allow queuing a trial ahead on a worker (off for launches that need every
         #: worker busy at once, such as barrier mode).
         self.prefetch = prefetch
+        #: The run directory, told to workers (trials find their TensorBoard folder there).
+        self.run_dir = run_dir
 
 
 class Driver:
@@ -301,7 +305,8 @@ class Driver:
         self.workers[worker_id] = worker
         self.events.emit("worker_joined", worker=worker_id, host=worker.host, pid=worker.pid)
         self._send(worker, {"type": "welcome", "hb_interval": self.settings.hb_interval,
-                            "optimization_key": self.settings.optimization_key})
+                            "optimization_key": self.settings.optimization_key,
+                            "run_dir": self.settings.run_dir})
         self.idle.append(worker)
         self._dispatch()
 
