@@ -56,4 +56,14 @@ def command(run_dir: str) -> str:
     return f"tensorboard --logdir {shlex.quote(run_logdir(run_dir))}"
 
 
-__all__ = ["logdir", "run_logdir", "trial_logdir", "command"]
+def how_to_open(run_dir: str) -> str:
+    """What ``%maggy tensorboard`` and ``maggy-magic tensorboard`` print: the command, and
+    a note when the run has no TensorBoard folder (yet)."""
+    text = command(run_dir)
+    if not os.path.isdir(run_logdir(run_dir)):
+        text += (f"\n(no {run_logdir(run_dir)} yet: it appears when a trial calls "
+                 "tensorboard.logdir() or the run ends with tensorboard installed)")
+    return text
+
+
+__all__ = ["logdir", "run_logdir", "trial_logdir", "command", "how_to_open"]

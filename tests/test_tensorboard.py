@@ -217,3 +217,62 @@ def test_logdir_outside_a_trial_is_a_one_line_error():
         tensorboard.logdir()
     assert str(info.value) == ("tensorboard.logdir() works only inside the training function "
                                "while it runs as a trial; call it there, not in the notebook")
+
+
+# -- %maggy tensorboard and maggy-magic tensorboard -----------------------------------------
+def test_magic_and_command_line_print_the_command_that_opens_a_run(capsys):
+    import subprocess
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from maggy_magic import ConfigError
+
+    result = experiment.lagom(scored, HyperparameterOptConfig(
+        num_trials=1, searchspace=SPACE, optimization_key="accuracy", es_policy="none",
+        workers=1, name="shown", max_failures=1))
+    expected = f"tensorboard --logdir {result.run_dir}/tensorboard"
+    refs = (result.run_id, "latest", f"shown/{result.run_id}", result.run_dir)
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    main = sys.modules["__main__"]
+    InteractiveShell.clear_instance()
+    shell = InteractiveShell.instance(config=config)
+    try:
+        shell.run_line_magic("load_ext", "maggy_magic")
+        for ref in refs:
+            capsys.readouterr()
+            shell.run_line_magic("maggy", f"tensorboard {ref}")
+            assert capsys.readouterr().out == expected + "\n"
+        with pytest.raises(ConfigError, match="did you mean"):
+            shell.run_line_magic("maggy", f"tensorboard {result.run_id[:-1]}x")
+        with pytest.raises(ConfigError, match="%maggy tensorboard needs a run"):
+            shell.run_line_magic("maggy", "tensorboard")
+        shell.run_line_magic("maggy", "help")
+        assert "%maggy tensorboard RUN" in capsys.readouterr().out
+        shell.run_line_magic("unload_ext", "maggy_magic")
+    finally:
+        InteractiveShell.clear_instance()
+        sys.modules["__main__"] = main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    for ref in refs:
+        out = subprocess.run([sys.executable, "-m", "maggy_magic.cli", "tensorboard", ref],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert (out.returncode, out.stdout) == (0, expected + "\n"), out.stderr
+    missing = subprocess.run([sys.executable, "-m", "maggy_magic.cli", "tensorboard", "nope"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("Error: no run 'nope' under maggy_experiments")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_without_tensorboard_logs_gets_a_note(tmp_path):
+    from maggy_magic.tensorboard import how_to_open
+
+    assert how_to_open(str(tmp_path)).splitlines() == [
+        f"tensorboard --logdir {tmp_path}/tensorboard",
+        f"(no {tmp_path}/tensorboard yet: it appears when a trial calls tensorboard.logdir() "
+        "or the run ends with tensorboard installed)"]
