@@ -109,7 +109,8 @@ class HyperparameterOptConfig(RunOptions):
         """``train_fn`` itself, once its arguments fit the search space."""
         from .worker import check_signature
 
-        check_signature(train_fn, self.searchspace.keys(), budget=optimizer.uses_budget)
+        check_signature(train_fn, self.searchspace.keys(), budget=optimizer.uses_budget,
+                        conditional=self.searchspace.conditional_names())
         return train_fn
 
     def to_dict(self) -> Dict[str, Any]:

@@ -338,10 +338,12 @@ class MaggyMagics(Magics):
             captured, namespace, magic.get("space"),
             required=not isinstance(optimizer, SingleRun))
         names = list(config.searchspace.keys())
+        conditional = config.searchspace.conditional_names()
         train_fn = capture.find_train_fn(
             captured, namespace, magic.get("fn"),
-            lambda fn: check_signature(fn, names, budget=optimizer.uses_budget))
-        check_signature(train_fn, names, budget=optimizer.uses_budget)
+            lambda fn: check_signature(fn, names, budget=optimizer.uses_budget,
+                                       conditional=conditional))
+        check_signature(train_fn, names, budget=optimizer.uses_budget, conditional=conditional)
         return self._run(config, train_fn, magic, cell)
 
     def _ablation(self, options: Dict[str, Any], magic: Dict[str, Any], cell: str) -> Any:

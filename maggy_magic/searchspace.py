@@ -6,6 +6,15 @@ A search space maps parameter names to ``(TYPE, values)`` or ``(TYPE, values, "l
 - ``INTEGER``: ``[low, high]`` integers, both ends included (log-uniform with ``"log"``);
 - ``DISCRETE``: a list of numbers; ``CATEGORICAL``: a list of any JSON values.
 
+A parameter may be *conditional*: it exists only when other (CATEGORICAL or DISCRETE)
+parameters take given values. The condition is a dict ``{parent: value}`` (a list or tuple
+of values means "any of these") given as the spec's last element,
+``momentum=("DOUBLE", [0.0, 0.99], {"optimizer": "sgd"})``, or as
+``add("momentum", ("DOUBLE", [0.0, 0.99]), when={"optimizer": "sgd"})``. Several parents
+must all match, and a conditional parent must itself be active. An inactive parameter is
+absent from a configuration (the training function needs a default for it, or takes
+``**kwargs`` / ``hparams``).
+
 Names become keyword arguments of the training function, so they must be identifiers and
 must not shadow the arguments the worker injects itself.
 """
@@ -13,6 +22,7 @@ must not shadow the arguments the worker injects itself.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from typing import Any, Dict, Iterator, List
@@ -30,12 +40,30 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _condition(name: str, when: Any) -> Dict[str, list]:
+    """``when`` as ``{parent: [allowed values]}``; parents are checked by the space."""
+    if not isinstance(when, dict) or not when:
+        raise SearchspaceError(
+            f"parameter {name!r}: a condition must be a non-empty dict such as "
+            f"{{'optimizer': 'sgd'}}, got {when!r}")
+    out = {}
+    for parent, allowed in when.items():
+        allowed = list(allowed) if isinstance(allowed, (list, tuple)) else [allowed]
+        if not allowed:
+            raise SearchspaceError(
+                f"parameter {name!r}: the condition on {parent!r} lists no value; name at "
+                "least one")
+        out[parent] = allowed
+    return out
+
+
 class Param:
-    """One validated parameter: ``name``, ``type``, ``values`` and ``log``."""
+    """One validated parameter: ``name``, ``type``, ``values``, ``log`` and ``when``
+    (``{parent: [values]}``, empty for an unconditional parameter)."""
 
-    __slots__ = ("name", "type", "values", "log")
+    __slots__ = ("name", "type", "values", "log", "when")
 
-    def __init__(self, name: str, spec: Any):
+    def __init__(self, name: str, spec: Any, when: Any = None):
         if not isinstance(name, str) or not name.isidentifier():
             raise SearchspaceError(
                 f"search space name {name!r} is not a Python identifier; rename it "
@@ -43,6 +71,12 @@ class Param:
         if name in RESERVED:
             raise SearchspaceError(
                 f"search space name {name!r} is reserved for an injected argument; rename it")
+        if isinstance(spec, (tuple, list)) and len(spec) in (3, 4) \
+                and isinstance(spec[-1], dict):
+            if when is not None:
+                raise SearchspaceError(
+                    f"parameter {name!r}: give its condition once, in the spec or as when=")
+            spec, when = spec[:-1], spec[-1]
         if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
             raise SearchspaceError(
                 f"parameter {name!r}: expected (TYPE, values) such as ('DOUBLE', [0.0, 1.0]), "
@@ -89,6 +123,12 @@ class Param:
                     f"parameter {name!r}: DISCRETE values must be numbers; use CATEGORICAL "
                     f"for {values!r}")
         self.name, self.type, self.values, self.log = name, ptype, values, log
+        self.when: Dict[str, list] = _condition(name, when) if when is not None else {}
+
+    def active(self, config: Dict[str, Any]) -> bool:
+        """Whether this parameter exists in ``config`` (which holds its active parents)."""
+        return all(parent in config and config[parent] in allowed
+                   for parent, allowed in self.when.items())
 
     def sample(self, rng: random.Random) -> Any:
         """One value drawn from this parameter's range."""
@@ -120,6 +160,8 @@ class Param:
         spec: list = [self.type, list(self.values)]
         if self.log:
             spec.append("log")
+        if self.when:
+            spec.append({parent: list(allowed) for parent, allowed in self.when.items()})
         return spec
 
 
@@ -127,22 +169,76 @@ class Searchspace:
     """Named hyperparameters with their types and ranges (Maggy-compatible).
 
     ``Searchspace(kernel=("INTEGER", [2, 8]))`` or ``sp.add("kernel", ("INTEGER", [2, 8]))``.
-    Instances are not thread-safe while being built; sampling only reads them.
+    The constructor accepts conditional parameters in any order; ``add`` needs a
+    condition's parents to be defined already. Instances are not thread-safe while being
+    built; sampling only reads them.
     """
 
     DOUBLE, INTEGER, DISCRETE, CATEGORICAL = TYPES
 
     def __init__(self, **kwargs: Any):
         self._params: Dict[str, Param] = {}
+        self._order: List[Param] = []
         for name, spec in kwargs.items():
-            self.add(name, spec)
+            self._put(Param(name, spec))
+        self._check_conditions()
 
-    def add(self, name: str, value: Any) -> "Searchspace":
-        """Add one parameter; ``value`` is ``(TYPE, values)`` or ``(TYPE, values, "log")``."""
-        if name in self._params:
-            raise SearchspaceError(f"parameter {name!r} is defined twice; remove one")
-        self._params[name] = Param(name, value)
+    def add(self, name: str, value: Any, when: Any = None) -> "Searchspace":
+        """Add one parameter; ``value`` is ``(TYPE, values)`` or ``(TYPE, values, "log")``,
+        optionally ending with a condition dict; ``when`` is the same condition instead."""
+        self._put(Param(name, value, when))
+        try:
+            self._check_conditions()
+        except SearchspaceError:
+            del self._params[name]
+            self._check_conditions()
+            raise
         return self
+
+    def _put(self, param: Param) -> None:
+        if param.name in self._params:
+            raise SearchspaceError(f"parameter {param.name!r} is defined twice; remove one")
+        self._params[param.name] = param
+
+    def _check_conditions(self) -> None:
+        """Validate every condition and compute the parents-first order."""
+        for p in self._params.values():
+            for parent, allowed in p.when.items():
+                if parent not in self._params:
+                    others = [n for n in self._params if n != p.name]
+                    hint = did_you_mean(parent, others) if others else "define it first"
+                    raise SearchspaceError(
+                        f"parameter {p.name!r}: condition on unknown parameter {parent!r}; "
+                        f"{hint}")
+                ptype = self._params[parent].type
+                if ptype not in ("CATEGORICAL", "DISCRETE"):
+                    raise SearchspaceError(
+                        f"parameter {p.name!r}: condition parent {parent!r} is {ptype}; a "
+                        "condition needs a CATEGORICAL or DISCRETE parent")
+                for value in allowed:
+                    if value not in self._params[parent].values:
+                        raise SearchspaceError(
+                            f"parameter {p.name!r}: condition value {value!r} is not one of "
+                            f"{parent!r}'s values {self._params[parent].values!r}")
+        order: List[Param] = []
+        state: Dict[str, int] = {}  # 1: being visited, 2: placed
+
+        def visit(name: str, path: List[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = path[path.index(name):] + [name]
+                raise SearchspaceError(
+                    f"conditions form a cycle {' -> '.join(cycle)}; remove one of them")
+            state[name] = 1
+            for parent in self._params[name].when:
+                visit(parent, path + [name])
+            state[name] = 2
+            order.append(self._params[name])
+
+        for name in self._params:
+            visit(name, [])
+        self._order = order
 
     # -- reading ------------------------------------------------------------------------
     def names(self) -> Dict[str, str]:
@@ -167,10 +263,34 @@ class Searchspace:
 
     def __iter__(self) -> Iterator[dict]:
         for p in self._params.values():
-            yield {"name": p.name, "type": p.type, "values": list(p.values)}
+            item = {"name": p.name, "type": p.type, "values": list(p.values)}
+            if p.when:
+                item["when"] = {k: list(v) for k, v in p.when.items()}
+            yield item
 
     def params(self) -> List[Param]:
         return list(self._params.values())
+
+    def ordered(self) -> List[Param]:
+        """The parameters with every condition's parents before the parameter itself."""
+        return list(self._order)
+
+    def conditional_names(self) -> List[str]:
+        """Names of the parameters that exist only under a condition."""
+        return [p.name for p in self._params.values() if p.when]
+
+    @property
+    def is_conditional(self) -> bool:
+        return any(p.when for p in self._params.values())
+
+    def prune(self, config: Dict[str, Any]) -> Dict[str, Any]:
+        """``config`` without the parameters whose conditions do not hold (nor unknown names);
+        key order follows the search space."""
+        kept: Dict[str, Any] = {}
+        for p in self._order:
+            if p.name in config and p.active(kept):
+                kept[p.name] = config[p.name]
+        return {name: kept[name] for name in self._params if name in kept}
 
     def to_dict(self) -> Dict[str, list]:
         """A JSON-serialisable form that ``from_dict`` turns back into an equal space."""
@@ -189,8 +309,12 @@ class Searchspace:
 
     # -- sampling -----------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Dict[str, Any]:
-        """One configuration drawn independently per parameter."""
-        return {p.name: p.sample(rng) for p in self._params.values()}
+        """One configuration drawn independently per parameter, without inactive ones.
+
+        Every parameter is drawn (in definition order) whether active or not, so the
+        random stream does not depend on which branch a configuration takes."""
+        config = {p.name: p.sample(rng) for p in self._params.values()}
+        return self.prune(config) if self.is_conditional else config
 
     def get_random_parameter_values(self, num: int, seed: int | None = None) -> List[dict]:
         """``num`` random configurations (Maggy's name)."""
@@ -203,4 +327,15 @@ class Searchspace:
             raise SearchspaceError("the search space is empty; add at least one parameter")
         names = list(self._params)
         axes = [self._params[n].grid_values() for n in names]
-        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        combos = [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        if not self.is_conditional:
+            return combos
+        # inactive parameters vary in the product only; keep each pruned point once
+        seen, points = set(), []
+        for combo in combos:
+            point = self.prune(combo)
+            key = json.dumps(point, sort_keys=True, default=repr)
+            if key not in seen:
+                seen.add(key)
+                points.append(point)
+        return points

@@ -35,9 +35,11 @@ LOG_FLUSH = 0.2
 
 # -- calling the training function ----------------------------------------------------
 def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = False,
-                    extras: Iterable[str] = ()) -> None:
+                    extras: Iterable[str] = (), conditional: Iterable[str] = ()) -> None:
     """Raise :class:`TrainFunctionError` if ``fn`` cannot be called for these parameters.
 
+    ``conditional`` names the parameters that some trials lack (their condition does not
+    hold); ``fn`` must give those a default when it names them.
     Called by the experiment before any worker starts, and by ``build_kwargs``.
     """
     name = getattr(fn, "__name__", "the training function")
@@ -66,6 +68,11 @@ def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = 
                 f"({', '.join(sorted(params)) or 'none'}) nor injected (reporter, hparams"
                 f"{', budget' if budget else ''}); give it a default or add it to the "
                 "search space")
+    for pname in sorted(set(conditional) & set(named)):
+        if named[pname].default is named[pname].empty:
+            raise TrainFunctionError(
+                f"{name}() needs a default for conditional hyperparameter {pname!r} (trials "
+                f"whose condition does not hold lack it); e.g. {pname}=None")
     leftover = params - set(named)
     if leftover and not var_kw and "hparams" not in named:
         raise TrainFunctionError(

@@ -11,18 +11,24 @@ from typing import Any, Dict, Type
 from ..errors import ConfigError, did_you_mean
 from .asha import Asha
 from .base import AbstractOptimizer
+from .bayes import GP, TPE
+from .de import DifferentialEvolution
+from .hyperband import BOHB, Hyperband
 from .gridsearch import GridSearch
 from .randomsearch import RandomSearch
 from .singlerun import SingleRun
 
-__all__ = ["AbstractOptimizer", "RandomSearch", "GridSearch", "Asha", "SingleRun",
-           "OPTIMIZERS", "get_optimizer"]
+__all__ = ["AbstractOptimizer", "RandomSearch", "GridSearch", "Asha", "SingleRun", "TPE",
+           "GP", "Hyperband", "BOHB", "DifferentialEvolution", "OPTIMIZERS", "get_optimizer"]
 
 #: Name (lower case) → optimizer class; aliases are plain extra entries.
 OPTIMIZERS: Dict[str, Type[AbstractOptimizer]] = {
     "randomsearch": RandomSearch, "random": RandomSearch,
     "gridsearch": GridSearch, "grid": GridSearch,
     "asha": Asha,
+    "tpe": TPE, "gp": GP,
+    "hyperband": Hyperband, "bohb": BOHB,
+    "de": DifferentialEvolution, "differentialevolution": DifferentialEvolution,
     "none": SingleRun, "single": SingleRun,
 }
 
