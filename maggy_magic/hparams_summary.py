@@ -107,14 +107,17 @@ def _hparam_infos(config: Dict[str, Any], params: List[Dict[str, Any]], ablation
             info.type = api_pb2.DATA_TYPE_FLOAT64
             info.domain_interval.min_value = float(spec[1][0])
             info.domain_interval.max_value = float(spec[1][1])
-            info.description = f"{spec[0]} in [{spec[1][0]}, {spec[1][1]}]" + \
-                (" (log scale)" if len(spec) > 2 and spec[2] == "log" else "")
+            info.description = f"{spec[0]} in [{spec[1][0]}, {spec[1][1]}]"
         else:
             values = list(spec[1]) if spec else _unique(used)
             info.type = _data_type(values)
             info.domain_discrete.extend(_convert(info.type, v) for v in values)
             if spec:
                 info.description = f"{spec[0]} {values}"
+        for extra in (spec or [])[2:]:  # "log", or the conditions of a conditional param
+            info.description += " (log scale)" if extra == "log" else \
+                "".join(f" (only when {parent} in {allowed})"
+                        for parent, allowed in dict(extra).items())
         infos.append(info)
     return infos
 
