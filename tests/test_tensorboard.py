@@ -18,15 +18,16 @@ from maggy_magic.errors import NotInTrialError
 from maggy_magic.hparams_summary import SUFFIX, write
 
 SPACE = Searchspace(lr=("DOUBLE", [0.001, 0.1], "log"), layers=("INTEGER", [1, 4]),
-                    act=("CATEGORICAL", ["relu", "tanh"]), width=("DISCRETE", [8, 16]))
+                    act=("CATEGORICAL", ["relu", "tanh"]), width=("DISCRETE", [8, 16]),
+                    slope=("DOUBLE", [0.0, 0.5], {"act": "relu"}))
 
 
 # -- training functions (module level: workers import them) ----------------------------
-def scored(lr, layers, act, width, reporter):
+def scored(lr, layers, act, width, reporter, slope=0.0):
     """Fails for layers == 4 so the summary has failed sessions too."""
     value = 0.0
     for step in range(3):
-        value = lr * layers + width / 100 + step + (act == "tanh")
+        value = lr * layers + width / 100 + step + (act == "tanh") + slope
         reporter.broadcast(value, step)
     if layers == 4:
         raise ValueError("four layers diverge")
@@ -98,6 +99,7 @@ def metrics_of(group):
 
 
 # -- tests ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_hparams_summary_shows_every_trial_with_params_metric_and_status():
     from tensorboard.plugins.hparams import api_pb2
 
@@ -110,9 +112,11 @@ def test_hparams_summary_shows_every_trial_with_params_metric_and_status():
 
     found, groups = hparams_view(tensorboard.run_logdir(result.run_dir))
     infos = {h.name: h for h in found.hparam_infos}
-    assert set(infos) == {"lr", "layers", "act", "width"}
+    assert set(infos) == {"lr", "layers", "act", "width", "slope"}
     assert (infos["lr"].domain_interval.min_value, infos["lr"].domain_interval.max_value) \
         == (0.001, 0.1)
+    assert infos["lr"].description == "DOUBLE in [0.001, 0.1] (log scale)"
+    assert infos["slope"].description == "DOUBLE in [0.0, 0.5] (only when act in ['relu'])"
     assert infos["layers"].type == api_pb2.DATA_TYPE_FLOAT64
     assert (infos["layers"].domain_interval.min_value,
             infos["layers"].domain_interval.max_value) == (1, 4)
@@ -124,7 +128,7 @@ def test_hparams_summary_shows_every_trial_with_params_metric_and_status():
     for record in records:
         group = groups[record["trial"]]
         params = {k: value_of(v) for k, v in group.hparams.items()}
-        assert params == record["params"]
+        assert params == record["params"]  # a conditional param only where it was active
         session = group.sessions[0]
         if record["state"] == "FAILED":
             assert session.status == api_pb2.STATUS_FAILURE
