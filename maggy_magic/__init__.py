@@ -26,7 +26,7 @@ from .errors import (AblationError, BroadcastError, ConfigError, DistributedErro
 #: Public name → module that defines it, imported on first use. Worker processes import
 #: only what the worker loop needs, so they start fast.
 _LAZY = {
-    "experiment": None,
+    "experiment": None, "tensorboard": None,
     "HyperparameterOptConfig": "config", "RunOptions": "config", "AblationConfig": "config",
     "AblationStudy": "ablation", "AbstractAblator": "ablation",
     "AbstractEarlyStop": "earlystop", "AbstractOptimizer": "optimizers",
@@ -75,6 +75,7 @@ def unload_ipython_extension(ipython) -> None:
 
 __all__ = [
     "experiment", "Searchspace", "HyperparameterOptConfig", "RunOptions", "AblationConfig",
+    "tensorboard",
     "AblationStudy", "AbstractAblator", "AblationError",
     "AbstractOptimizer", "AbstractEarlyStop", "Reporter", "Trial", "ExperimentResult",
     "MaggyError", "ConfigError", "SearchspaceError", "TrainFunctionError",

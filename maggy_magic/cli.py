@@ -5,6 +5,7 @@
   directory, and exits non-zero when a cell or an experiment failed.
 - ``maggy-magic ls`` lists runs with their state and best metric.
 - ``maggy-magic show RUN`` prints one run's summary and trials.
+- ``maggy-magic tensorboard RUN`` prints the command that opens a run in TensorBoard.
 """
 
 from __future__ import annotations
@@ -145,6 +146,22 @@ def show_command(run: str, root: str, name: Optional[str], rows: int) -> None:
 
     result = load_result(find_run(root, run, name))
     _print_result(result, rows)
+
+
+@main.command("tensorboard")
+@click.argument("run")
+@click.option("--root", default="maggy_experiments", show_default=True,
+              help="Folder that holds the run directories.")
+@click.option("--name", default=None, help="Experiment name, when RUN is a bare run id.")
+def tensorboard_command(run: str, root: str, name: Optional[str]) -> None:
+    """Print the command that opens a run in TensorBoard (its trials' logs and the
+    HParams summary).
+
+    RUN is a run directory, NAME/RUN_ID, a run id, or `latest`."""
+    from .runs import find_run
+    from .tensorboard import how_to_open
+
+    click.echo(how_to_open(find_run(root, run, name)))
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ stopping, journal flushes) are deadlines of the loop's ``select``; nothing sleep
 
 Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
 
-- → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key}``;
+- → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key,
+  run_dir}``;
   registering also asks for a trial.
 - ← ``trial {trial, params, budget, info}`` whenever the worker is idle and a trial is
   ready (an ask is parked until then). Optimizers that do not learn from results
@@ -90,7 +91,8 @@ class DriverSettings:
                  es_interval: float = 1.0, es_min: int = 10, max_failures: int = 0,
                  max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
                  stop_grace: float = 30.0, prefetch: bool = True,
-                 rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0):
+                 rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
+                 run_dir: Optional[str] = None):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -107,6 +109,8 @@ class DriverSettings:
         #: worker to disconnect before it is given up on.
         self.rendezvous_timeout = rendezvous_timeout
         self.abort_timeout = abort_timeout
+        #: The run directory, told to workers (trials find their TensorBoard folder there).
+        self.run_dir = run_dir
 
 
 class Driver:
@@ -341,7 +345,8 @@ class Driver:
         self.events.emit("worker_joined", worker=worker_id, host=worker.host, pid=worker.pid)
         self._send(worker, {"type": "welcome", "hb_interval": self.settings.hb_interval,
                             "optimization_key": self.settings.optimization_key,
-                            "rendezvous_timeout": self.settings.rendezvous_timeout})
+                            "rendezvous_timeout": self.settings.rendezvous_timeout,
+                            "run_dir": self.settings.run_dir})
         self.idle.append(worker)
         self._dispatch()
 

@@ -37,6 +37,11 @@ class AblationError(ConfigError):
     leaves no valid model, a component without the generator it needs)."""
 
 
+class NotInTrialError(MaggyError, RuntimeError):
+    """Something that only a running trial can do (``tensorboard.logdir()``) was called
+    outside one."""
+
+
 class ExperimentFailed(MaggyError):
     """The experiment ended in failure (too many failed trials, workers unable to start)."""
 

@@ -11,6 +11,7 @@ waits, so Ctrl-C (KeyboardInterrupt) lands here and is turned into a clean inter
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from typing import Any, Callable, Iterable, Optional
@@ -77,7 +78,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         hb_interval=config.hb_interval, hb_timeout=config.hb_timeout,
         stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False),
         rendezvous_timeout=getattr(config, "rendezvous_timeout", 300.0),
-        abort_timeout=getattr(config, "abort_timeout", 10.0))
+        abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path)
     driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
                     trials=trials)
 
@@ -130,6 +131,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         optimization_key=config.optimization_key, error=driver.error,
         rejected_frames=driver.rejected)
     store.write_json("result.json", result.to_dict())
+    _write_hparams(store.path, config.to_dict(), result)
     _record_run(result)
     if driver.state == "failed":
         exc = error_class(driver.error_type)(driver.error or "the experiment failed")
@@ -140,6 +142,18 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
             f"experiment interrupted after {result.num_finished} finished trial(s); resume "
             f"with resume={store.run_id!r} to run the rest ({store.path})", result)
     return result
+
+
+def _write_hparams(run_dir: str, config: dict, result: ExperimentResult) -> None:
+    """TensorBoard's HParams summary of the run; failing to write it never costs the result."""
+    from .hparams_summary import write
+
+    try:
+        write(run_dir, config, result.trial_records)
+    except Exception as exc:  # noqa: BLE001 - the summary is a view, the result is kept
+        logging.getLogger("maggy_magic").warning(
+            "maggy-magic: no HParams summary for run %s: %s: %s", result.run_id,
+            type(exc).__name__, exc)
 
 
 def _record_run(result: ExperimentResult) -> None:

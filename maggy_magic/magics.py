@@ -27,7 +27,7 @@ from .errors import ConfigError, ExperimentInterrupted, MaggyError, closest, did
 #: Cell subcommands and whether they exist yet.
 CELL_COMMANDS = {"hpo": True, "ablation": True, "dist": True}
 #: Line subcommands.
-LINE_COMMANDS = ("list", "show", "stop", "help", "config")
+LINE_COMMANDS = ("list", "show", "stop", "help", "config", "tensorboard")
 
 
 class Option:
@@ -248,6 +248,8 @@ HELP = """\
 %maggy list [--root DIR] [--name NAME]   runs with their state and best metric
 %maggy show RUN            summary (and dashboard) of a run: a run id, NAME/RUN_ID,
                            'latest' or a run directory
+%maggy tensorboard RUN     the command that opens a run in TensorBoard (trials' logs
+                           from tensorboard.logdir() and the HParams summary)
 %maggy stop                stop the run in progress gracefully
 %maggy config [options]    session defaults for every %%maggy cell; --reset clears them
 %maggy help                this text
@@ -513,6 +515,17 @@ class MaggyMagics(Magics):
         result = runs.load_result(path, running=set(self.running))
         ui.replay(path, f"{result.name} {result.run_id}")
         return result
+
+    def _tensorboard(self, args: List[str]) -> None:
+        from .tensorboard import how_to_open
+
+        ref, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else \
+            (None, args)
+        if ref is None:
+            raise ConfigError("%maggy tensorboard needs a run: a run id, NAME/RUN_ID, 'latest' "
+                              "or a run directory (%maggy list shows them)")
+        root, name = self._root_and_name(rest, "%maggy tensorboard")
+        print(how_to_open(runs.find_run(root, ref, name)))
 
     def _root_and_name(self, args: List[str], prog: str) -> Tuple[str, Optional[str]]:
         options = parse_options(args, prog)

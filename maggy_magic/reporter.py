@@ -3,14 +3,16 @@
 ``reporter.broadcast(metric, step)`` records a metric point (the driver sees it with the
 next heartbeat) and raises :class:`~maggy_magic.errors.EarlyStopException` once the
 driver has told this trial to stop. ``reporter.log(msg)`` and anything printed during the
-trial go to the trial's log. Stdlib-only (it runs on Spark executors).
+trial go to the trial's log. :func:`current_reporter` finds the running trial's reporter
+(for helpers such as ``maggy_magic.tensorboard.logdir()`` that the training function calls
+without arguments). Stdlib-only (it runs on Spark executors).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import BroadcastError, EarlyStopException
 
@@ -77,8 +79,10 @@ class Reporter:
     """
 
     def __init__(self, trial_id: str, outbox: Outbox, budget: Any = None,
-                 params: Optional[dict] = None):
+                 params: Optional[dict] = None, run_dir: Optional[str] = None):
         self.trial_id = trial_id
+        #: The run directory as the driver told the worker (None if it did not).
+        self.run_dir = run_dir
         self.budget = budget
         self.params = dict(params or {})
         self._outbox = outbox
@@ -133,3 +137,35 @@ class Reporter:
     @property
     def last_step(self) -> Optional[int]:
         return self._last_step
+
+
+# -- the running trial ----------------------------------------------------------------
+_active_lock = threading.Lock()
+#: Reporters of the trials running in this process, by the thread that runs each.
+_active: Dict[int, Reporter] = {}
+
+
+def activate(reporter: Reporter) -> None:
+    """Mark ``reporter``'s trial as running on the calling thread (the worker loop's)."""
+    with _active_lock:
+        _active[threading.get_ident()] = reporter
+
+
+def deactivate(reporter: Reporter) -> None:
+    """The trial of ``reporter`` ended; forget it."""
+    with _active_lock:
+        for ident, active in list(_active.items()):
+            if active is reporter:
+                del _active[ident]
+
+
+def current_reporter() -> Optional[Reporter]:
+    """The reporter of the trial running on this thread; from any other thread (one the
+    training function started), the process's only running trial. None outside a trial,
+    or when several trials run in this process and the calling thread is none of theirs.
+    """
+    with _active_lock:
+        reporter = _active.get(threading.get_ident())
+        if reporter is None and len(_active) == 1:
+            reporter = next(iter(_active.values()))
+    return reporter

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 from . import rpc
 from .errors import (EarlyStopException, InvalidMetricError, MaggyError, RendezvousError,
                      TrainFunctionError)
-from .reporter import Outbox, Reporter, as_metric
+from .reporter import Outbox, Reporter, activate, as_metric, deactivate
 
 #: Names the worker can inject besides hyperparameters.
 INJECTED = ("reporter", "hparams", "budget")
@@ -242,6 +242,8 @@ class WorkerLoop:
         self.reporter: Optional[Reporter] = None
         self.hb_interval = 1.0
         self.optimization_key = "metric"
+        #: The run directory as the driver tells it (None until welcomed).
+        self.run_dir: Optional[str] = None
         self.trials_run = 0
         self._inbox: "queue.SimpleQueue[Optional[dict]]" = queue.SimpleQueue()
         self._revoked: set = set()
@@ -302,8 +304,10 @@ class WorkerLoop:
 
     def _run_trial(self, fn: Callable, msg: dict) -> dict:
         trial_id = msg["trial"]
-        reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"))
+        reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"),
+                            run_dir=self.run_dir)
         self.reporter, self.current_trial = reporter, trial_id
+        activate(reporter)
         self.trials_run += 1
         reply: Dict[str, Any] = {"trial": trial_id}
         try:
@@ -330,6 +334,7 @@ class WorkerLoop:
             if self.route_output:
                 sys.stdout.flush()
             self.before_report()
+            deactivate(reporter)
             self.reporter, self.current_trial = None, None
         return reply
 
@@ -357,6 +362,7 @@ class WorkerLoop:
                     self.hb_interval = float(msg.get("hb_interval") or 1.0)
                     self.optimization_key = msg.get("optimization_key") or "metric"
                     self.rendezvous_timeout = float(msg.get("rendezvous_timeout") or 300.0)
+                    self.run_dir = msg.get("run_dir")
                 elif kind == "shutdown":
                     break
         except (rpc.ConnectionLost, rpc.FrameError):
