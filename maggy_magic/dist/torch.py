@@ -217,10 +217,13 @@ def save_checkpoint(state: Any, name: str = "checkpoint") -> Optional[str]:
     return path
 
 
-def load_checkpoint(map_location: Any = "cpu") -> Any:
+def load_checkpoint(map_location: Any = "cpu", weights_only: bool = True) -> Any:
     """The state of the checkpoint a restarted gang resumes from (on every rank), or None
-    on a first attempt or outside a dist run. Checkpoints are files this run wrote."""
+    on a first attempt or outside a dist run. Loaded with ``weights_only`` (tensors,
+    numbers, strings and containers; no arbitrary pickled objects) unless told
+    otherwise."""
     context = current()
     if context is None or not context.resume_from:
         return None
-    return _torch().load(context.resume_from, map_location=map_location, weights_only=False)
+    return _torch().load(context.resume_from, map_location=map_location,
+                         weights_only=weights_only)
