@@ -1,0 +1,2 @@
+"""Data-parallel training: one training function run by a gang of ranks that train one
+model together (framework runners: :mod:`.tf`)."""

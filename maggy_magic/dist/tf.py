@@ -1,0 +1,222 @@
+"""TensorFlow data-parallel training: the user's training function, unchanged, inside a
+``tf.distribute.MultiWorkerMirroredStrategy`` that spans every rank of the gang.
+
+What :func:`run` does on each rank, in a fresh worker process:
+
+1. reserves a port, exchanges ``host:port`` with every rank through the context's
+   rendezvous and sets ``TF_CONFIG``: ``cluster.worker`` lists the ranks' addresses in
+   rank order, ``task`` is ``{"type": "worker", "index": rank}``; rank 0 is TF's chief;
+2. sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, so ``tf.keras`` is
+   tf-keras (Keras 2), whose ``model.fit`` trains under the strategy (Keras 3's ``fit``
+   does not: keras-team/keras#20585);
+3. creates the strategy and calls the training function inside ``strategy.scope()``:
+   every model it builds there, with ``tf.keras`` or ``from tensorflow import keras``, is
+   mirrored on all ranks and its ``model.fit`` all-reduces the gradients.
+
+The contract (Maggy's ``TfDistributedConfig(model, dataset, hparams)`` names):
+
+* ``hparams``: fixed hyperparameters, injected by name like a trial's.
+* ``model``: optional; a Keras model class or a function that returns a (compiled)
+  model. It is called inside the strategy's scope with the hyperparameters it names, and
+  the model is passed as the argument ``model``. A model built beforehand is refused: its
+  variables would not be mirrored.
+* ``dataset``: optional; one item or a list ``[train, test]`` injected as ``train_set``
+  and ``test_set``. An item is a tuple of arrays ``(x, y)`` or a function, called on each
+  rank, that returns such a tuple or a ``tf.data.Dataset``. Each becomes an unbatched
+  ``tf.data.Dataset`` whose auto-shard policy is ``DATA``: batch it with the *global*
+  batch size as on one machine; ``model.fit`` gives each rank a disjoint share of every
+  global batch. Without ``dataset`` the function loads its own data; ``model.fit`` on
+  arrays shards the same way.
+* ``checkpoint_dir`` (and ``strategy``) are injected when the function names them. The
+  directory is the chief's on every rank, so every rank can restore from it (it must be
+  on a file system all ranks see). TensorFlow's multi-worker-aware writers
+  (``tf.keras.callbacks.BackupAndRestore``, ``ModelCheckpoint``,
+  ``tf.train.CheckpointManager``) write the real files on the chief only; the other ranks
+  write to a ``workertemp_<rank>`` directory that is discarded.
+* The chief's return value is the run's result.
+
+TensorFlow is imported here only, and only inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import socket
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import DistTrainingError
+
+#: Names the runner can inject besides the worker's (hyperparameters, reporter, hparams).
+INJECTED = ("model", "train_set", "test_set", "checkpoint_dir", "strategy")
+LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
+
+
+# -- checks that run on the driver, before any worker starts (stdlib only) ------------
+def check_model(model: Any) -> None:
+    """Raise :class:`DistTrainingError` unless ``model`` is None, a class or a function."""
+    if model is None or isinstance(model, type) or inspect.isroutine(model):
+        return
+    if hasattr(model, "fit") or not callable(model):
+        raise DistTrainingError(
+            f"model must be a Keras model class or a function that builds the model (it is "
+            f"built inside the strategy's scope on every rank), got a built "
+            f"{type(model).__name__}; pass its class or a function that returns it")
+
+
+def check_dataset(dataset: Any) -> None:
+    """Raise :class:`DistTrainingError` unless ``dataset`` follows the contract above."""
+    if dataset is None:
+        return
+    items = dataset if isinstance(dataset, list) else [dataset]
+    if not 1 <= len(items) <= 2:
+        raise DistTrainingError(f"dataset must be one item or a list [train, test], got a "
+                                f"list of {len(items)}")
+    for item in items:
+        if callable(item) or _is_arrays(item):
+            continue
+        raise DistTrainingError(
+            f"a dataset item must be a tuple of arrays (x, y) or a function that returns one "
+            f"or a tf.data.Dataset, got {type(item).__name__}")
+
+
+def _is_arrays(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) > 0 and \
+        all(hasattr(part, "shape") and hasattr(part, "dtype") for part in item)
+
+
+# -- cluster set-up ---------------------------------------------------------------------
+def advertised_host(context: Any) -> str:
+    """The address other ranks reach this one at: the context's ``host`` if it has one,
+    else ``SPARK_LOCAL_IP``, else what this machine's name resolves to."""
+    host = getattr(context, "host", None) or os.environ.get("SPARK_LOCAL_IP")
+    if host:
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def reserve_port(host: str) -> int:
+    """A port that is free on ``host`` now (TensorFlow binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def tf_config(workers: List[str], rank: int) -> Dict[str, Any]:
+    """``TF_CONFIG`` for ``rank`` of a cluster of ``workers`` (addresses in rank order)."""
+    if not 0 <= rank < len(workers):
+        raise ValueError(f"rank {rank} outside a cluster of {len(workers)}")
+    return {"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": rank}}
+
+
+# -- running the training function ----------------------------------------------------
+def run(train_fn: Callable, kwargs: Dict[str, Any], context: Any, *,
+        hparams: Optional[Dict[str, Any]] = None, model: Any = None,
+        dataset: Any = None) -> Any:
+    """Call ``train_fn(**kwargs, + injected names)`` as one rank of a multi-worker TF job.
+
+    ``context`` gives ``rank``, ``world_size``, ``rendezvous(value)`` (every rank's value in
+    rank order; all ranks call it) and ``checkpoint_dir`` (may be None). Must run before
+    this process initialises TensorFlow. Returns what ``train_fn`` returned.
+    """
+    _prefer_legacy_keras()
+    host = advertised_host(context)
+    workers = context.rendezvous(f"{host}:{reserve_port(host)}")
+    os.environ["TF_CONFIG"] = json.dumps(tf_config(list(workers), context.rank))
+
+    import tensorflow as tf
+
+    _check_keras(tf)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    wanted = _wanted(train_fn)
+    checkpoint_dir = getattr(context, "checkpoint_dir", None)
+    try:
+        with strategy.scope():
+            extras: Dict[str, Any] = {"strategy": strategy, "checkpoint_dir": checkpoint_dir}
+            if model is not None and "model" in wanted:
+                extras["model"] = _call_with(model, hparams or {})
+            if dataset is not None:
+                items = dataset if isinstance(dataset, list) else [dataset]
+                for name, item in zip(("train_set", "test_set"), items):
+                    extras[name] = _as_dataset(tf, item)
+            call = dict(kwargs)
+            call.update({k: v for k, v in extras.items() if k in wanted and k not in call})
+            try:
+                return train_fn(**call)
+            except Exception as exc:
+                if "PerReplica" in str(exc) and _keras3_in_use():
+                    raise DistTrainingError(
+                        "Keras 3's model.fit cannot train under MultiWorkerMirroredStrategy; "
+                        "build the model with tf.keras (or `from tensorflow import keras`), "
+                        "which is tf-keras in TensorFlow dist workers") from exc
+                raise
+    finally:
+        if checkpoint_dir and context.rank != 0:
+            shutil.rmtree(os.path.join(checkpoint_dir, f"workertemp_{context.rank}"),
+                          ignore_errors=True)
+
+
+def _prefer_legacy_keras() -> None:
+    if "tensorflow" in sys.modules and os.environ.get(LEGACY_KERAS) != "1":
+        raise DistTrainingError(
+            "TensorFlow was imported in this worker before dist training set it up; "
+            "TensorFlow dist runs in fresh worker processes: do not import it at module "
+            "level of code the worker loads before the training function")
+    os.environ[LEGACY_KERAS] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _check_keras(tf: Any) -> None:
+    if not str(getattr(tf.keras, "__name__", "")).startswith("tf_keras"):
+        raise DistTrainingError(
+            "tf.keras is Keras 3 here, but TensorFlow dist needs tf-keras (Keras 2) for "
+            "model.fit: pip install tf-keras matching your TensorFlow version")
+
+
+def _keras3_in_use() -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and str(getattr(keras, "__version__", "")).startswith("3.")
+
+
+def _wanted(fn: Callable) -> set:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _call_with(factory: Callable, hparams: Dict[str, Any]) -> Any:
+    """``factory(**the hyperparameters it takes)`` (all of them if it takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return factory()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return factory(**hparams)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return factory(**{k: v for k, v in hparams.items() if k in names})
+
+
+def _as_dataset(tf: Any, item: Any) -> Any:
+    """``item`` (arrays or a function returning arrays or a dataset) as an unbatched
+    ``tf.data.Dataset`` that multi-worker input pipelines shard by element."""
+    value = item() if callable(item) else item
+    if isinstance(value, list):
+        value = tuple(value)
+    if _is_arrays(value):
+        value = tf.data.Dataset.from_tensor_slices(value)
+    if not isinstance(value, tf.data.Dataset):
+        raise DistTrainingError(
+            f"the dataset function returned {type(value).__name__}; return a tuple of "
+            "arrays (x, y) or a tf.data.Dataset")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return value.with_options(options)
