@@ -29,6 +29,22 @@ Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
   also asks for the next one, so a trial costs one round trip.
 - → ``fatal {error}``: the worker cannot run anything (cannot load the function).
 - ← ``shutdown {}``: the experiment is over; the worker exits.
+
+Gangs (trials that must run together, e.g. the ranks of data-parallel training): an
+optimizer with ``gang_size = N > 1`` hands out N trials at a time, each with ``info``
+``{gang, rank, ...}``; the driver starts them only when N workers are idle, together.
+
+- → ``rendezvous {trial, key, value}``; ← ``rendezvous {trial, key, values}`` to every
+  member once all N sent a value for that key (values in rank order), or ``{..., error}``.
+  A rendezvous that does not complete within ``rendezvous_timeout`` fails the gang.
+- → ``note {trial, info}``: merged into the trial's ``info_dict`` (e.g. a checkpoint).
+- ← ``abort {}``: the worker's gang failed; the worker process exits at once (peers may be
+  blocked in a collective operation) and the backend replaces it. A worker still connected
+  ``abort_timeout`` seconds later is given up on (the backend kills it).
+
+When a member fails or its worker is lost, every member ends (FAILED) and every member's
+worker is aborted; then ``optimizer.gang_failed(trials, error)`` answers None (go on: it
+may suggest a new gang) or the message the run fails with.
 """
 
 from __future__ import annotations
@@ -52,7 +68,8 @@ _HEARTBEAT_CHECK = 1.0
 class WorkerState:
     """What the driver knows about one connected worker."""
 
-    __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost")
+    __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost",
+                 "abort_deadline")
 
     def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int):
         self.id, self.conn, self.host, self.pid = worker_id, conn, host, pid
@@ -60,6 +77,7 @@ class WorkerState:
         self.next: Optional[Trial] = None   # queued on the worker, not started
         self.last_seen = time.monotonic()
         self.lost = False
+        self.abort_deadline: Optional[float] = None  # set once told to abort
 
 
 class DriverSettings:
@@ -68,7 +86,8 @@ class DriverSettings:
     def __init__(self, *, direction: str = "max", optimization_key: str = "metric",
                  es_interval: float = 1.0, es_min: int = 10, max_failures: int = 0,
                  max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
-                 stop_grace: float = 30.0, prefetch: bool = True):
+                 stop_grace: float = 30.0, prefetch: bool = True,
+                 rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -81,6 +100,10 @@ class DriverSettings:
         #: Allow queuing a trial ahead on a worker (off for launches that need every
         #: worker busy at once, such as barrier mode).
         self.prefetch = prefetch
+        #: Gangs: seconds for all members to reach a rendezvous, and for an aborted
+        #: worker to disconnect before it is given up on.
+        self.rendezvous_timeout = rendezvous_timeout
+        self.abort_timeout = abort_timeout
 
 
 class Driver:
@@ -131,6 +154,8 @@ class Driver:
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._timers: Dict[str, float] = {}
         self._periodic: List[tuple] = []
+        #: Gangs: (gang, key) → [deadline, {rank: value}] of rendezvous under way.
+        self._meetings: Dict[tuple, list] = {}
 
     # -- public, thread-safe ------------------------------------------------------------
     def post(self, fn: Callable[[], None]) -> None:
@@ -272,6 +297,13 @@ class Driver:
         self._absorb(worker, trial, msg)
         if kind == "heartbeat":
             return
+        if kind == "rendezvous":
+            self._rendezvous(worker, trial, msg)
+            return
+        if kind == "note":
+            if trial is not None and isinstance(msg.get("info"), dict):
+                trial.info_dict.update(msg["info"])
+            return
         if kind == "final" and trial is not None:
             self._trial_ended(worker, trial, msg)
         elif kind == "error" and trial is not None:
@@ -287,7 +319,8 @@ class Driver:
                 if queued is not None:
                     self._begin(queued, worker)
                     self._prefetch(worker)
-            if worker.trial is None and worker not in self.idle:
+            if worker.trial is None and worker not in self.idle \
+                    and worker.abort_deadline is None:
                 self.idle.append(worker)
             self._dispatch()
 
@@ -301,7 +334,8 @@ class Driver:
         self.workers[worker_id] = worker
         self.events.emit("worker_joined", worker=worker_id, host=worker.host, pid=worker.pid)
         self._send(worker, {"type": "welcome", "hb_interval": self.settings.hb_interval,
-                            "optimization_key": self.settings.optimization_key})
+                            "optimization_key": self.settings.optimization_key,
+                            "rendezvous_timeout": self.settings.rendezvous_timeout})
         self.idle.append(worker)
         self._dispatch()
 
@@ -332,20 +366,24 @@ class Driver:
                          duration=trial.duration)
 
     def _trial_failed(self, worker: WorkerState, trial: Trial, msg: Dict[str, Any]) -> None:
+        if trial.info_dict.get("gang") is not None:
+            self._gang_failed(trial, str(msg.get("error")), msg.get("error_type") or
+                              "Exception", msg.get("traceback"))
+            return
         self._mark_failed(trial, str(msg.get("error")), msg.get("error_type") or "Exception",
                           msg.get("traceback"))
 
     def _mark_failed(self, trial: Trial, error: str, error_type: str,
-                     tb: Optional[str]) -> None:
+                     tb: Optional[str], counted: bool = True) -> None:
         trial.end = time.time()
         trial.status = Trial.FAILED
         trial.error, trial.traceback = error, tb
         trial.info_dict.setdefault("error_type", error_type)
-        self.failures += 1
+        self.failures += counted
         self._ended(trial)
         self.events.emit("trial_failed", trial=trial.trial_id, error=error,
                          error_type=error_type, traceback=tb, duration=trial.duration)
-        if self.failures > self.settings.max_failures and not self._done.is_set():
+        if counted and self.failures > self.settings.max_failures and not self._done.is_set():
             what = error if is_maggy_error(error_type) else f"{error_type}: {error}"
             self._fail(f"trial {trial.trial_id} failed: {what} ({self.failures} failed "
                        f"trial(s), max_failures={self.settings.max_failures})", error_type)
@@ -377,7 +415,10 @@ class Driver:
 
     def _dispatch(self) -> None:
         """Give ready trials to idle workers; end the run when nothing is left."""
-        while self.idle and not self._done.is_set():
+        if getattr(self.optimizer, "gang_size", 1) > 1:
+            self._dispatch_gangs()
+        while self.idle and not self._done.is_set() \
+                and getattr(self.optimizer, "gang_size", 1) <= 1:
             trial = self._next_trial()
             if trial is None:
                 break
@@ -397,6 +438,107 @@ class Driver:
                 self._finish(self._stop_state, self._stop_reason)
             elif not self.queue and (self._exhausted or self._optimizer_stuck()):
                 self._finish("finished", None)
+
+    def _dispatch_gangs(self) -> None:
+        """Start whole gangs: N trials on N idle workers at once, member i on the i-th
+        idle worker (ranks come from the trials' info, never from the workers)."""
+        size = self.optimizer.gang_size
+        while not self._done.is_set():
+            live = [w for w in self.idle if not w.lost]
+            if len(live) < size:
+                return
+            gang: List[Trial] = []
+            while len(gang) < size:
+                trial = self._next_trial()
+                if trial is None:
+                    break
+                gang.append(trial)
+            if len(gang) < size:
+                self.queue.extendleft(reversed(gang))
+                return
+            for trial, worker in zip(gang, live):
+                self.idle.remove(worker)
+                self._begin(trial, worker)
+                self._send_trial(trial, worker)
+
+    def _gang_members(self, gang: Any) -> List[Trial]:
+        return [t for t in self.trials.values() if t.info_dict.get("gang") == gang]
+
+    def _rendezvous(self, worker: WorkerState, trial: Optional[Trial],
+                    msg: Dict[str, Any]) -> None:
+        key = str(msg.get("key"))
+        if trial is None or trial.info_dict.get("gang") is None:
+            self._send(worker, {"type": "rendezvous", "trial": msg.get("trial"), "key": key,
+                                "error": "this trial is not part of a gang"})
+            return
+        gang = trial.info_dict["gang"]
+        meeting = self._meetings.setdefault(
+            (gang, key), [time.monotonic() + self.settings.rendezvous_timeout, {}])
+        meeting[1][int(trial.info_dict.get("rank", 0))] = msg.get("value")
+        members = self._gang_members(gang)
+        if len(meeting[1]) < len(members):
+            return
+        del self._meetings[(gang, key)]
+        values = [meeting[1].get(rank) for rank in range(len(members))]
+        for member in members:
+            peer = self.workers.get(member.worker) if member.worker else None
+            if peer is not None and not peer.lost and peer.trial is member:
+                self._send(peer, {"type": "rendezvous", "trial": member.trial_id, "key": key,
+                                  "values": values})
+
+    def _gang_failed(self, trial: Trial, error: str, error_type: str,
+                     tb: Optional[str]) -> None:
+        """One member failed: end every member, abort every member's worker, and let the
+        optimizer decide whether the run goes on."""
+        gang = trial.info_dict.get("gang")
+        members = self._gang_members(gang)
+        rank = trial.info_dict.get("rank")
+        message = f"rank {rank} failed: {error}"
+        self._mark_failed(trial, message, error_type, tb, counted=False)
+        for member in members:
+            if member is not trial and not member.done:
+                self._mark_failed(member, f"aborted because rank {rank} failed",
+                                  "GangAborted", None, counted=False)
+        now = time.monotonic()
+        for member in members:
+            worker = self.workers.get(member.worker) if member.worker else None
+            if worker is None or worker.lost or worker.abort_deadline is not None:
+                continue
+            if worker.trial is member:
+                worker.trial = None
+            if worker in self.idle:
+                self.idle.remove(worker)
+            worker.abort_deadline = now + self.settings.abort_timeout
+            self._send(worker, {"type": "abort"})
+        for meeting in [k for k in self._meetings if k[0] == gang]:
+            del self._meetings[meeting]
+        self.failures += 1
+        verdict = self.optimizer.gang_failed(members, message) \
+            if hasattr(self.optimizer, "gang_failed") else message
+        if verdict and not self._done.is_set():
+            self._fail(verdict, error_type if is_maggy_error(error_type)
+                       else "DistributedError")
+
+    def _check_gangs(self, now: float) -> None:
+        """Fail gangs whose rendezvous ran out of time; give up on workers that ignored
+        an abort (the backend kills them)."""
+        for (gang, key), (deadline, arrived) in list(self._meetings.items()):
+            if now < deadline or (gang, key) not in self._meetings:
+                continue
+            members = self._gang_members(gang)
+            missing = [t for t in members if int(t.info_dict.get("rank", 0)) not in arrived
+                       and not t.done]
+            if missing:
+                self._gang_failed(missing[0], f"did not reach rendezvous {key!r} within "
+                                  f"{self.settings.rendezvous_timeout:g} s (rendezvous_timeout)",
+                                  "RendezvousError", None)
+            else:
+                del self._meetings[(gang, key)]
+        for worker in list(self.workers.values()):
+            if worker.abort_deadline is not None and not worker.lost \
+                    and now > worker.abort_deadline:
+                self._lose(worker, f"still connected {self.settings.abort_timeout:g} s after "
+                           "being aborted")
 
     def _optimizer_stuck(self) -> bool:
         """IDLE while nothing runs: no trial can ever end to unblock it."""
@@ -495,7 +637,10 @@ class Driver:
         self._unqueue(worker)
         trial, worker.trial = worker.trial, None
         if trial is not None and not self._done.is_set():
-            if self._stopping:
+            if trial.info_dict.get("gang") is not None:
+                self._gang_failed(trial, f"its worker {worker.id} was lost: {reason}",
+                                  "WorkerLost", None)
+            elif self._stopping:
                 self._mark_failed(trial, f"worker {worker.id} lost while stopping: {reason}",
                                   "WorkerLost", None)
             elif trial.retries < self.settings.max_retries:
@@ -526,6 +671,9 @@ class Driver:
                 if not worker.lost and worker.trial is not None \
                         and now - worker.last_seen > limit:
                     self._lose(worker, f"no heartbeat for {limit:g} s")
+            if self._meetings or any(w.abort_deadline is not None
+                                     for w in self.workers.values()):
+                self._check_gangs(now)
         if now >= self._timers["earlystop"]:
             self._timers["earlystop"] = now + self.settings.es_interval
             self._check_earlystop()

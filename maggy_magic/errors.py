@@ -45,6 +45,15 @@ class ExperimentFailed(MaggyError):
         self.result = result
 
 
+class DistributedError(ExperimentFailed):
+    """A distributed (``dist``) run failed: a rank failed or was lost, or the ranks could
+    not meet (rendezvous timeout)."""
+
+
+class RendezvousError(DistributedError):
+    """A rank's rendezvous did not complete (a peer never arrived or the gang failed)."""
+
+
 class ExperimentInterrupted(MaggyError, KeyboardInterrupt):
     """The experiment was interrupted; ``result`` holds what finished, the journal the rest.
 

@@ -24,13 +24,19 @@ import traceback
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from . import rpc
-from .errors import EarlyStopException, InvalidMetricError, MaggyError, TrainFunctionError
+from .errors import (EarlyStopException, InvalidMetricError, MaggyError, RendezvousError,
+                     TrainFunctionError)
 from .reporter import Outbox, Reporter, as_metric
 
 #: Names the worker can inject besides hyperparameters.
 INJECTED = ("reporter", "hparams", "budget")
 #: Log lines are sent at most this long after they were written.
 LOG_FLUSH = 0.2
+#: Exit code of a worker process that the driver aborted (its gang failed); a backend
+#: replaces such a worker without counting it as a crash.
+ABORT_EXIT = 75
+#: Seconds a rendezvous waits beyond the driver's own timeout before giving up alone.
+RENDEZVOUS_GRACE = 30.0
 
 
 # -- calling the training function ----------------------------------------------------
@@ -176,6 +182,34 @@ class _LineRouter(io.TextIOBase):
             self._loop.outbox.add_line(self._loop.current_trial, partial)
 
 
+# -- what a trial function may ask about its trial ---------------------------------------
+class TrialContext:
+    """Injected as ``trial_context`` into a trial function that names it.
+
+    ``trial_id`` and ``info`` (the trial's ``info_dict`` as the driver sent it) describe the
+    trial; ``host`` is this worker's address as seen on its connection to the driver;
+    ``rendezvous`` and ``note`` talk to the driver (see :class:`WorkerLoop`).
+    """
+
+    def __init__(self, loop: "WorkerLoop", trial_id: str, info: Dict[str, Any]):
+        self._loop = loop
+        self.trial_id = trial_id
+        self.info = dict(info or {})
+
+    @property
+    def host(self) -> str:
+        return self._loop.local_address()
+
+    def rendezvous(self, key: str, value: Any, timeout: Optional[float] = None) -> list:
+        """Every gang member's ``value`` for ``key``, in rank order (blocks until all sent
+        theirs); raises :class:`RendezvousError` if the gang fails or time runs out."""
+        return self._loop.rendezvous(self.trial_id, key, value, timeout)
+
+    def note(self, info: Dict[str, Any]) -> None:
+        """Merge ``info`` (JSON) into the trial's ``info_dict`` on the driver."""
+        self._loop.send_note(self.trial_id, info)
+
+
 # -- the loop -------------------------------------------------------------------------
 class WorkerLoop:
     """Runs trials for one driver until told to stop.
@@ -205,6 +239,9 @@ class WorkerLoop:
         self._inbox: "queue.SimpleQueue[Optional[dict]]" = queue.SimpleQueue()
         self._revoked: set = set()
         self._plan = None
+        self.rendezvous_timeout = 300.0
+        self._waiters: Dict[tuple, list] = {}
+        self._waiters_lock = threading.Lock()
         self._done = threading.Event()
         self._client: Optional[rpc.Client] = None
         #: Called before a trial's end is reported (collects output still in flight).
@@ -263,8 +300,12 @@ class WorkerLoop:
         self.trials_run += 1
         reply: Dict[str, Any] = {"trial": trial_id}
         try:
+            extras = self.extras
+            if self._plan is not None and "trial_context" in self._plan[0]:
+                extras = dict(extras, trial_context=TrialContext(self, trial_id,
+                                                                 msg.get("info") or {}))
             kwargs = build_kwargs(fn, msg.get("params") or {}, reporter, msg.get("budget"),
-                                  self.extras, self._plan)
+                                  extras, self._plan)
             returned = fn(**kwargs)
             value, metrics = final_metric(returned, self.optimization_key)
             reply.update(type="final", value=value, metrics=metrics, early_stopped=False)
@@ -299,18 +340,70 @@ class WorkerLoop:
                     reporter = self.reporter
                     if reporter is not None and reporter.trial_id == msg.get("trial"):
                         reporter.stop()
+                elif kind == "rendezvous":
+                    self._answer(msg)
+                elif kind == "abort":
+                    # a peer of this worker's gang failed: peers may be blocked inside a
+                    # collective operation, so the process leaves now and is replaced
+                    os._exit(ABORT_EXIT)
                 elif kind == "welcome":
                     self.hb_interval = float(msg.get("hb_interval") or 1.0)
                     self.optimization_key = msg.get("optimization_key") or "metric"
+                    self.rendezvous_timeout = float(msg.get("rendezvous_timeout") or 300.0)
                 elif kind == "shutdown":
                     break
         except (rpc.ConnectionLost, rpc.FrameError):
             if self.on_driver_lost == "exit" and not self._done.is_set():
                 os._exit(0)
+        self._answer_all("the driver ended the run")
         reporter = self.reporter
         if reporter is not None:
             reporter.stop()
         self._inbox.put(None)
+
+    # -- talking to the driver for a trial (gangs) ----------------------------------------
+    def local_address(self) -> str:
+        """This end's address on the connection to the driver (reachable by peers)."""
+        try:
+            return str(self._client.sock.getsockname()[0])  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            return "127.0.0.1"
+
+    def rendezvous(self, trial_id: str, key: str, value: Any,
+                   timeout: Optional[float] = None) -> list:
+        """Send ``value`` for ``(trial's gang, key)``; wait for the driver's answer."""
+        slot: list = [threading.Event(), None, None]
+        with self._waiters_lock:
+            self._waiters[(trial_id, key)] = slot
+        try:
+            self._send({"type": "rendezvous", "trial": trial_id, "key": key, "value": value})
+            limit = (timeout if timeout is not None else self.rendezvous_timeout)
+            if not slot[0].wait(limit + (RENDEZVOUS_GRACE if timeout is None else 0.0)):
+                raise RendezvousError(f"rendezvous {key!r} got no answer within {limit:g} s "
+                                      "(a peer rank never arrived)")
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop((trial_id, key), None)
+        if slot[2] is not None:
+            raise RendezvousError(f"rendezvous {key!r} failed: {slot[2]}")
+        return slot[1]
+
+    def send_note(self, trial_id: str, info: Dict[str, Any]) -> None:
+        self._send({"type": "note", "trial": trial_id, "info": dict(info)})
+
+    def _answer(self, msg: dict) -> None:
+        with self._waiters_lock:
+            slot = self._waiters.get((msg.get("trial"), msg.get("key")))
+        if slot is not None:
+            slot[1], slot[2] = msg.get("values"), msg.get("error")
+            slot[0].set()
+
+    def _answer_all(self, error: str) -> None:
+        with self._waiters_lock:
+            slots = list(self._waiters.values())
+        for slot in slots:
+            slot[2] = error
+            slot[0].set()
 
     def _heartbeat(self) -> None:
         """Send pending logs within LOG_FLUSH, and metrics/liveness every hb_interval."""

@@ -1,2 +1,14 @@
-"""Data-parallel training: one training function run by a gang of ranks that train one
-model together (framework runners: :mod:`.tf`)."""
+"""Data-parallel training (``%%maggy dist``): one gang of ranks running the same training
+function, set up for each framework.
+
+- :mod:`.context`: what a rank knows (rank, peers, rendezvous, checkpoints); stdlib only.
+- :mod:`.plan`: the optimizer that hands the driver one gang (and restarts it).
+- :mod:`.runner`: the picklable trial function that wraps the user's training function.
+- :mod:`.config`: ``TorchDistributedConfig`` / ``TfDistributedConfig``.
+- :mod:`.torch`, :mod:`.tf`: the framework runtimes (imported only on use).
+"""
+
+from __future__ import annotations
+
+#: Framework name → module of its runtime (``check`` on the driver, ``session`` on ranks).
+FRAMEWORKS = {"torch": "maggy_magic.dist.torch", "tf": "maggy_magic.dist.tf"}

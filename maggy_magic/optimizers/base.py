@@ -39,6 +39,11 @@ class AbstractOptimizer(abc.ABC):
     #: trial on a worker before the current one ends (hides the round trip per trial).
     prefetch = False
 
+    #: Trials that must run together (the ranks of data-parallel training): with N > 1
+    #: the driver takes N suggestions at a time and starts them at once on N idle workers;
+    #: when one fails, all end and ``gang_failed`` decides what follows.
+    gang_size = 1
+
     def __init__(self, **kwargs: Any):
         self.searchspace = None
         self.num_trials: Optional[int] = None
@@ -55,6 +60,12 @@ class AbstractOptimizer(abc.ABC):
     @abc.abstractmethod
     def get_suggestion(self, trial: Optional[Trial] = None) -> Suggestion:
         """The next trial to run, :data:`IDLE`, or ``None`` when done."""
+
+    def gang_failed(self, trials: List[Trial], error: str) -> Optional[str]:
+        """A gang (``gang_size > 1``) failed: ``trials`` are its members, all ended.
+        Answer None to go on (``get_suggestion`` may start a new gang) or the one-line
+        message the run fails with."""
+        return error
 
     def finalize_experiment(self, trials: List[Trial]) -> None:
         """Called once with every trial when the experiment ends."""
