@@ -51,15 +51,16 @@ def rank():
     return config.get("task", {}).get("index", 0)
 
 
-def train_fit(lr, epochs, out_dir, checkpoint_dir=None):
+def train_fit(lr, epochs, out_dir, dist_context=None):
     """A laptop training function: loads arrays, builds, ``model.fit(x, y)``; writes the
-    ids it trained on; saves a checkpoint per epoch if given a directory."""
+    ids it trained on; saves a checkpoint per epoch when it runs distributed."""
     import tensorflow as tf
 
     x, y = data()
     model = build(lr)
     callbacks = []
-    if checkpoint_dir:
+    if dist_context is not None:
+        checkpoint_dir = dist_context.checkpoint_dir
         callbacks.append(tf.keras.callbacks.ModelCheckpoint(
             os.path.join(checkpoint_dir, "ckpt-{epoch}"), save_weights_only=True))
     history = model.fit(x, y, batch_size=32, epochs=epochs, shuffle=False, verbose=0,

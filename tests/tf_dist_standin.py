@@ -1,5 +1,5 @@
-"""A stand-in gang for the TensorFlow runner's tests: N spawned processes whose context
-exchanges rendezvous values through files."""
+"""A gang of N spawned processes for the TensorFlow session's tests, each with a real
+``DistContext`` whose rendezvous goes through files instead of the driver."""
 
 import json
 import multiprocessing
@@ -7,27 +7,21 @@ import os
 import time
 
 
-class FileContext:
-    """rank, world_size, checkpoint_dir and a file-based ``rendezvous``."""
+def file_exchange(exchange_dir, rank, world_size):
+    """A rendezvous through files in ``exchange_dir`` (``DistContext``'s ``exchange``)."""
+    rounds = {}
 
-    def __init__(self, rank, world_size, exchange_dir, checkpoint_dir=None):
-        self.rank, self.world_size = rank, world_size
-        self.is_chief = rank == 0
-        self.exchange_dir, self.checkpoint_dir = exchange_dir, checkpoint_dir
-        self._round = 0
-
-    def rendezvous(self, value):
-        self._round += 1
-        path = os.path.join(self.exchange_dir, f"r{self._round}_{self.rank}.json")
-        with open(path + ".tmp", "w") as handle:
+    def exchange(key, value, timeout=None):
+        rounds[key] = rounds.get(key, 0) + 1
+        stem = os.path.join(exchange_dir, f"{key}-{rounds[key]}")
+        with open(f"{stem}_{rank}.tmp", "w") as handle:
             json.dump(value, handle)
-        os.replace(path + ".tmp", path)
-        deadline = time.monotonic() + 120
-        paths = [os.path.join(self.exchange_dir, f"r{self._round}_{r}.json")
-                 for r in range(self.world_size)]
+        os.replace(f"{stem}_{rank}.tmp", f"{stem}_{rank}.json")
+        paths = [f"{stem}_{r}.json" for r in range(world_size)]
+        deadline = time.monotonic() + (timeout or 120)
         while not all(os.path.exists(p) for p in paths):
             if time.monotonic() > deadline:
-                raise TimeoutError("rendezvous")
+                raise TimeoutError(key)
             time.sleep(0.05)
         values = []
         for p in paths:
@@ -35,13 +29,20 @@ class FileContext:
                 values.append(json.load(handle))
         return values
 
+    return exchange
+
 
 def _rank_main(rank, world_size, work_dir, fn_name, kwargs, options, checkpoint_dir):
     import tf_dist_fns
 
     from maggy_magic.dist import tf as dist_tf
+    from maggy_magic.dist.context import DistContext
+    from maggy_magic.worker import build_kwargs
 
-    context = FileContext(rank, world_size, work_dir, checkpoint_dir)
+    context = DistContext(rank=rank, world_size=world_size, attempt=0, gang="g",
+                          host="127.0.0.1", checkpoint_dir=checkpoint_dir, resume_from=None,
+                          exchange=file_exchange(work_dir, rank, world_size),
+                          note=lambda info: None)
     fn = getattr(tf_dist_fns, fn_name)
     def named(v):
         if isinstance(v, list):
@@ -49,8 +50,13 @@ def _rank_main(rank, world_size, work_dir, fn_name, kwargs, options, checkpoint_
         return getattr(tf_dist_fns, v) if isinstance(v, str) else v
 
     options = {k: named(v) for k, v in options.items()}
+    hparams = options.pop("hparams", {})
     try:
-        result = {"value": dist_tf.run(fn, kwargs, context, **options)}
+        with dist_tf.session(context, options.get("model"), options.get("dataset"),
+                             hparams) as injected:
+            call = build_kwargs(fn, hparams, None,
+                                extras=dict(injected, dist_context=context, **kwargs))
+            result = {"value": fn(**call)}
     except Exception as exc:  # noqa: BLE001 - reported to the test
         result = {"error": type(exc).__name__, "message": str(exc)}
     with open(os.path.join(work_dir, f"result_{rank}.json"), "w") as handle:
@@ -58,7 +64,8 @@ def _rank_main(rank, world_size, work_dir, fn_name, kwargs, options, checkpoint_
 
 
 def run_gang(world_size, work_dir, fn_name, kwargs, options=None, checkpoint_dir=None):
-    """Every rank's ``{"value"|"error", ...}``; ``options`` name tf_dist_fns attributes."""
+    """Every rank's ``{"value"|"error", ...}`` of ``fn_name(**kwargs + injected)``;
+    ``options`` (model, dataset, hparams) name tf_dist_fns attributes."""
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_rank_main, args=(r, world_size, str(work_dir), fn_name,
                                                   kwargs, options or {}, checkpoint_dir))

@@ -1,15 +1,15 @@
 """TensorFlow data-parallel training: the user's training function, unchanged, inside a
 ``tf.distribute.MultiWorkerMirroredStrategy`` that spans every rank of the gang.
 
-What :func:`run` does on each rank, in a fresh worker process:
+What :func:`session` does on each rank, in a fresh worker process:
 
-1. reserves a port, exchanges ``host:port`` with every rank through the context's
-   rendezvous and sets ``TF_CONFIG``: ``cluster.worker`` lists the ranks' addresses in
+1. exchanges every rank's ``host:port`` (a port each rank reserved on its own host)
+   through the context and sets ``TF_CONFIG``: ``cluster.worker`` lists the addresses in
    rank order, ``task`` is ``{"type": "worker", "index": rank}``; rank 0 is TF's chief;
 2. sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, so ``tf.keras`` is
    tf-keras (Keras 2), whose ``model.fit`` trains under the strategy (Keras 3's ``fit``
    does not: keras-team/keras#20585);
-3. creates the strategy and calls the training function inside ``strategy.scope()``:
+3. creates the strategy; the training function is called inside ``strategy.scope()``:
    every model it builds there, with ``tf.keras`` or ``from tensorflow import keras``, is
    mirrored on all ranks and its ``model.fit`` all-reduces the gradients.
 
@@ -27,35 +27,41 @@ The contract (Maggy's ``TfDistributedConfig(model, dataset, hparams)`` names):
   batch size as on one machine; ``model.fit`` gives each rank a disjoint share of every
   global batch. Without ``dataset`` the function loads its own data; ``model.fit`` on
   arrays shards the same way.
-* ``checkpoint_dir`` (and ``strategy``) are injected when the function names them. The
-  directory is the chief's on every rank, so every rank can restore from it (it must be
-  on a file system all ranks see). TensorFlow's multi-worker-aware writers
+* Checkpoints: ``dist_context.checkpoint_dir`` (``dist_context`` is injected by name) is
+  the same directory on every rank and every attempt, so every rank can restore from it
+  (it must be on a file system all ranks see), e.g. with
+  ``tf.keras.callbacks.BackupAndRestore(dist_context.checkpoint_dir)``. TensorFlow's multi-worker-aware writers
   (``tf.keras.callbacks.BackupAndRestore``, ``ModelCheckpoint``,
   ``tf.train.CheckpointManager``) write the real files on the chief only; the other ranks
   write to a ``workertemp_<rank>`` directory that is discarded.
 * The chief's return value is the run's result.
 
-TensorFlow is imported here only, and only inside :func:`run`.
+TensorFlow is imported here only, and only inside :func:`session`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import shutil
-import socket
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 from ..errors import DistTrainingError
 
-#: Names the runner can inject besides the worker's (hyperparameters, reporter, hparams).
-INJECTED = ("model", "train_set", "test_set", "checkpoint_dir", "strategy")
 LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
 
 
 # -- checks that run on the driver, before any worker starts (stdlib only) ------------
+def check(model: Any, dataset: Any) -> None:
+    """Raise :class:`DistTrainingError` (a ConfigError) for a model or dataset that does
+    not follow the contract above."""
+    check_model(model)
+    check_dataset(dataset)
+
+
 def check_model(model: Any) -> None:
     """Raise :class:`DistTrainingError` unless ``model`` is None, a class or a function."""
     if model is None or isinstance(model, type) or inspect.isroutine(model):
@@ -88,26 +94,7 @@ def _is_arrays(item: Any) -> bool:
         all(hasattr(part, "shape") and hasattr(part, "dtype") for part in item)
 
 
-# -- cluster set-up ---------------------------------------------------------------------
-def advertised_host(context: Any) -> str:
-    """The address other ranks reach this one at: the context's ``host`` if it has one,
-    else ``SPARK_LOCAL_IP``, else what this machine's name resolves to."""
-    host = getattr(context, "host", None) or os.environ.get("SPARK_LOCAL_IP")
-    if host:
-        return host
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def reserve_port(host: str) -> int:
-    """A port that is free on ``host`` now (TensorFlow binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
+# -- one rank's session ---------------------------------------------------------------
 def tf_config(workers: List[str], rank: int) -> Dict[str, Any]:
     """``TF_CONFIG`` for ``rank`` of a cluster of ``workers`` (addresses in rank order)."""
     if not 0 <= rank < len(workers):
@@ -115,40 +102,35 @@ def tf_config(workers: List[str], rank: int) -> Dict[str, Any]:
     return {"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": rank}}
 
 
-# -- running the training function ----------------------------------------------------
-def run(train_fn: Callable, kwargs: Dict[str, Any], context: Any, *,
-        hparams: Optional[Dict[str, Any]] = None, model: Any = None,
-        dataset: Any = None) -> Any:
-    """Call ``train_fn(**kwargs, + injected names)`` as one rank of a multi-worker TF job.
+@contextlib.contextmanager
+def session(context: Any, model: Any, dataset: Any, hparams: Dict[str, Any],
+            shard: bool = True) -> Iterator[Dict[str, Any]]:
+    """One rank of a multi-worker TensorFlow job, around the call of the training function.
 
-    ``context`` gives ``rank``, ``world_size``, ``rendezvous(value)`` (every rank's value in
-    rank order; all ranks call it) and ``checkpoint_dir`` (may be None). Must run before
-    this process initialises TensorFlow. Returns what ``train_fn`` returned.
+    ``context`` is the rank's :class:`~maggy_magic.dist.context.DistContext`; every rank
+    enters together (``addresses()`` is a rendezvous). Yields the arguments to inject
+    (``model``, ``train_set``, ``test_set``); the training function must be called inside
+    the ``with`` block, which is inside the strategy's scope. Must run before this process
+    initialises TensorFlow. ``shard=False`` gives every rank the whole dataset.
     """
     _prefer_legacy_keras()
-    host = advertised_host(context)
-    workers = context.rendezvous(f"{host}:{reserve_port(host)}")
-    os.environ["TF_CONFIG"] = json.dumps(tf_config(list(workers), context.rank))
+    os.environ["TF_CONFIG"] = json.dumps(tf_config(context.addresses(), context.rank))
 
     import tensorflow as tf
 
     _check_keras(tf)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    wanted = _wanted(train_fn)
-    checkpoint_dir = getattr(context, "checkpoint_dir", None)
     try:
         with strategy.scope():
-            extras: Dict[str, Any] = {"strategy": strategy, "checkpoint_dir": checkpoint_dir}
-            if model is not None and "model" in wanted:
-                extras["model"] = _call_with(model, hparams or {})
+            injected: Dict[str, Any] = {}
+            if model is not None:
+                injected["model"] = _call_with(model, hparams)
             if dataset is not None:
                 items = dataset if isinstance(dataset, list) else [dataset]
                 for name, item in zip(("train_set", "test_set"), items):
-                    extras[name] = _as_dataset(tf, item)
-            call = dict(kwargs)
-            call.update({k: v for k, v in extras.items() if k in wanted and k not in call})
+                    injected[name] = _as_dataset(tf, item, shard)
             try:
-                return train_fn(**call)
+                yield injected
             except Exception as exc:
                 if "PerReplica" in str(exc) and _keras3_in_use():
                     raise DistTrainingError(
@@ -157,7 +139,8 @@ def run(train_fn: Callable, kwargs: Dict[str, Any], context: Any, *,
                         "which is tf-keras in TensorFlow dist workers") from exc
                 raise
     finally:
-        if checkpoint_dir and context.rank != 0:
+        checkpoint_dir = getattr(context, "checkpoint_dir", None)
+        if checkpoint_dir and not context.is_chief:
             shutil.rmtree(os.path.join(checkpoint_dir, f"workertemp_{context.rank}"),
                           ignore_errors=True)
 
@@ -184,14 +167,6 @@ def _keras3_in_use() -> bool:
     return keras is not None and str(getattr(keras, "__version__", "")).startswith("3.")
 
 
-def _wanted(fn: Callable) -> set:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
 def _call_with(factory: Callable, hparams: Dict[str, Any]) -> Any:
     """``factory(**the hyperparameters it takes)`` (all of them if it takes ``**kwargs``)."""
     try:
@@ -204,9 +179,10 @@ def _call_with(factory: Callable, hparams: Dict[str, Any]) -> Any:
     return factory(**{k: v for k, v in hparams.items() if k in names})
 
 
-def _as_dataset(tf: Any, item: Any) -> Any:
+def _as_dataset(tf: Any, item: Any, shard: bool) -> Any:
     """``item`` (arrays or a function returning arrays or a dataset) as an unbatched
-    ``tf.data.Dataset`` that multi-worker input pipelines shard by element."""
+    ``tf.data.Dataset`` that multi-worker input pipelines shard by element (or not at
+    all: ``shard=False``)."""
     value = item() if callable(item) else item
     if isinstance(value, list):
         value = tuple(value)
@@ -217,6 +193,6 @@ def _as_dataset(tf: Any, item: Any) -> Any:
             f"the dataset function returned {type(value).__name__}; return a tuple of "
             "arrays (x, y) or a tf.data.Dataset")
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = \
-        tf.data.experimental.AutoShardPolicy.DATA
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.DATA if shard else policy.OFF
     return value.with_options(options)
