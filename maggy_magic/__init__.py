@@ -19,8 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (AblationError, BroadcastError, ConfigError, EarlyStopException,
-                     ExperimentFailed, ExperimentInterrupted, InvalidMetricError, MaggyError,
+from .errors import (AblationError, BroadcastError, ConfigError, DistributedError,
+                     EarlyStopException, ExperimentFailed, ExperimentInterrupted, InvalidMetricError, MaggyError,
                      ResumeError, SearchspaceError, TrainFunctionError)
 
 #: Public name → module that defines it, imported on first use. Worker processes import
@@ -32,6 +32,8 @@ _LAZY = {
     "AbstractEarlyStop": "earlystop", "AbstractOptimizer": "optimizers",
     "Reporter": "reporter", "ExperimentResult": "result", "Searchspace": "searchspace",
     "Trial": "trial",
+    "TorchDistributedConfig": "dist.config", "TfDistributedConfig": "dist.config",
+    "DistContext": "dist.context",
 }
 
 
@@ -77,6 +79,7 @@ __all__ = [
     "AbstractOptimizer", "AbstractEarlyStop", "Reporter", "Trial", "ExperimentResult",
     "MaggyError", "ConfigError", "SearchspaceError", "TrainFunctionError",
     "InvalidMetricError", "BroadcastError", "ExperimentFailed", "ExperimentInterrupted",
-    "ResumeError", "EarlyStopException", "__version__", "load_ipython_extension",
+    "ResumeError", "EarlyStopException", "DistributedError", "TorchDistributedConfig",
+    "TfDistributedConfig", "DistContext", "__version__", "load_ipython_extension",
     "unload_ipython_extension",
 ]

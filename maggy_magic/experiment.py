@@ -54,6 +54,8 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     payload = serialize(function)
     earlystop = get_earlystop(config.es_policy)
     backend = get_backend(config.backend, **config.backend_options)
+    if hasattr(config, "check_backend"):  # e.g. a dist run needs all its ranks at once
+        config.check_backend(backend)
 
     trials, first_seq = {}, 0
     if config.resume:
@@ -73,7 +75,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         es_interval=config.es_interval, es_min=config.es_min,
         max_failures=config.max_failures, max_retries=config.max_retries,
         hb_interval=config.hb_interval, hb_timeout=config.hb_timeout,
-        stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False))
+        stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False),
+        rendezvous_timeout=getattr(config, "rendezvous_timeout", 300.0),
+        abort_timeout=getattr(config, "abort_timeout", 10.0))
     driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
                     trials=trials)
 
@@ -88,6 +92,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         events.add(listener)
     driver.add_periodic(0.5, store.flush)
     optimizer.trial_store, optimizer.final_store = driver.trials, driver.final
+    optimizer.run_dir = store.path
     optimizer.initialize()
     # grid search and single runs fix their own trial count in initialize()
     workers = config.workers or min(backend.default_workers(),
@@ -118,7 +123,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         loop.join(INTERRUPT_GRACE)
         store.close()
 
-    result = ExperimentResult.from_trials(
+    result = getattr(config, "result_class", ExperimentResult).from_trials(
         [t for t in driver.trials.values() if t.start is not None],  # others never ran
         name=config.name, run_id=store.run_id,
         run_dir=store.path, state=driver.state, direction=config.direction,

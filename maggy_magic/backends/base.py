@@ -58,6 +58,10 @@ class Backend(abc.ABC):
         """The driver gave up on ``worker_id`` (silent or disconnected). A backend that
         owns the worker's process should end it, so a hung worker does not hold a slot."""
 
+    def capacity(self) -> Optional[int]:
+        """How many workers can run at the same time (None: no fixed limit)."""
+        return None
+
     def driver_host(self) -> str:
         """The address the driver listens on, reachable from this backend's workers."""
         return "127.0.0.1"

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from ..worker import ABORT_EXIT
 from .base import Backend, Launch
 
 _TAIL_BYTES = 2000
@@ -93,9 +94,11 @@ class LocalBackend(Backend):
             if self._stopping or self._procs.get(worker_id) is not proc:
                 return
             del self._procs[worker_id]
-            # exit code 0: the worker left because the driver ended or went away
-            restart = code != 0 and self._restarts < (self.max_restarts or 0)
-            if restart:
+            # exit code 0: the worker left because the driver ended or went away;
+            # ABORT_EXIT: the driver aborted it (its gang failed) and expects a new one
+            aborted = code == ABORT_EXIT
+            restart = aborted or (code != 0 and self._restarts < (self.max_restarts or 0))
+            if restart and not aborted:
                 self._restarts += 1
             alive = len(self._procs)
         if restart:

@@ -134,6 +134,10 @@ class SparkBackend(Backend):
         """The cluster's task slots (executors x cores / spark.task.cpus), at least 1."""
         return task_slots(self.sc)
 
+    def capacity(self) -> int:
+        """The cluster's task slots: more workers than that cannot run at once."""
+        return task_slots(self.sc)
+
     def driver_host(self) -> str:
         """``spark.driver.host``: the address the executors already use for the driver."""
         return self.sc.getConf().get("spark.driver.host", None) or "127.0.0.1"

@@ -51,6 +51,8 @@ class AbstractOptimizer(abc.ABC):
         self.seed: Optional[int] = None
         self.trial_store: Dict[str, Trial] = {}
         self.final_store: List[Trial] = []
+        #: The run directory (set by the experiment before ``initialize``), for files.
+        self.run_dir: Optional[str] = None
         self.config_kwargs = kwargs
 
     @abc.abstractmethod

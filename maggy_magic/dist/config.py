@@ -1,0 +1,183 @@
+"""Configs of data-parallel training runs, with Maggy's names and argument order.
+
+``TorchDistributedConfig(module, dataset, hparams, process_data, mixed_precision,
+zero_lvl, deepspeed_config, name, hb_interval, description)`` and
+``TfDistributedConfig(model, dataset, hparams, process_data, mixed_precision, name,
+hb_interval, description)`` are Maggy's signatures; everything after them is keyword-only:
+``workers`` (the world size, default 2), ``optimization_key``, ``direction``,
+``max_restarts`` (restarts of the gang from the chief's last checkpoint, default 0),
+``checkpoint_dir`` (shared by every rank; default ``<run dir>/checkpoints``), ``shard``
+(give each rank its own part of the training set, default True), ``rendezvous_timeout``,
+``abort_timeout`` and the run options every experiment has (backend, backend_options,
+root, ...).
+
+A dist run is one *gang* of ``workers`` trials (see :mod:`maggy_magic.dist.plan`) through
+the same driver, worker loop and backends as any experiment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any, Callable, Dict, Optional
+
+from ..config import RunOptions, _positive_number, _validate_common, _nonnegative_int
+from ..errors import ConfigError, did_you_mean
+from . import FRAMEWORKS
+
+
+class DistributedConfig(RunOptions):
+    """What the two framework configs share; use one of them."""
+
+    kind = "dist"
+    framework = ""
+    #: Settings the driver reads; fixed: no rank is ever stopped early or retried alone.
+    es_policy, es_interval, es_min = "none", 1.0, 0
+
+    def __init__(self, model: Any, dataset: Any, hparams: Optional[Dict[str, Any]], *,
+                 name: str, hb_interval: float, description: str,
+                 workers: Optional[int] = 2, optimization_key: str = "metric",
+                 direction: str = "max", max_restarts: int = 0,
+                 checkpoint_dir: Optional[str] = None, shard: bool = True,
+                 rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
+                 **options: Any):
+        super().__init__(workers=workers, **options)
+        self.model = model
+        self.dataset = dataset
+        self.hparams = {} if hparams is None else hparams
+        self.name = name
+        self.hb_interval = hb_interval
+        self.description = description
+        self.optimization_key = optimization_key
+        self.direction = direction
+        self.max_restarts = max_restarts
+        self.checkpoint_dir = checkpoint_dir
+        self.shard = shard
+        self.rendezvous_timeout = rendezvous_timeout
+        self.abort_timeout = abort_timeout
+
+    @property
+    def num_trials(self) -> int:
+        return self.workers or 0
+
+    @property
+    def result_class(self):
+        from .result import DistResult
+
+        return DistResult
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`ConfigError` for the first invalid setting."""
+        _validate_common(self)
+        if self.framework not in FRAMEWORKS:
+            raise ConfigError(f"unknown framework {self.framework!r}; "
+                              f"{did_you_mean(str(self.framework), FRAMEWORKS)}")
+        if self.workers is None or self.workers < 2:
+            raise ConfigError(f"distributed training needs workers >= 2 (one per rank), got "
+                              f"{self.workers!r}; for one process, run the function directly")
+        _nonnegative_int("max_restarts", self.max_restarts)
+        _positive_number("rendezvous_timeout", self.rendezvous_timeout)
+        _positive_number("abort_timeout", self.abort_timeout)
+        if not isinstance(self.shard, bool):
+            raise ConfigError(f"shard must be True or False, got {self.shard!r}")
+        if self.resume:
+            raise ConfigError("a dist run cannot be resumed; restart it (use max_restarts "
+                              "and checkpoints to survive failures within a run)")
+        if not isinstance(self.hparams, dict):
+            raise ConfigError(f"hparams must be a dict of hyperparameter values, got "
+                              f"{type(self.hparams).__name__}")
+        try:
+            json.dumps(self.hparams)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"hparams must hold JSON values (numbers, strings, lists): "
+                              f"{exc}") from None
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
+            raise ConfigError(f"checkpoint_dir must be a path, got "
+                              f"{type(self.checkpoint_dir).__name__}")
+        importlib.import_module(FRAMEWORKS[self.framework]).check(self.model, self.dataset)
+
+    def check_backend(self, backend: Any) -> None:
+        """Every rank runs at once: the backend must be able to run ``workers`` together."""
+        capacity = backend.capacity() if hasattr(backend, "capacity") else None
+        if capacity is not None and self.workers > capacity:
+            raise ConfigError(f"distributed training runs all {self.workers} ranks at once "
+                              f"but the {backend.name} backend can run {capacity} worker(s) "
+                              f"together; set workers <= {capacity} or add executors")
+
+    def make_optimizer(self) -> Any:
+        from .plan import DistPlan
+
+        return DistPlan(self.workers, self.hparams, max_restarts=self.max_restarts,
+                        checkpoint_dir=self.checkpoint_dir, framework=self.framework)
+
+    def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
+        """The :class:`~maggy_magic.dist.runner.DistRunner` around ``train_fn``, once its
+        arguments fit the hyperparameters and what a rank injects."""
+        from ..worker import check_signature
+        from .runner import INJECTED, DistRunner
+
+        check_signature(train_fn, self.hparams.keys(), extras=INJECTED)
+        return DistRunner(self.framework, train_fn, self.model, self.dataset, self.shard)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """What the run directory and the ``run_started`` event record (JSON only)."""
+        backend = self.backend if self.backend is None or isinstance(self.backend, str) \
+            else type(self.backend).__name__
+        return {"kind": self.kind, "name": self.name, "description": self.description,
+                "framework": self.framework, "optimizer": "dist",
+                "hparams": self.hparams, "num_trials": self.num_trials,
+                "optimization_key": self.optimization_key, "direction": self.direction,
+                "es_policy": self.es_policy, "hb_interval": self.hb_interval,
+                "backend": backend, "workers": self.workers,
+                "max_restarts": self.max_restarts, "checkpoint_dir": self.checkpoint_dir,
+                "shard": self.shard, "seed": self.seed}
+
+
+def _unsupported(**given: Any) -> None:
+    for key, value in given.items():
+        if value not in (None, False, 0):
+            raise ConfigError(f"{key} is not supported by maggy-magic's distributed "
+                              f"training; drop it (got {value!r})")
+
+
+class TorchDistributedConfig(DistributedConfig):
+    """PyTorch DistributedDataParallel over ``workers`` ranks (gloo on CPU, nccl on GPU).
+
+    ``module``: a ``torch.nn.Module`` instance, or its class (instantiated on each rank
+    with the hyperparameters its constructor names); the training function gets it wrapped
+    in DDP as ``module`` (or ``model``). ``dataset``: ``[train_set, test_set]`` or a
+    training set alone (map-style torch datasets); each rank's ``train_set`` is its
+    disjoint shard (rank r gets items r, r + N, r + 2N, ...).
+    """
+
+    framework = "torch"
+
+    def __init__(self, module: Any = None, dataset: Any = None,
+                 hparams: Optional[Dict[str, Any]] = None, process_data: Any = None,
+                 mixed_precision: bool = False, zero_lvl: int = 0,
+                 deepspeed_config: Any = None, name: str = "torchDist", hb_interval: float = 1,
+                 description: str = "", **options: Any):
+        _unsupported(process_data=process_data, mixed_precision=mixed_precision,
+                     zero_lvl=zero_lvl, deepspeed_config=deepspeed_config)
+        super().__init__(module, dataset, hparams, name=name, hb_interval=hb_interval,
+                         description=description, **options)
+
+    @property
+    def module(self) -> Any:
+        return self.model
+
+
+class TfDistributedConfig(DistributedConfig):
+    """TensorFlow MultiWorkerMirroredStrategy over ``workers`` ranks (see
+    :mod:`maggy_magic.dist.tf`). ``model``: a Keras model, or a function / class building
+    one; ``dataset``: ``[train_set, test_set]`` or a training set alone."""
+
+    framework = "tf"
+
+    def __init__(self, model: Any = None, dataset: Any = None,
+                 hparams: Optional[Dict[str, Any]] = None, process_data: Any = None,
+                 mixed_precision: bool = False, name: str = "tfDist", hb_interval: float = 1,
+                 description: str = "", **options: Any):
+        _unsupported(process_data=process_data, mixed_precision=mixed_precision)
+        super().__init__(model, dataset, hparams, name=name, hb_interval=hb_interval,
+                         description=description, **options)
