@@ -1,16 +1,25 @@
-"""TensorFlow data-parallel training: 2 CPU workers under MultiWorkerMirroredStrategy."""
+"""TensorFlow data-parallel training: 2 CPU ranks under MultiWorkerMirroredStrategy,
+through ``experiment.lagom`` and the real driver, worker loop and backends."""
 
 import json
+import multiprocessing
 import os
+import sys
 
+import cloudpickle
 import pytest
+import tf_dist_fns
 from tf_dist_fns import N_EXAMPLES
-from tf_dist_standin import run_gang, run_single
 
+from maggy_magic import experiment
 from maggy_magic.dist import tf as dist_tf
-from maggy_magic.errors import DistTrainingError
+from maggy_magic.dist.config import TfDistributedConfig
+from maggy_magic.errors import DistTrainingError, ExperimentFailed
 
-#: Loss after each epoch of 2 workers vs one process over the same global batches: the
+# the worker processes get the test functions with the training function, by value
+cloudpickle.register_pickle_by_value(tf_dist_fns)
+
+#: Loss after each epoch of 2 ranks vs one process over the same global batches: the
 #: all-reduced mean gradient equals the single-process one up to float32 summation order.
 LOSS_TOLERANCE = 1e-5
 
@@ -20,25 +29,46 @@ def ids(work_dir, rank):
         return json.load(handle)
 
 
+def _single_main(work_dir, kwargs):
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    result = tf_dist_fns.train_fit(**kwargs)
+    with open(os.path.join(work_dir, "single.json"), "w") as handle:
+        json.dump(result, handle)
+
+
+def run_single(work_dir, kwargs):
+    """``train_fit(**kwargs)`` in one fresh process without any strategy: the peer."""
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_single_main, args=(str(work_dir), kwargs))
+    proc.start()
+    proc.join(300)
+    with open(os.path.join(work_dir, "single.json")) as handle:
+        return json.load(handle)
+
+
+def config(**kwargs):
+    options = dict(workers=2, optimization_key="loss", direction="min", hb_interval=0.2)
+    options.update(kwargs)
+    return TfDistributedConfig(**options)
+
+
 @pytest.mark.slow
 def test_fit_on_arrays_matches_one_process_and_shards_the_data(tmp_path):
-    ckpt, gang_dir, single_dir = tmp_path / "ckpt", tmp_path / "gang", tmp_path / "single"
-    for d in (ckpt, gang_dir, single_dir):
-        d.mkdir()
-    kwargs = {"lr": 0.5, "epochs": 3}
-    results = run_gang(2, gang_dir, "train_fit", dict(kwargs, out_dir=str(gang_dir)),
-                       checkpoint_dir=str(ckpt))
-    assert all("value" in r for r in results), results
-    chief, other = results[0]["value"], results[1]["value"]
-    assert (chief["rank"], other["rank"]) == (0, 1)
-    assert chief["replicas"] == 2  # the model was built inside the strategy's scope
-    # synchronous training: both ranks hold the same model, so report the same losses
-    assert chief["losses"] == pytest.approx(other["losses"], abs=LOSS_TOLERANCE)
-    assert chief["losses"][-1] < 0.6 * chief["losses"][0]  # converges
+    gang_dir, single_dir, ckpt = tmp_path / "gang", tmp_path / "single", tmp_path / "ckpt"
+    gang_dir.mkdir()
+    single_dir.mkdir()
+    hparams = {"lr": 0.5, "epochs": 3}
+    result = experiment.lagom(tf_dist_fns.train_fit, config(
+        hparams=dict(hparams, out_dir=str(gang_dir)), checkpoint_dir=str(ckpt)))
+    chief = result.metrics
+    assert chief["rank"] == 0 and chief["replicas"] == 2  # the chief's result, in scope
+    losses = json.loads(chief["losses"])
+    assert losses[-1] < 0.6 * losses[0]  # converges
+    assert len(result.trials) == 2 and result.attempts == 1
 
-    single = run_single(single_dir, "train_fit", dict(kwargs, out_dir=str(single_dir)))
+    single = run_single(single_dir, dict(hparams, out_dir=str(single_dir)))
     assert single["replicas"] == 1
-    assert chief["losses"] == pytest.approx(single["losses"], abs=LOSS_TOLERANCE)
+    assert losses == pytest.approx(json.loads(single["losses"]), abs=LOSS_TOLERANCE)
 
     # each rank trained on a disjoint half of every epoch; together on every example
     seen0, seen1 = ids(gang_dir, 0), ids(gang_dir, 1)
@@ -56,14 +86,11 @@ def test_fit_on_arrays_matches_one_process_and_shards_the_data(tmp_path):
 def test_maggy_config_model_and_datasets(tmp_path):
     """Maggy's contract: the model factory is built in the strategy's scope, the arrays
     become datasets that fit shards by element, hyperparameters arrive as ``hparams``."""
-    results = run_gang(2, tmp_path, "train_maggy_style", {"out_dir": str(tmp_path)},
-                       {"model": "build", "dataset": ["data", "data"],
-                        "hparams": {"lr": 0.5, "batch": 32, "epochs": 2}})
-    assert all("value" in r for r in results), results
-    chief, other = results[0]["value"], results[1]["value"]
-    assert chief["replicas"] == other["replicas"] == 2
-    assert chief["losses"] == pytest.approx(other["losses"], abs=LOSS_TOLERANCE)
-    assert chief["losses"][1] < chief["losses"][0]
+    result = experiment.lagom(tf_dist_fns.train_maggy_style, config(
+        model=tf_dist_fns.build, dataset=[tf_dist_fns.data, tf_dist_fns.data],
+        hparams={"lr": 0.5, "batch": 32, "epochs": 2, "out_dir": str(tmp_path)}))
+    assert result.metrics["replicas"] == 2
+    assert result.metrics["loss"] < result.metrics["first_loss"]
     seen0, seen1 = ids(tmp_path, 0), ids(tmp_path, 1)
     # 2 training epochs and one evaluation, each split between the ranks
     assert len(seen0) == len(seen1) == 3 * N_EXAMPLES // 2
@@ -71,12 +98,22 @@ def test_maggy_config_model_and_datasets(tmp_path):
 
 
 @pytest.mark.slow
-def test_keras3_fit_gets_a_one_line_error(tmp_path):
-    results = run_gang(2, tmp_path, "train_keras3", {"out_dir": str(tmp_path)})
-    for result in results:
-        assert result["error"] == "DistTrainingError", result
-        assert "from tensorflow import keras" in result["message"]
-        assert "\n" not in result["message"]
+def test_a_killed_rank_restarts_from_the_chiefs_backup(tmp_path):
+    result = experiment.lagom(tf_dist_fns.train_dies_once, config(
+        hparams={"lr": 0.5, "epochs": 5}, max_restarts=1, checkpoint_dir=str(tmp_path)))
+    assert result.attempts == 2
+    assert result.metrics["attempt"] == 1
+    # the second attempt resumed after a backed-up epoch instead of starting over
+    assert 1 <= result.metrics["epochs_run"] < 5
+    assert os.listdir(tmp_path) == []  # fit deleted its backup when it completed
+
+
+@pytest.mark.slow
+def test_keras3_fit_gets_a_one_line_error():
+    with pytest.raises(ExperimentFailed) as info:
+        experiment.lagom(tf_dist_fns.train_keras3, config())
+    message = str(info.value)
+    assert "from tensorflow import keras" in message and "\n" not in message
 
 
 class Built:
@@ -96,11 +133,12 @@ class Built:
     (None, [lambda: 0] * 3, "dataset must be one item or a list [train, test]"),
     (None, ([1, 2], [3, 4]), "a dataset item must be a tuple of arrays"),
 ])
-def test_bad_model_or_dataset_is_refused_on_the_driver(model, dataset, message):
+def test_bad_model_or_dataset_is_refused_before_any_worker_starts(model, dataset, message):
     with pytest.raises(DistTrainingError, match=message.replace("[", r"\[")) as info:
-        dist_tf.check(model, dataset)
+        experiment.lagom(tf_dist_fns.train_keras3, config(model=model, dataset=dataset))
     assert "\n" not in str(info.value)
-    assert "tensorflow" not in __import__("sys").modules  # checks import no TensorFlow
+    assert "tensorflow" not in sys.modules  # the checks import no TensorFlow
+    assert not os.path.exists("maggy_experiments")
 
 
 def test_tf_config_lists_workers_in_rank_order():

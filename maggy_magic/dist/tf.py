@@ -196,3 +196,28 @@ def _as_dataset(tf: Any, item: Any, shard: bool) -> Any:
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.DATA if shard else policy.OFF
     return value.with_options(options)
+
+
+# -- helpers for the training function ------------------------------------------------
+def backup_and_restore(name: str = "backup") -> Any:
+    """A ``tf.keras`` callback for ``model.fit`` that makes a dist run survive a lost rank:
+    it backs up the training state after every epoch (the chief writes
+    ``<checkpoint_dir>/<name>``, other ranks a temporary copy) and records it with the
+    driver; when the gang restarts, ``fit`` resumes from the last backed-up epoch. The
+    backup is deleted when ``fit`` completes. Outside a dist run (or without a checkpoint
+    directory) it does nothing, so the same function runs on a laptop."""
+    import tensorflow as tf
+
+    from .context import current
+
+    context = current()
+    if context is None or not context.checkpoint_dir:
+        return tf.keras.callbacks.Callback()
+    directory = os.path.join(context.checkpoint_dir, name)
+
+    class RecordedBackup(tf.keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(epoch, logs)
+            context.record_checkpoint(directory)
+
+    return RecordedBackup(directory)
