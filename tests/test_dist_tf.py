@@ -14,7 +14,7 @@ from tf_dist_fns import N_EXAMPLES
 from maggy_magic import experiment
 from maggy_magic.dist import tf as dist_tf
 from maggy_magic.dist.config import TfDistributedConfig
-from maggy_magic.errors import DistTrainingError, ExperimentFailed
+from maggy_magic.errors import DistTrainingError
 
 # the worker processes get the test functions with the training function, by value
 cloudpickle.register_pickle_by_value(tf_dist_fns)
@@ -99,18 +99,22 @@ def test_maggy_config_model_and_datasets(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_rank_restarts_from_the_chiefs_backup(tmp_path):
+    ckpt = tmp_path / "ckpt"
     result = experiment.lagom(tf_dist_fns.train_dies_once, config(
-        hparams={"lr": 0.5, "epochs": 5}, max_restarts=1, checkpoint_dir=str(tmp_path)))
+        hparams={"lr": 0.5, "epochs": 5}, max_restarts=1, checkpoint_dir=str(ckpt)))
     assert result.attempts == 2
     assert result.metrics["attempt"] == 1
     # the second attempt resumed after a backed-up epoch instead of starting over
     assert 1 <= result.metrics["epochs_run"] < 5
-    assert os.listdir(tmp_path) == []  # fit deleted its backup when it completed
+    # fit deleted the chief's backup when it completed; the other rank's copy is gone too
+    left = list(os.walk(ckpt))
+    assert not any(files for _, _, files in left)
+    assert not any(d.startswith("workertemp") for _, dirs, _ in left for d in dirs)
 
 
 @pytest.mark.slow
 def test_keras3_fit_gets_a_one_line_error():
-    with pytest.raises(ExperimentFailed) as info:
+    with pytest.raises(DistTrainingError) as info:
         experiment.lagom(tf_dist_fns.train_keras3, config())
     message = str(info.value)
     assert "from tensorflow import keras" in message and "\n" not in message
@@ -145,3 +149,15 @@ def test_tf_config_lists_workers_in_rank_order():
     config = dist_tf.tf_config(["h0:1", "h1:2"], 1)
     assert config == {"cluster": {"worker": ["h0:1", "h1:2"]},
                       "task": {"type": "worker", "index": 1}}
+
+
+def test_non_chief_temporary_copies_are_discarded(tmp_path):
+    (tmp_path / "backup" / "workertemp_1").mkdir(parents=True)
+    (tmp_path / "backup" / "workertemp_1" / "ckpt-1.index").write_text("x")
+    (tmp_path / "workertemp_1").mkdir()
+    (tmp_path / "ckpt-1.index").write_text("chief")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "workertemp_2").mkdir()
+    dist_tf.discard_worker_temp(str(tmp_path), 1)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1.index", "kept"]
+    assert os.listdir(tmp_path / "kept") == ["workertemp_2"]

@@ -139,10 +139,28 @@ def session(context: Any, model: Any, dataset: Any, hparams: Dict[str, Any],
                         "which is tf-keras in TensorFlow dist workers") from exc
                 raise
     finally:
-        checkpoint_dir = getattr(context, "checkpoint_dir", None)
-        if checkpoint_dir and not context.is_chief:
-            shutil.rmtree(os.path.join(checkpoint_dir, f"workertemp_{context.rank}"),
-                          ignore_errors=True)
+        if not context.is_chief:
+            discard_worker_temp(getattr(context, "checkpoint_dir", None), context.rank)
+
+
+def discard_worker_temp(checkpoint_dir: Any, rank: int) -> None:
+    """Remove the ``workertemp_<rank>`` directories TensorFlow's writers left for this
+    non-chief rank anywhere under ``checkpoint_dir``, and the directories that held only
+    them, so the checkpoint directory holds the chief's files only."""
+    if not checkpoint_dir or not os.path.isdir(checkpoint_dir):
+        return
+    root = os.path.abspath(checkpoint_dir)
+    mine = [os.path.join(parent, f"workertemp_{rank}") for parent, dirs, _ in os.walk(root)
+            if f"workertemp_{rank}" in dirs]
+    for path in mine:
+        shutil.rmtree(path, ignore_errors=True)
+        parent = os.path.dirname(path)
+        while parent != root:
+            try:
+                os.rmdir(parent)  # only if nothing else is left in it
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
 
 
 def _prefer_legacy_keras() -> None:
