@@ -63,6 +63,9 @@ from .trial import Trial
 
 #: How often the loop checks heartbeats, at most.
 _HEARTBEAT_CHECK = 1.0
+#: Seconds a gang member's error waits for news of a peer's death (the likely cause of a
+#: broken collective) before the gang fails in that member's name.
+GANG_SETTLE = 0.5
 
 
 class WorkerState:
@@ -156,6 +159,9 @@ class Driver:
         self._periodic: List[tuple] = []
         #: Gangs: (gang, key) → [deadline, {rank: value}] of rendezvous under way.
         self._meetings: Dict[tuple, list] = {}
+        #: Gangs: gang → [deadline, trial, error, error_type, traceback] of a member's
+        #: error waiting for GANG_SETTLE.
+        self._settling: Dict[Any, list] = {}
 
     # -- public, thread-safe ------------------------------------------------------------
     def post(self, fn: Callable[[], None]) -> None:
@@ -367,8 +373,21 @@ class Driver:
 
     def _trial_failed(self, worker: WorkerState, trial: Trial, msg: Dict[str, Any]) -> None:
         if trial.info_dict.get("gang") is not None:
-            self._gang_failed(trial, str(msg.get("error")), msg.get("error_type") or
-                              "Exception", msg.get("traceback"))
+            # a rank often fails because a peer died (its collective op broke): hear what
+            # the peers' connections hold first, so the failure names the dead rank
+            for member in self._gang_members(trial.info_dict["gang"]):
+                peer = self.workers.get(member.worker) if member.worker else None
+                if member is not trial and not member.done and peer is not None \
+                        and not peer.lost and not peer.conn.closed:
+                    self._read(peer.conn)
+            gang = trial.info_dict["gang"]
+            if not trial.done and gang not in self._settling:
+                # ... and give a dying peer's connection a moment to close
+                now = time.monotonic()
+                self._settling[gang] = [now + GANG_SETTLE, trial, str(msg.get("error")),
+                                        msg.get("error_type") or "Exception",
+                                        msg.get("traceback")]
+                worker.abort_deadline = now + GANG_SETTLE + self.settings.abort_timeout
             return
         self._mark_failed(trial, str(msg.get("error")), msg.get("error_type") or "Exception",
                           msg.get("traceback"))
@@ -432,7 +451,8 @@ class Driver:
             self._send_trial(trial, worker)
             self._prefetch(worker)
         self._steal_queued()
-        running = any(w.trial is not None for w in self.workers.values())
+        running = any(w.trial is not None for w in self.workers.values()) \
+            or bool(self._settling)
         if not running and not self._done.is_set():
             if self._stopping:
                 self._finish(self._stop_state, self._stop_reason)
@@ -494,21 +514,26 @@ class Driver:
         members = self._gang_members(gang)
         rank = trial.info_dict.get("rank")
         message = f"rank {rank} failed: {error}"
+        settling = self._settling.pop(gang, None)
         self._mark_failed(trial, message, error_type, tb, counted=False)
         for member in members:
-            if member is not trial and not member.done:
+            if settling is not None and member is settling[1] and not member.done:
+                self._mark_failed(member, f"{settling[2]} (after rank {rank} failed)",
+                                  settling[3], settling[4], counted=False)
+            elif member is not trial and not member.done:
                 self._mark_failed(member, f"aborted because rank {rank} failed",
                                   "GangAborted", None, counted=False)
         now = time.monotonic()
         for member in members:
             worker = self.workers.get(member.worker) if member.worker else None
-            if worker is None or worker.lost or worker.abort_deadline is not None:
+            if worker is None or worker.lost:
                 continue
             if worker.trial is member:
                 worker.trial = None
             if worker in self.idle:
                 self.idle.remove(worker)
-            worker.abort_deadline = now + self.settings.abort_timeout
+            worker.abort_deadline = min(worker.abort_deadline or float("inf"),
+                                        now + self.settings.abort_timeout)
             self._send(worker, {"type": "abort"})
         for meeting in [k for k in self._meetings if k[0] == gang]:
             del self._meetings[meeting]
@@ -522,6 +547,9 @@ class Driver:
     def _check_gangs(self, now: float) -> None:
         """Fail gangs whose rendezvous ran out of time; give up on workers that ignored
         an abort (the backend kills them)."""
+        for gang, (deadline, trial, error, error_type, tb) in list(self._settling.items()):
+            if now >= deadline and gang in self._settling and not trial.done:
+                self._gang_failed(trial, error, error_type, tb)
         for (gang, key), (deadline, arrived) in list(self._meetings.items()):
             if now < deadline or (gang, key) not in self._meetings:
                 continue
@@ -671,7 +699,7 @@ class Driver:
                 if not worker.lost and worker.trial is not None \
                         and now - worker.last_seen > limit:
                     self._lose(worker, f"no heartbeat for {limit:g} s")
-            if self._meetings or any(w.abort_deadline is not None
+            if self._meetings or self._settling or any(w.abort_deadline is not None
                                      for w in self.workers.values()):
                 self._check_gangs(now)
         if now >= self._timers["earlystop"]:

@@ -25,7 +25,7 @@ from . import runs
 from .errors import ConfigError, ExperimentInterrupted, MaggyError, closest, did_you_mean
 
 #: Cell subcommands and whether they exist yet.
-CELL_COMMANDS = {"hpo": True, "ablation": True, "dist": False}
+CELL_COMMANDS = {"hpo": True, "ablation": True, "dist": True}
 #: Line subcommands.
 LINE_COMMANDS = ("list", "show", "stop", "help", "config")
 
@@ -101,6 +101,17 @@ OPTIONS: List[Option] = [
     Option(("--study",), "study", "identifier", "name of the AblationStudy (ablation)",
            per_cell=True),
     Option(("--ablator",), "ablator", "choice", "ablation policy: loco", _ablators),
+    Option(("--framework",), "framework", "choice", "dist: torch or tf",
+           lambda: ("torch", "tf")),
+    Option(("--model", "--module"), "model", "identifier",
+           "dist: name of the model/module (default: model or module)", per_cell=True),
+    Option(("--dataset",), "dataset", "identifier",
+           "dist: name of the dataset (default: dataset)", per_cell=True),
+    Option(("--hparams",), "hparams", "identifier",
+           "dist: name of the hyperparameter dict (default: hparams, if defined)",
+           per_cell=True),
+    Option(("--max-restarts",), "max_restarts", "int",
+           "dist: restarts of the gang from the chief's last checkpoint"),
     Option(("-o", "--output"), "output", "identifier",
            "notebook variable that receives the result", per_cell=True),
     Option(("--ui",), "ui", "choice", "auto (dashboard if widgets work), widget, text, or "
@@ -109,12 +120,14 @@ OPTIONS: List[Option] = [
 ]
 _BY_DEST = {o.dest: o for o in OPTIONS}
 #: Options that are not config keywords; the magic consumes them.
-_MAGIC_ONLY = ("fn", "space", "study", "output", "ui")
+_MAGIC_ONLY = ("fn", "space", "study", "output", "ui", "framework", "model", "dataset",
+               "hparams")
 #: Options that only one experiment kind takes. Given on the line of another kind they
 #: are an error; as session defaults (``%maggy config``) other kinds ignore them.
 _ONLY = {"hpo": ("num_trials", "optimizer", "optimizer_options", "es_policy", "es_interval",
                  "es_min", "space"),
-         "ablation": ("study", "ablator")}
+         "ablation": ("study", "ablator"),
+         "dist": ("framework", "model", "dataset", "hparams", "max_restarts")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,7 +241,9 @@ HELP = """\
 %%maggy hpo [options]      run the cell's training function as a hyperparameter search
 %%maggy ablation [options] run the cell's AblationStudy: the base model and data, then
                            each without one feature, layer, layer group or custom model
-%%maggy dist               (not available yet)
+%%maggy dist --workers N --framework torch|tf [--model M --dataset D --hparams H]
+                           data-parallel training of the cell's training function: one
+                           rank per worker, the chief's (rank 0) result is the run's
 %maggy list [--root DIR] [--name NAME]   runs with their state and best metric
 %maggy show RUN            summary (and dashboard) of a run: a run id, NAME/RUN_ID,
                            'latest' or a run directory
@@ -357,6 +372,32 @@ class MaggyMagics(Magics):
         train_fn = capture.find_train_fn(
             captured, namespace, magic.get("fn"), lambda fn: check_train_fn(fn, study),
             exclude=study.generators())
+        return self._run(config, train_fn, magic, cell)
+
+    def _dist(self, options: Dict[str, Any], magic: Dict[str, Any], cell: str) -> Any:
+        from . import capture
+        from .dist.config import TfDistributedConfig, TorchDistributedConfig
+        from .dist.runner import INJECTED
+        from .worker import check_signature
+
+        classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}
+        framework = magic.get("framework") or "torch"
+        if framework not in classes:
+            raise ConfigError(f"unknown framework {framework!r}; "
+                              f"{did_you_mean(framework, classes)}")
+        namespace = self.shell.user_ns
+        captured = capture.run_cell(self.shell, cell)
+        model = _variable(namespace, magic.get("model"), ("model", "module"), "--model")
+        dataset = _variable(namespace, magic.get("dataset"), ("dataset",), "--dataset")
+        hparams = _variable(namespace, magic.get("hparams"), ("hparams",), "--hparams",
+                            required=False)
+        config = classes[framework](model, dataset, hparams, **options)
+        config.validate()
+        names = list(config.hparams)
+        train_fn = capture.find_train_fn(
+            captured, namespace, magic.get("fn"),
+            lambda fn: check_signature(fn, names, extras=INJECTED),
+            exclude=[model] if callable(model) and not isinstance(model, type) else [])
         return self._run(config, train_fn, magic, cell)
 
     def _run(self, config: Any, train_fn: Any, magic: Dict[str, Any], cell: str) -> Any:
@@ -512,3 +553,20 @@ def interrupted_hint(exc: ExperimentInterrupted) -> ExperimentInterrupted:
 
 
 __all__ = ["MaggyMagics", "OPTIONS", "parse_options", "help_text"]
+
+
+def _variable(namespace: Dict[str, Any], name: Optional[str], defaults: tuple, flag: str,
+              required: bool = True) -> Any:
+    """The notebook variable ``name`` (or the first of ``defaults`` that exists)."""
+    if name:
+        if name not in namespace:
+            raise ConfigError(f"{flag} {name!r} is not defined in the notebook; define it "
+                              "in the cell or pass the right name")
+        return namespace[name]
+    for default in defaults:
+        if default in namespace:
+            return namespace[default]
+    if not required:
+        return None
+    raise ConfigError(f"%%maggy dist needs a variable {' or '.join(defaults)} (or "
+                      f"{flag} NAME) defined in the notebook")
