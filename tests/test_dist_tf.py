@@ -161,3 +161,17 @@ def test_non_chief_temporary_copies_are_discarded(tmp_path):
     dist_tf.discard_worker_temp(str(tmp_path), 1)
     assert sorted(os.listdir(tmp_path)) == ["ckpt-1.index", "kept"]
     assert os.listdir(tmp_path / "kept") == ["workertemp_2"]
+
+
+@pytest.mark.slow
+def test_two_ranks_on_spark_in_barrier_mode(tmp_path):
+    """The same function on 2 Spark executors (real JVMs), launched as a barrier stage."""
+    options = {"master": "local-cluster[2,1,1024]", "barrier": True}
+    result = experiment.lagom(tf_dist_fns.train_fit, config(
+        hparams={"lr": 0.5, "epochs": 2, "out_dir": str(tmp_path)}, backend="spark",
+        backend_options=options))
+    assert result.state == "finished" and result.metrics["rank"] == 0
+    assert result.metrics["replicas"] == 2
+    seen0, seen1 = ids(tmp_path, 0), ids(tmp_path, 1)
+    assert not set(seen0) & set(seen1)
+    assert set(seen0) | set(seen1) == set(range(N_EXAMPLES))
