@@ -111,3 +111,8 @@ def did_you_mean(word: str, choices) -> str:
     hint = closest(word, choices)
     valid = ", ".join(choices)
     return f"did you mean {hint!r}? (valid: {valid})" if hint else f"valid: {valid}"
+
+
+class DistTrainingError(ConfigError):
+    """Data-parallel training cannot run as configured (a model passed already built, a
+    dataset of an unsupported kind, a framework that cannot train this way)."""

@@ -392,8 +392,12 @@ class MaggyMagics(Magics):
                               f"{did_you_mean(framework, classes)}")
         namespace = self.shell.user_ns
         captured = capture.run_cell(self.shell, cell)
-        model = _variable(namespace, magic.get("model"), ("model", "module"), "--model")
-        dataset = _variable(namespace, magic.get("dataset"), ("dataset",), "--dataset")
+        # a TensorFlow training function may build its model and load its data itself
+        own = framework == "tf"
+        model = _variable(namespace, magic.get("model"), ("model", "module"), "--model",
+                          required=not own)
+        dataset = _variable(namespace, magic.get("dataset"), ("dataset",), "--dataset",
+                            required=not own)
         hparams = _variable(namespace, magic.get("hparams"), ("hparams",), "--hparams",
                             required=False)
         config = classes[framework](model, dataset, hparams, **options)

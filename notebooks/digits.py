@@ -100,8 +100,12 @@ def fit(model, data, epochs, reporter=None):
 
 
 def build_model(hidden=64, dropout=0.2, lr=1e-3):
-    """A two-layer perceptron for 64 pixels → 10 classes, compiled with Adam."""
-    import keras
+    """A two-layer perceptron for 64 pixels → 10 classes, compiled with Adam.
+
+    It uses ``tf.keras``: Keras 3 on a laptop and in trials, tf-keras (Keras 2) in
+    TensorFlow dist workers, where ``model.fit`` trains under the distribution strategy.
+    """
+    from tensorflow import keras
 
     model = keras.Sequential([
         keras.Input(shape=(64,)),
@@ -116,7 +120,7 @@ def build_model(hidden=64, dropout=0.2, lr=1e-3):
 
 def train(hidden, dropout, lr, epochs=8, reporter=None):
     """Train for ``epochs`` epochs; report validation accuracy after each one."""
-    import keras
+    from tensorflow import keras
 
     keras.utils.set_random_seed(0)
     return fit(build_model(hidden, dropout, lr), load_data(), epochs, reporter)

@@ -15,7 +15,8 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 #: Small, fast parameters per notebook (names of their `parameters` cells).
 FAST = {"01_laptop.ipynb": {"epochs": "2"},
         "02_hpo.ipynb": {"n_trials": "3", "epochs": "2"},
-        "03_ablation.ipynb": {"epochs": "1"}}
+        "03_ablation.ipynb": {"epochs": "1"},
+        "04_dist.ipynb": {"workers": "2", "epochs": "2"}}
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +92,17 @@ def test_ablation_notebook_unattended(tmp_path):
     assert html and 'class="maggy-ablation"' in html[-1] and "<table" in html[-1]
     table = out.cells[-1].outputs[-1]["data"]
     assert "difference" in table["text/plain"] and "hidden*" in table["text/plain"]
+
+
+def test_dist_notebook_unattended(tmp_path):
+    proc, out = run_notebook("04_dist.ipynb", FAST["04_dist.ipynb"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = next(line.split(": ", 1)[1] for line in proc.stdout.splitlines()
+                   if line.startswith("run directory: "))
+    with open(os.path.join(run_dir, "result.json")) as handle:
+        result = json.load(handle)
+    ranks = sorted((t["info"]["rank"], len(t["steps"])) for t in result["trials"])
+    assert ranks == [(0, 2), (1, 2)]  # 2 ranks, epochs=2 reached both
+    assert result["metrics"]["accuracy"] > 0.5  # the chief's result: it learned
+    printed = "".join(o.get("text", "") for o in out.cells[-1].outputs)
+    assert "after 2 epochs on 2 ranks" in printed
