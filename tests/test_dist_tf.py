@@ -175,3 +175,10 @@ def test_two_ranks_on_spark_in_barrier_mode(tmp_path):
     seen0, seen1 = ids(tmp_path, 0), ids(tmp_path, 1)
     assert not set(seen0) & set(seen1)
     assert set(seen0) | set(seen1) == set(range(N_EXAMPLES))
+    # a second collective run in the same Spark session gets fresh Python workers (a
+    # reused one would still hold the first strategy's state and hang)
+    (tmp_path / "again").mkdir()
+    again = experiment.lagom(tf_dist_fns.train_fit, config(
+        hparams={"lr": 0.5, "epochs": 1, "out_dir": str(tmp_path / "again")},
+        backend="spark", backend_options=options, hb_timeout=60))
+    assert again.state == "finished" and again.metrics["replicas"] == 2

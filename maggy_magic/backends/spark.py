@@ -174,11 +174,12 @@ class SparkBackend(Backend):
                           _pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras)
         rdd = self.sc.parallelize(range(workers), workers)
+        run_id = os.path.basename(os.path.normpath(launch.run_dir))
         if self.barrier:
             rdd = rdd.barrier().mapPartitions(functools.partial(serve_barrier, setup))
+            _fresh_python_workers(self.sc, rdd, run_id)
         else:
             rdd = rdd.mapPartitionsWithIndex(functools.partial(serve, setup))
-        run_id = os.path.basename(os.path.normpath(launch.run_dir))
         self.job_group = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
         description = f"maggy-magic: {workers} worker(s) for run {run_id}"
         self._thread = InheritableThread(self._run_job, args=(rdd, description),
@@ -385,6 +386,27 @@ def expected_slots(master: str, conf: Any) -> int:
 
 def _module_of(fn: Any) -> Optional[str]:
     return getattr(getattr(fn, "func", fn), "__module__", None)
+
+
+def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
+    """Run ``rdd``'s tasks in Python workers no earlier job used.
+
+    Collective training (TensorFlow's MultiWorkerMirroredStrategy, torch.distributed)
+    leaves per-process state that hangs a second run in a reused Python worker. Spark
+    keeps one pool of Python workers per (python, environment variables), so a variable
+    unique to this launch, captured when the RDD's function is wrapped (``_jrdd``), gives
+    it a pool of its own; other jobs keep reusing theirs.
+    """
+    key = "MAGGY_MAGIC_LAUNCH"
+    previous = sc.environment.get(key)
+    sc.environment[key] = f"{run_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        rdd._jrdd  # wraps the function with the environment as it is now
+    finally:
+        if previous is None:
+            sc.environment.pop(key, None)
+        else:
+            sc.environment[key] = previous
 
 
 def _pickle_function(fn: Any, by_value: List[str]) -> bytes:
