@@ -54,6 +54,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     payload = serialize(function)
     earlystop = get_earlystop(config.es_policy)
     backend = get_backend(config.backend, **config.backend_options)
+    if hasattr(backend, "run_experiment"):  # the whole experiment runs elsewhere (livy)
+        return backend.run_experiment(config, payload, train_fn=train_fn, listeners=listeners,
+                                      on_driver=on_driver, wait=wait, source=source)
 
     trials, first_seq = {}, 0
     if config.resume:
