@@ -58,7 +58,9 @@ def kernel(server, tmp_path_factory):
     conf.mkdir()
     (conf / "config.json").write_text(json.dumps({
         "livy_session_startup_timeout_seconds": TIMEOUT,
-        "wait_for_idle_timeout_seconds": TIMEOUT}))
+        "wait_for_idle_timeout_seconds": TIMEOUT,
+        # Livy's CSRF protection wants it; sparkmagic sends only configured headers
+        "custom_headers": {"X-Requested-By": "sparkmagic"}}))
     spec_dir = base / "kernels" / "maggy-livy-test"
     spec_dir.mkdir(parents=True)
     env = {"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython"),
@@ -83,7 +85,8 @@ def kernel(server, tmp_path_factory):
                      "-t Basic_Access"):
             reply, messages = k.execute(code)
             assert reply["content"]["status"] == "ok", (code, reply["content"])
-        assert list(server.sessions) == [0]
+        assert list(server.sessions) == [0], [m["content"] for m in messages
+                                              if m["msg_type"] in ("stream", "error")]
         yield k
     finally:
         client.stop_channels()
