@@ -199,7 +199,9 @@ def test_search_runs_on_the_session_and_streams_live(kernel, server):
     shape = "[sorted(r.to_dict()), list(r.trials.columns), sorted(r.trial_records[0])]"
     assert kernel.value(shape.replace("r.", "res.")) == kernel.value(shape.replace("r.", "loc."))
     # the bare session Python had no maggy_magic: the zip was uploaded and installed
-    bare = subprocess.run([server.python, "-c", "import maggy_magic"], capture_output=True)
+    scrubbed = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    bare = subprocess.run([server.python, "-c", "import maggy_magic"], capture_output=True,
+                          env=scrubbed, cwd=server.python.rsplit("/bin/", 1)[0])
     assert bare.returncode != 0
     reply, messages = kernel.execute('%%spark -s s1\nprint(_maggy_livy["zip"])')
     shown = " ".join(json.dumps(m["content"]) for m in messages)
