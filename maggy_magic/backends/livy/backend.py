@@ -95,11 +95,6 @@ class LivyBackend:
 
     def __init__(self, **options: Any):
         self.settings = LivySettings(**options)
-        self.target: Optional[LivyTarget] = None
-
-    def describe(self) -> Dict[str, Any]:
-        return {"backend": self.name,
-                "session": self.target.label if self.target is not None else None}
 
     # -- the run ----------------------------------------------------------------------------
     def run_experiment(self, config: Any, payload: bytes, *, train_fn: Callable,
@@ -112,7 +107,7 @@ class LivyBackend:
         run_id = config.run_id or new_run_id()
         spec = dict(config_spec(config, settings.remote_root, settings.spark_options),
                     run_id=run_id)
-        self.target = target = find_session(settings)
+        target = find_session(settings)
         timeout = settings.statement_timeout
         bootstrap.prepare(target, settings.ship, timeout)
 
