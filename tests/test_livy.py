@@ -32,6 +32,7 @@ from maggy_magic import Searchspace
 space = Searchspace(x=("DOUBLE", [0, 1]))
 
 def train(x, reporter):
+    import time
     print("hello from trial", x)
     for step in range(3):
         reporter.broadcast(x + step, step)
