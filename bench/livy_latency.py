@@ -129,6 +129,9 @@ def main() -> int:
         livy_session.close_owned()
     if not args.no_peer:
         figures["peer"] = summary(run_search("spark", {"master": MASTER}, args, root).values)
+        from pyspark.sql import SparkSession
+
+        SparkSession.getActiveSession().stop()  # before exit, so its executors end quietly
 
     interval, rtt = figures["poll_interval"], figures["statement_rtt"]
     lv = figures["livy"]
