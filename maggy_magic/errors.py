@@ -74,6 +74,35 @@ class ResumeError(MaggyError):
     """A run cannot be resumed (no such run directory, or its journal does not match)."""
 
 
+class LivyError(MaggyError):
+    """Talking to a cluster through Apache Livy failed; the subclass says how."""
+
+
+class LivyUnreachable(LivyError):
+    """Nothing answers at the Livy URL (wrong address, server down, no route)."""
+
+
+class LivyAuthError(LivyError):
+    """Livy refused the credentials (HTTP 401 or 403)."""
+
+
+class LivySessionError(LivyError):
+    """The Livy session does not exist, could not start, or died (was killed) mid-run."""
+
+
+class LivyStatementError(LivyError):
+    """A statement sent to the Livy session raised an error on the cluster."""
+
+
+class LivyTimeout(LivyError):
+    """A Livy statement or session did not finish within its time limit."""
+
+
+class LivyVersionError(LivyError):
+    """The cluster's Python cannot run what this kernel serialised (another minor
+    version)."""
+
+
 class EarlyStopException(Exception):
     """Raised inside a trial by ``reporter.broadcast`` once the driver has stopped it.
 

@@ -21,6 +21,8 @@ trial_retried      trial, reason, retries
 frame_rejected     peer, reason, count
 stop_requested     reason
 run_finished       state (finished, failed, stopped, interrupted), best, error, counts
+events_lost        first, end, count, reason (events that never arrived from a remote
+                   driver; livy backend only)
 =================  ==========================================================
 """
 
@@ -48,6 +50,9 @@ EVENT_FIELDS = {
     "frame_rejected": ("peer", "reason", "count"),
     "stop_requested": ("reason",),
     "run_finished": ("state", "best", "error", "counts"),
+    # only where events arrive from elsewhere (the livy backend): events that could not be
+    # fetched; seq is the last seq before them
+    "events_lost": ("first", "end", "count", "reason"),
 }
 
 
@@ -70,6 +75,11 @@ class EventStream:
         event = {"type": type_, "run": self.run_id, "seq": self.seq, "t": time.time()}
         event.update(fields)
         self.seq += 1
+        return self.deliver(event)
+
+    def deliver(self, event: Event) -> Event:
+        """Hand an event that is already numbered (by a driver elsewhere) to every
+        listener, as ``emit`` does."""
         for listener in list(self.listeners):
             try:
                 listener(event)

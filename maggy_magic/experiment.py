@@ -57,6 +57,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     backend = get_backend(config.backend, **config.backend_options)
     if hasattr(config, "check_backend"):  # e.g. a dist run needs all its ranks at once
         config.check_backend(backend)
+    if hasattr(backend, "run_experiment"):  # the whole experiment runs elsewhere (livy)
+        return backend.run_experiment(config, payload, train_fn=train_fn, listeners=listeners,
+                                      on_driver=on_driver, wait=wait, source=source)
 
     trials, first_seq = {}, 0
     if config.resume:

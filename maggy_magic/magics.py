@@ -97,6 +97,12 @@ OPTIONS: List[Option] = [
            "optimizer option key=value (repeatable), e.g. --opt reduction_factor=3"),
     Option(("--backend-opt",), "backend_options", "keyvalue",
            "backend option key=value (repeatable)"),
+    Option(("--session",), "livy_session", "str",
+           "livy: name of this kernel's sparkmagic session to run on"),
+    Option(("--url",), "livy_url", "str", "livy: URL of a Livy server to start a session on"),
+    Option(("--auth",), "livy_auth", "choice", "livy: none, basic or kerberos (password: "
+           "$MAGGY_LIVY_PASSWORD or sparkmagic's config)", lambda: ("none", "basic", "kerberos")),
+    Option(("--user",), "livy_user", "str", "livy: user name for basic auth"),
     Option(("--fn",), "fn", "identifier", "name of the training function", per_cell=True),
     Option(("--space",), "space", "identifier", "name of the Searchspace", per_cell=True),
     Option(("--study",), "study", "identifier", "name of the AblationStudy (ablation)",
@@ -123,6 +129,9 @@ _BY_DEST = {o.dest: o for o in OPTIONS}
 #: Options that are not config keywords; the magic consumes them.
 _MAGIC_ONLY = ("fn", "space", "study", "output", "ui", "framework", "model", "dataset",
                "hparams")
+#: Options that become livy backend options (``--session`` is ``session``...).
+_LIVY = {"livy_session": "session", "livy_url": "url", "livy_auth": "auth",
+         "livy_user": "user"}
 #: Options that only one experiment kind takes. Given on the line of another kind they
 #: are an error; as session defaults (``%maggy config``) other kinds ignore them.
 _ONLY = {"hpo": ("num_trials", "optimizer", "optimizer_options", "es_policy", "es_interval",
@@ -320,7 +329,7 @@ class MaggyMagics(Magics):
         if options.pop("help", False):
             print(help_text())
             return None
-        options = self._options_for(command, options)
+        options = _livy_options(self._options_for(command, options))
         magic = {key: options.pop(key) for key in _MAGIC_ONLY if key in options}
         return getattr(self, f"_{command}")(options, magic, cell)
 
@@ -544,6 +553,18 @@ class MaggyMagics(Magics):
         """Stop the runs in progress (the extension is being unloaded)."""
         for driver in list(self.running.values()):
             driver.request_stop("the extension was unloaded")
+
+
+def _livy_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    """``--session``/``--url``/``--auth``/``--user`` moved into the livy backend options."""
+    livy = {key: options.pop(dest) for dest, key in _LIVY.items() if dest in options}
+    if livy:
+        if str(options.get("backend", "local")).lower() != "livy":
+            flag = _BY_DEST[next(d for d in _LIVY if _LIVY[d] in livy)].name
+            raise ConfigError(f"{flag} applies to --backend livy; add --backend livy or "
+                              f"remove {flag}")
+        options["backend_options"] = {**options.get("backend_options", {}), **livy}
+    return options
 
 
 def _display(result: Any) -> None:

@@ -27,8 +27,7 @@ def serialize(fn: Callable) -> bytes:
     serialise ``fn``. When it cannot, the global, closure variable or default that fails
     is named.
     """
-    import cloudpickle
-
+    cloudpickle = cloudpickle_module()
     label = f"{getattr(fn, '__name__', 'the training function')}()"
     for chain, name in _missing_globals(fn):
         via = "".join(f"{c}() → " for c in chain[1:])
@@ -51,6 +50,16 @@ def serialize(fn: Callable) -> bytes:
                     "function instead") from None
         raise TrainFunctionError(f"{label} cannot be sent to the workers ({problem}); "
                                  "move what it cannot pickle inside the function") from None
+
+
+def cloudpickle_module() -> Any:
+    """The ``cloudpickle`` package, or the copy that ships inside pyspark (a cluster's
+    Python may have pyspark and nothing else)."""
+    try:
+        import cloudpickle
+    except ImportError:
+        from pyspark import cloudpickle  # type: ignore[no-redef]
+    return cloudpickle
 
 
 def _first_line(exc: BaseException) -> str:

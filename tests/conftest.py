@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from livy_server import livy_server  # noqa: F401  (fixture: a Livy REST test server per module)
+
 
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(tmp_path, monkeypatch):

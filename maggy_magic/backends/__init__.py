@@ -17,11 +17,13 @@ def _local(**options: Any) -> Backend:
 #: Backend name → factory. Factories import their module lazily (pyspark stays unloaded).
 BACKENDS: Dict[str, Callable[..., Backend]] = {"local": _local}
 BACKENDS["spark"] = lambda **opts: __import__(__name__ + ".spark", fromlist=["_"]).create(**opts)
+BACKENDS["livy"] = lambda **opts: __import__(__name__ + ".livy", fromlist=["_"]).create(**opts)
 
 
 def get_backend(spec: Any = "local", **options: Any) -> Backend:
-    """A backend instance from a name or an instance."""
-    if isinstance(spec, Backend):
+    """A backend instance from a name or an instance. A backend with a ``run_experiment``
+    method runs whole experiments elsewhere (livy) instead of launching workers."""
+    if isinstance(spec, Backend) or hasattr(spec, "run_experiment"):
         return spec
     name = str(spec or "local").lower()
     if name not in BACKENDS:

@@ -1,0 +1,81 @@
+"""Make the Livy session able to run this version of maggy_magic, and send it data.
+
+``prepare(target, ship, timeout)`` probes the session's Python without importing
+anything there: a different Python minor version is a :class:`LivyVersionError` before
+anything runs; a missing or different maggy_magic gets the package zip (the one the
+spark backend builds) uploaded in base64 chunks, written to a temporary folder on the
+driver, put on its ``sys.path`` and ``sc.addPyFile``'d for the executors. ``upload``
+sends any bytes in chunks small enough for a sane statement.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Dict
+
+from ...errors import LivyError, LivyStatementError, LivyVersionError
+from . import statements
+from .bundle import python_version, read_reply
+
+#: Base64 characters per upload statement.
+CHUNK_CHARS = 256 * 1024
+
+
+def call(target: Any, code: str, timeout: float, what: str) -> Dict[str, Any]:
+    """Run one statement and return its framed reply."""
+    text = target.client.run(target.session_id, code, timeout, what)
+    answer = read_reply(text)
+    if answer is None:
+        line = " ".join(text.split())[:200]
+        raise LivyStatementError(f"the {what} statement printed no reply on the cluster"
+                                 + (f" (it printed: {line})" if line else ""))
+    return answer
+
+
+def upload(target: Any, key: str, data: bytes, timeout: float, what: str) -> int:
+    """Send ``data`` to the session under ``key``; the number of statements it took."""
+    text = base64.b64encode(data).decode("ascii")
+    pieces = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    for piece in pieces:
+        call(target, statements.upload(key, piece), timeout, what)
+    return len(pieces)
+
+
+def prepare(target: Any, ship: str, timeout: float) -> Dict[str, Any]:
+    """Check the session's Python and install maggy_magic there when needed.
+
+    Returns ``{"shipped": zip name or None, "python": [major, minor]}``.
+    """
+    import maggy_magic
+
+    from .._spark_ship import package_zip
+
+    probe = call(target, statements.probe(), timeout, "probe")
+    remote, local = list(probe.get("python") or []), python_version()
+    if remote[:2] != local[:2]:
+        raise LivyVersionError(
+            f"the cluster runs Python {'.'.join(map(str, remote))} and this kernel Python "
+            f"{'.'.join(map(str, local))}; the training function only travels between equal "
+            "minor versions: use a kernel with the cluster's Python or set the session's "
+            "PYSPARK_PYTHON to a matching one")
+    path = package_zip()
+    name = os.path.basename(path)
+    if probe.get("zip") == name:
+        return {"shipped": None, "python": remote}
+    installed = probe.get("importable") and probe.get("version") == maggy_magic.__version__ \
+        and probe.get("zip") is None
+    if ship == "never" or (ship == "auto" and installed):
+        if not probe.get("importable"):
+            raise LivyError("the cluster cannot import maggy_magic and ship is 'never'; install "
+                            "it there or use ship='auto'")
+        return {"shipped": None, "python": remote}
+    with open(path, "rb") as handle:
+        data = handle.read()
+    key = "zip:" + name
+    upload(target, key, data, timeout, "package upload")
+    done = call(target, statements.install(key, name), timeout, "package install")
+    if done.get("version") != maggy_magic.__version__:
+        raise LivyError(f"the cluster imported maggy_magic {done.get('version')} after the "
+                        f"upload of {maggy_magic.__version__}; restart the Livy session")
+    return {"shipped": name, "python": remote}

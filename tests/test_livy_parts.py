@@ -1,0 +1,90 @@
+"""Pieces of the livy backend that need no server: the remote ring buffer and its gap
+report, the replay of a poll into listeners, the reply framing, and the statements."""
+
+import ast
+import threading
+
+import pytest
+
+from maggy_magic.backends.livy import bundle, statements
+from maggy_magic.backends.livy.remote import EventBuffer
+
+
+def _event(i):
+    return {"type": "metric", "run": "r", "seq": i, "t": 0.0, "trial": "0", "step": i,
+            "value": float(i)}
+
+
+def test_buffer_reports_a_gap_instead_of_losing_events_silently():
+    buffer = EventBuffer(capacity=5)
+    for i in range(12):
+        buffer(_event(i))
+    events, lost, cursor = buffer.since(0, limit=3)
+    assert lost == [0, 7]  # cursors 0..6 fell out of the buffer
+    assert [e["seq"] for e in events] == [7, 8, 9] and cursor == 10
+    events, lost, cursor = buffer.since(cursor)
+    assert lost is None and [e["seq"] for e in events] == [10, 11] and cursor == 12
+    assert buffer.since(12) == ([], None, 12)
+
+
+def test_buffer_is_safe_between_a_writer_and_a_reader():
+    buffer = EventBuffer(capacity=100000)
+    writer = threading.Thread(target=lambda: [buffer(_event(i)) for i in range(20000)])
+    writer.start()
+    got, cursor = [], 0
+    while writer.is_alive() or cursor < buffer.total:
+        events, lost, cursor = buffer.since(cursor, limit=500)
+        assert lost is None
+        got += [e["seq"] for e in events]
+    writer.join()
+    assert got == list(range(20000))
+
+
+def test_poll_replay_delivers_a_gap_event_then_the_rest(tmp_path):
+    from maggy_magic.backends.livy.backend import RemoteRunHandle, _Poller
+    from maggy_magic.backends.livy.settings import LivySettings
+    from maggy_magic.events import EventStream
+    from maggy_magic.store import RunStore, read_journal
+
+    store = RunStore(str(tmp_path / "run"))
+    stream = EventStream("r")
+    seen = []
+    stream.add(store)
+    stream.add(seen.append)
+    handle = RemoteRunHandle(stream)
+    poller = _Poller(None, "r", handle, stream, LivySettings(url="http://x:1"), store)
+    poller.absorb({"events": [_event(0)], "lost": None, "cursor": 1, "done": False})
+    poller.absorb({"events": [_event(5)], "lost": [1, 5], "cursor": 6, "done": True,
+                   "result": None, "error": None})
+    store.close()
+    assert [e["type"] for e in seen] == ["metric", "events_lost", "metric"]
+    assert seen[1]["count"] == 4 and seen[1]["first"] == 1 and seen[1]["end"] == 5
+    assert [e["type"] for e in read_journal(store.path)] == ["metric", "events_lost", "metric"]
+    assert handle.done and poller.cursor == 6
+
+
+def test_reply_survives_noise_printed_around_it():
+    text = "a background print\n" + bundle.reply({"cursor": 3, "events": []}) + "\nmore"
+    assert bundle.read_reply(text) == {"cursor": 3, "events": []}
+    assert bundle.read_reply("no reply here") is None
+
+
+@pytest.mark.parametrize("code", [
+    statements.probe(), statements.upload("k", "QUJD"), statements.install("k", "m.zip"),
+    statements.start('{"run_id": "r"}', "x = '''\"quotes\"'''"),
+    statements.poll("r", 3, 10), statements.stop("r", "stop", "it's done"),
+    statements.forget("r")])
+def test_statements_are_valid_python(code):
+    ast.parse(code)
+
+
+def test_upload_and_probe_statements_run_with_the_standard_library_alone():
+    namespace = {}
+    for chunk in ("QU", "JD"):
+        exec(statements.upload("k", chunk), namespace)  # noqa: S102 - our own code
+    assert namespace["_maggy_livy"]["uploads"]["k"] == ["QU", "JD"]
+    printed = []
+    namespace["print"] = printed.append
+    exec(statements.probe(), namespace)  # noqa: S102
+    answer = bundle.read_reply(printed[-1])
+    assert answer["python"] == bundle.python_version() and answer["importable"] is True
