@@ -141,9 +141,13 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         exc.result = result
         raise exc
     if interrupted or driver.state == "interrupted":
+        if getattr(config, "resumable", True):
+            then = f"resume with resume={store.run_id!r} to run the rest"
+        else:
+            then = f"a {config.kind} run cannot be resumed; start it again"
         raise ExperimentInterrupted(
-            f"experiment interrupted after {result.num_finished} finished trial(s); resume "
-            f"with resume={store.run_id!r} to run the rest ({store.path})", result)
+            f"experiment interrupted after {result.num_finished} finished trial(s); {then} "
+            f"({store.path})", result)
     return result
 
 

@@ -585,8 +585,8 @@ def _show_one_line(exc: BaseException) -> None:
 def interrupted_hint(exc: ExperimentInterrupted) -> ExperimentInterrupted:
     """The interrupt error with the magic's resume hint (``--resume RUN``)."""
     result = exc.result
-    if result is None:
-        return exc
+    if result is None or "resume with resume=" not in str(exc):
+        return exc  # a run that cannot be resumed (dist, livy) keeps its own message
     done = result.num_finished + result.num_early_stopped
     return ExperimentInterrupted(
         f"experiment interrupted after {done} ended trial(s); run the cell again with "

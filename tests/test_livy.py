@@ -265,6 +265,7 @@ def test_interrupt_sends_a_stop_statement(kernel):
     watch.join()
     name, value = cell_error(reply)
     assert name == "ExperimentInterrupted", value
+    assert "cannot resume" in value and "--resume" not in value, value
     state, remote_dir = kernel.value("[cut.state, cut.remote_run_dir]")
     assert state == "interrupted"
     # the cluster's driver ended the run on the stop statement, before all 8 trials ran

@@ -30,6 +30,8 @@ class DistributedConfig(RunOptions):
     """What the two framework configs share; use one of them."""
 
     kind = "dist"
+    #: A dist run restarts itself from checkpoints (max_restarts) instead of resuming.
+    resumable = False
     framework = ""
     #: Settings the driver reads; fixed: no rank is ever stopped early or retried alone.
     es_policy, es_interval, es_min = "none", 1.0, 0

@@ -177,13 +177,19 @@ class LivyBackend:
             if not issubclass(cls, MaggyError) or cls.__name__ != error.get("type"):
                 message = f"{error.get('type')}: {message}"
             if issubclass(cls, ExperimentInterrupted) or (interrupted and final is None):
-                raise ExperimentInterrupted(message, result)
+                raise _interrupted(result, poller.remote_dir)
             exc = cls(message)
             exc.result = result
             raise exc
         if interrupted:
-            raise ExperimentInterrupted("experiment interrupted", result)
+            raise _interrupted(result, poller.remote_dir)
         return result
+
+
+def _interrupted(result: ExperimentResult, remote_dir: Any) -> ExperimentInterrupted:
+    return ExperimentInterrupted(
+        f"experiment interrupted after {result.num_finished} finished trial(s); the livy "
+        f"backend cannot resume it (run directory on the cluster: {remote_dir})", result)
 
 
 class _Poller:
