@@ -20,8 +20,10 @@ descriptor ``argv[1]`` and reads messages from ``argv[2]``.
   while it runs, ``{"type": "progress", "id", "progress"}`` messages follow Spark's tasks;
 * command ``{"type": "shutdown"}`` -> the SparkSession stops and the process exits.
 
-SIGINT interrupts the statement being executed (its Spark jobs are cancelled and
-``KeyboardInterrupt`` is raised in it); between statements SIGINT is ignored. The process's
+SIGINT interrupts the statement being executed: Python code gets ``KeyboardInterrupt``; a
+statement waiting for the JVM (a Spark job) has its jobs cancelled from another thread, so
+the call fails with Spark's cancellation error (the waiting thread's py4j connection cannot
+carry a second call). Between statements SIGINT is ignored. The process's
 own stdout/stderr (Spark's log) are the session log the server collects.
 """
 
@@ -181,6 +183,37 @@ class _Progress(threading.Thread):
         return round(done / total, 4) if total else None
 
 
+class _Canceller(threading.Thread):
+    """Cancels every Spark job on request, from its own thread (and JVM connection)."""
+
+    def __init__(self, sc):
+        super().__init__(daemon=True, name="statement-canceller")
+        self._sc = sc
+        self._requested = threading.Event()
+
+    def request(self):
+        self._requested.set()
+
+    def run(self):
+        while True:
+            self._requested.wait()
+            self._requested.clear()
+            try:
+                self._sc.cancelAllJobs()
+            except Exception as exc:  # the JVM may be going away
+                print(f"cancelling Spark jobs failed: {exc}", file=sys.__stderr__)
+
+
+def _inside_py4j(frame) -> bool:
+    """Whether the interrupted code is waiting in a call into the JVM."""
+    marker = os.sep + "py4j" + os.sep
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _job_group(statement_id) -> str:
     return f"livy-statement-{statement_id}"
 
@@ -224,14 +257,18 @@ def main() -> int:
     namespace = _namespace(spark)
 
     executing = threading.Event()
+    canceller = _Canceller(sc)
+    canceller.start()
 
     def on_sigint(signum, frame):
         if not executing.is_set():
             return
-        try:
-            sc.cancelAllJobs()
-        finally:
-            raise KeyboardInterrupt
+        if _inside_py4j(frame):
+            # the thread's JVM connection is busy with this call: cancel its Spark jobs
+            # from another thread and let the call fail with Spark's cancellation error
+            canceller.request()
+            return
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
     progress = _Progress(channel, sc)

@@ -201,14 +201,22 @@ class Session:
                 os.close(self._command_fd)
                 self._command_fd = None
 
-    def kill_process_group(self) -> None:
-        """SIGKILL the REPL and everything it started (the Spark JVMs)."""
+    def kill_process_group(self, wait: float = 0.0) -> None:
+        """SIGKILL the REPL and everything it started (the Spark JVMs).
+
+        With ``wait``, waits up to that many seconds for the whole group to be gone.
+        """
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     def running_statement(self) -> Optional[Statement]:
         for statement in self.statements:
@@ -431,7 +439,7 @@ class LivyServer:
 
     def _on_exit(self, session: Session) -> None:
         """The REPL is gone: a deleted session is killed, any other one is dead."""
-        session.kill_process_group()
+        session.kill_process_group(wait=STOP_GRACE)
         session.close_commands()
         code = session.process.returncode
         with self._lock:
@@ -484,7 +492,8 @@ class LivyServer:
 
     # -- statements ------------------------------------------------------------------------
 
-    def create_statement(self, session_id: int, request: dict) -> Statement:
+    def create_statement(self, session_id: int, request: dict) -> dict:
+        """Queue a statement; returns its view as created (``waiting``)."""
         code = request.get("code")
         if not isinstance(code, str):
             raise LivyError(400, "code must be a string")
@@ -502,8 +511,9 @@ class LivyServer:
                 raise LivyError(400, f"Session is in state {session.state}")
             statement = Statement(len(session.statements), code, kind)
             session.statements.append(statement)
+            view = statement.view()
         self._dispatch(session)
-        return statement
+        return view
 
     def _dispatch(self, session: Session) -> None:
         """Start the next waiting statement if the interpreter is idle."""
@@ -737,8 +747,7 @@ class _Handler(BaseHTTPRequestHandler):
                 size = _int(query["size"]) if "size" in query else None
                 return 200, livy.statements_view(session_id, _int(query.get("from", "0")), size)
             if method == "POST":
-                statement = livy.create_statement(session_id, self._json_body(body))
-                return 201, statement.view()
+                return 201, livy.create_statement(session_id, self._json_body(body))
         match = self._STATEMENT.match(path)
         if match and method == "GET":
             statement = livy.statement(_int(match.group(1)), _int(match.group(2)))
