@@ -12,8 +12,12 @@ What a test can rely on:
   ``sessions`` (id -> :class:`Session`, deleted ones included); ``kill_session_process(id)``.
 * ``python=None`` runs sessions on :func:`bare_python`: pyspark is importable there but
   ``maggy_magic`` is not (also on the executors, through ``PYSPARK_PYTHON``).
-* statements run one at a time; the others wait. Output is returned only when a statement
-  ends. An exception gives an ``available`` statement whose output has ``status: error``.
+* statements run one at a time; the others wait. Output (stdout, then stderr, stripped) is
+  returned only when a statement ends. An exception gives an ``available`` statement whose
+  output has ``status: error``. As in Livy, text printed by a failing statement or by a
+  background thread between statements comes with the next successful statement's output;
+  Python warnings go to stderr, so they land in the output too (pyspark 4's warning on
+  ``DataFrame.toJSON`` breaks clients that parse rows from the text, as on a real Livy).
   Cancel interrupts a running statement (SIGINT -> ``KeyboardInterrupt``, Spark jobs
   cancelled) and leaves it ``cancelled``; a waiting one is cancelled without running.
 * ``kill_session_process`` kills a session's process abruptly: the session becomes ``dead``

@@ -468,43 +468,87 @@ def test_sparkmagic_creates_runs_stores_and_deletes_a_session(server, sparkmagic
         os.killpg(record.process.pid, 0)  # no Spark JVM of the session is left
 
 
-# -- a killed session process ---------------------------------------------------------------
+# -- stopping sessions the hard way ----------------------------------------------------------
+
+def test_delete_while_starting_kills_the_session_and_its_jvm(livy_server):
+    created = requests.post(livy_server.url + "/sessions", headers=HEADERS,
+                            json={"kind": "pyspark", "name": "short-lived"}, timeout=30)
+    assert created.status_code == 201 and created.json()["state"] == "starting"
+    sid = created.json()["id"]
+    deleted = requests.delete(f"{livy_server.url}/sessions/{sid}", headers=HEADERS, timeout=60)
+    assert deleted.json() == {"msg": "deleted"}
+    record = livy_server.sessions[sid]
+    assert record.state == "killed" and record.process.returncode is not None
+    assert _group_gone(record.process.pid)
+    assert requests.get(f"{livy_server.url}/sessions/{sid}", timeout=30).status_code == 404
+    assert requests.get(livy_server.url + "/sessions", timeout=30).json()["total"] == 0
+
+
+@pytest.fixture(scope="module")
+def local_server():
+    """A server whose sessions run on ``local[1]``: one JVM, quicker to start and to kill."""
+    with LivyServer(spark_master="local[1]") as livy:
+        yield livy
+
+
+def start_local_session(livy):
+    created = requests.post(livy.url + "/sessions", headers=HEADERS, json={"kind": "pyspark"},
+                            timeout=30)
+    assert created.status_code == 201 and created.json()["state"] == "starting"
+    sid = created.json()["id"]
+    wait_for(lambda: livy.sessions[sid].state == "idle", timeout=SESSION_TIMEOUT,
+             what="the session to start")
+    return sid
+
 
 @pytest.mark.slow
-def test_killed_session_process_makes_the_session_dead_and_fails_its_statements():
-    with LivyServer(spark_master="local[1]") as livy:
-        created = requests.post(livy.url + "/sessions", headers=HEADERS,
-                                json={"kind": "pyspark"}, timeout=30)
-        assert created.status_code == 201 and created.json()["state"] == "starting"
-        sid = created.json()["id"]
-        wait_for(lambda: livy.sessions[sid].state == "idle", timeout=SESSION_TIMEOUT,
-                 what="the session to start")
-        started = marker("started")
-        busy = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
-                             json={"code": f"import time\nopen({started!r}, 'w').close()\n"
-                                           "time.sleep(600)"}, timeout=30).json()
-        queued = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
-                               json={"code": "1"}, timeout=30).json()
-        wait_for(lambda: os.path.exists(started), what="the statement to start")
-        pid = livy.sessions[sid].process.pid
+def test_delete_while_busy_stops_the_running_statement(local_server):
+    livy = local_server
+    sid = start_local_session(livy)
+    started = marker("started")
+    requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
+                  json={"code": f"import time\nopen({started!r}, 'w').close()\n"
+                                "time.sleep(600)"}, timeout=30)
+    wait_for(lambda: os.path.exists(started), what="the statement to start")
+    assert requests.get(f"{livy.url}/sessions/{sid}/state", timeout=30).json()["state"] == "busy"
+    deleted = requests.delete(f"{livy.url}/sessions/{sid}", headers=HEADERS, timeout=60)
+    assert deleted.json() == {"msg": "deleted"}
+    record = livy.sessions[sid]
+    assert record.state == "killed" and _group_gone(record.process.pid)
+    assert [s.state for s in record.statements] == ["cancelled"]
+    assert requests.get(f"{livy.url}/sessions/{sid}/state", timeout=30).status_code == 404
 
-        livy.kill_session_process(sid)
 
-        state = requests.get(f"{livy.url}/sessions/{sid}/state", timeout=30).json()
-        assert state == {"id": sid, "state": "dead"}
-        for statement_id in (busy["id"], queued["id"]):
-            statement = requests.get(f"{livy.url}/sessions/{sid}/statements/{statement_id}",
-                                     timeout=30).json()
-            assert statement["state"] == "error"
-            assert statement["output"]["status"] == "error"
-            assert "Interpreter died" in statement["output"]["evalue"]
-        refused = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
-                                json={"code": "1"}, timeout=30)
-        assert refused.status_code == 400
-        assert refused.json() == {"msg": "Session is in state dead"}
-        wait_for(lambda: _group_gone(pid), timeout=30, what="the session's JVMs to exit")
-        deleted = requests.delete(f"{livy.url}/sessions/{sid}", headers=HEADERS, timeout=30)
-        assert deleted.status_code == 200 and deleted.json() == {"msg": "deleted"}
+@pytest.mark.slow
+def test_killed_session_process_makes_the_session_dead_and_fails_its_statements(local_server):
+    livy = local_server
+    sid = start_local_session(livy)
+    started = marker("started")
+    busy = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
+                         json={"code": f"import time\nopen({started!r}, 'w').close()\n"
+                                       "time.sleep(600)"}, timeout=30).json()
+    queued = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
+                           json={"code": "1"}, timeout=30).json()
+    wait_for(lambda: os.path.exists(started), what="the statement to start")
+    pid = livy.sessions[sid].process.pid
+
+    livy.kill_session_process(sid)
+
+    state = requests.get(f"{livy.url}/sessions/{sid}/state", timeout=30).json()
+    assert state == {"id": sid, "state": "dead"}
+    for statement_id in (busy["id"], queued["id"]):
+        statement = requests.get(f"{livy.url}/sessions/{sid}/statements/{statement_id}",
+                                 timeout=30).json()
+        assert statement["state"] == "error"
+        assert statement["output"]["status"] == "error"
+        assert "Interpreter died" in statement["output"]["evalue"]
+    refused = requests.post(f"{livy.url}/sessions/{sid}/statements", headers=HEADERS,
+                            json={"code": "1"}, timeout=30)
+    assert refused.status_code == 400
+    assert refused.json() == {"msg": "Session is in state dead"}
+    wait_for(lambda: _group_gone(pid), timeout=30, what="the session's JVMs to exit")
+    deleted = requests.delete(f"{livy.url}/sessions/{sid}", headers=HEADERS, timeout=30)
+    assert deleted.status_code == 200 and deleted.json() == {"msg": "deleted"}
 
 
 def _group_gone(pgid):
@@ -513,4 +557,3 @@ def _group_gone(pgid):
     except ProcessLookupError:
         return True
     return False
-
