@@ -377,6 +377,26 @@ def test_sql_statements_return_livy_json_tables(server, session):
 
 
 @pytest.mark.slow
+def test_livy_magics_give_json_and_table_output(server, session):
+    sid = session.session_id
+    done = run(server, sid, "counts = {'a': 1, 'b': [2, 3]}\nprint('before')\n%json counts")
+    assert done["output"]["data"] == {"application/json": {"a": 1, "b": [2, 3]},
+                                      "text/plain": "before"}
+    rows = run(server, sid, "rows = spark.createDataFrame([(1, 'x', None), (2, 'y', 0.5)],"
+                            " 'n int, s string, f double').collect()\n%table rows")
+    table = rows["output"]["data"]["application/vnd.livy.table.v1+json"]
+    assert table == {"headers": [{"name": "f", "type": "DOUBLE_TYPE"},
+                                 {"name": "n", "type": "INT_TYPE"},
+                                 {"name": "s", "type": "STRING_TYPE"}],
+                     "data": [[None, 1, "x"], [0.5, 2, "y"]]}
+    unknown = run(server, sid, "%plot counts")
+    assert unknown["output"]["ename"] == "UnknownMagic"
+    assert unknown["output"]["evalue"] == "unknown magic command 'plot'"
+    missing = run(server, sid, "%json no_such_name")
+    assert missing["output"]["ename"] == "KeyError"
+
+
+@pytest.mark.slow
 def test_session_log_collects_the_processes_stderr(server, session):
     sid = session.session_id
     run(server, sid, "import sys\nprint('line for the session log', file=sys.__stderr__, "
