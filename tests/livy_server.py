@@ -469,11 +469,11 @@ class LivyServer:
             session = self._get(session_id)
             del self._active[session_id]
             session.killed_on_purpose = True
-            if session.state not in ("dead", "error", "killed", "success"):
+            was = session.state
+            if was not in ("dead", "error", "killed", "success"):
                 session.state = "shutting_down"
         if session.process is not None and session.process.poll() is None:
-            running = session.running_statement()
-            if running is not None or session.state == "starting":
+            if was in ("starting", "busy"):
                 # a busy or starting interpreter would not read the request: stop it hard
                 session.kill_process_group()
             elif not session.send({"type": "shutdown"}):
