@@ -5,7 +5,8 @@ SparkSession, then executes statements one at a time in a namespace that holds `
 ``sc`` and ``sqlContext``, with ``sys.stdout``/``sys.stderr`` captured into a buffer that is
 returned, stripped, as the statement's ``text/plain`` output when the statement ends. The
 last statement of a cell that is an expression has its ``repr`` printed, like an
-interactive shell. As in Livy, the buffer is only drained by a statement that succeeds:
+interactive shell; Livy's ``%json name`` and ``%table name`` magic lines give
+``application/json`` and ``application/vnd.livy.table.v1+json`` output. As in Livy, the buffer is only drained by a statement that succeeds:
 text printed by a failing statement, or by a background thread between statements, shows up
 in the output of the next successful one.
 
@@ -20,8 +21,10 @@ descriptor ``argv[1]`` and reads messages from ``argv[2]``.
   while it runs, ``{"type": "progress", "id", "progress"}`` messages follow Spark's tasks;
 * command ``{"type": "shutdown"}`` -> the SparkSession stops and the process exits.
 
-SIGINT interrupts the statement being executed (its Spark jobs are cancelled and
-``KeyboardInterrupt`` is raised in it); between statements SIGINT is ignored. The process's
+SIGINT interrupts the statement being executed: Python code gets ``KeyboardInterrupt``; a
+statement waiting for the JVM (a Spark job) has its jobs cancelled from another thread, so
+the call fails with Spark's cancellation error (the waiting thread's py4j connection cannot
+carry a second call). Between statements SIGINT is ignored. The process's
 own stdout/stderr (Spark's log) are the session log the server collects.
 """
 
@@ -116,14 +119,98 @@ def _error_output(exc: BaseException, user_frames: bool = True) -> dict:
             "traceback": lines}
 
 
-def _run_python(code: str, namespace: dict) -> None:
-    """Execute a cell: every node but the last as a module, the last interactively."""
-    tree = ast.parse(code, STATEMENT_FILE, "exec")
-    body, last = tree.body[:-1], tree.body[-1:]
-    for node in body:
-        exec(compile(ast.Module([node], []), STATEMENT_FILE, "exec"), namespace)
-    for node in last:
-        exec(compile(ast.Interactive([node]), STATEMENT_FILE, "single"), namespace)
+def _run_python(code: str, namespace: dict) -> dict:
+    """Execute a cell; returns the extra output data of its last magic line, if any.
+
+    Every node but the last runs as a module, the last interactively (its value printed).
+    A cell that does not parse is split into Python chunks and Livy's magic lines
+    (``%json name``, ``%table name``), which are run in order.
+    """
+    try:
+        chunks = [ast.parse(code, STATEMENT_FILE, "exec")]
+    except SyntaxError:
+        chunks = _split_magics(code)
+    data = {}
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            data = _run_magic(chunk, namespace)
+            continue
+        body, last = chunk.body[:-1], chunk.body[-1:]
+        for node in body:
+            exec(compile(ast.Module([node], []), STATEMENT_FILE, "exec"), namespace)
+        for node in last:
+            exec(compile(ast.Interactive([node]), STATEMENT_FILE, "single"), namespace)
+        data = {}
+    return data
+
+
+class UnknownMagic(Exception):
+    """A ``%`` line that names no magic of Livy's Python interpreter."""
+
+
+def _split_magics(code: str) -> list:
+    """Python chunks (parsed; a SyntaxError propagates) and magic lines, in order."""
+    chunks, pending = [], []
+    for line in code.rstrip().split("\n"):
+        if line.startswith("%"):
+            if pending:
+                chunks.append("\n".join(pending))
+                pending = []
+            chunks.append(line)
+        else:
+            pending.append(line)
+    if pending:
+        chunks.append("\n".join(pending))
+    return [chunk if chunk.startswith("%") else ast.parse(chunk, STATEMENT_FILE, "exec")
+            for chunk in chunks]
+
+
+def _run_magic(line: str, namespace: dict) -> dict:
+    name, _, argument = line[1:].partition(" ")
+    if name == "json":
+        return {"application/json": namespace[argument.strip()]}
+    if name == "table":
+        return {"application/vnd.livy.table.v1+json": _table(namespace[argument.strip()])}
+    raise UnknownMagic(f"unknown magic command '{name}'" if name
+                       else "magic command not specified")
+
+
+_TABLE_TYPES = ((bool, "BOOLEAN_TYPE"), (int, "INT_TYPE"), (float, "DOUBLE_TYPE"),
+                (type(None), "NULL_TYPE"))
+
+
+def _table_cell(value):
+    for python_type, livy_type in _TABLE_TYPES:
+        if isinstance(value, python_type):
+            return livy_type, value
+    if isinstance(value, (list, tuple)):
+        return "ARRAY_TYPE", [_table_cell(item)[1] for item in value]
+    if isinstance(value, dict):
+        return "MAP_TYPE", {key: _table_cell(item)[1] for key, item in value.items()}
+    return "STRING_TYPE", str(value)
+
+
+def _table(value) -> dict:
+    """Rows (Spark Rows, dicts, sequences or scalars) as Livy's table: headers and data."""
+    rows = value if isinstance(value, (list, tuple)) else [value]
+    headers, data = {}, []
+    for row in rows:
+        if type(row).__name__ == "Row":
+            row = row.asDict()
+        if not isinstance(row, (list, tuple, dict)):
+            row = [row]
+        cells = sorted(row.items()) if isinstance(row, dict) else list(enumerate(row))
+        values = []
+        for key, cell in cells:
+            cell_type, cell = _table_cell(cell)
+            header = headers.setdefault(key, {"name": str(key), "type": cell_type})
+            if header["type"] == "NULL_TYPE":
+                header["type"] = cell_type
+            elif cell_type not in ("NULL_TYPE", header["type"]):
+                raise TypeError("table rows have different types")
+            values.append(cell)
+        data.append(values)
+    return {"headers": [headers[key] for key in sorted(headers, key=str)], "data": data}
 
 
 def _run_sql(code: str, spark) -> dict:
@@ -181,6 +268,37 @@ class _Progress(threading.Thread):
         return round(done / total, 4) if total else None
 
 
+class _Canceller(threading.Thread):
+    """Cancels every Spark job on request, from its own thread (and JVM connection)."""
+
+    def __init__(self, sc):
+        super().__init__(daemon=True, name="statement-canceller")
+        self._sc = sc
+        self._requested = threading.Event()
+
+    def request(self):
+        self._requested.set()
+
+    def run(self):
+        while True:
+            self._requested.wait()
+            self._requested.clear()
+            try:
+                self._sc.cancelAllJobs()
+            except Exception as exc:  # the JVM may be going away
+                print(f"cancelling Spark jobs failed: {exc}", file=sys.__stderr__)
+
+
+def _inside_py4j(frame) -> bool:
+    """Whether the interrupted code is waiting in a call into the JVM."""
+    marker = os.sep + "py4j" + os.sep
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _job_group(statement_id) -> str:
     return f"livy-statement-{statement_id}"
 
@@ -224,14 +342,18 @@ def main() -> int:
     namespace = _namespace(spark)
 
     executing = threading.Event()
+    canceller = _Canceller(sc)
+    canceller.start()
 
     def on_sigint(signum, frame):
         if not executing.is_set():
             return
-        try:
-            sc.cancelAllJobs()
-        finally:
-            raise KeyboardInterrupt
+        if _inside_py4j(frame):
+            # the thread's JVM connection is busy with this call: cancel its Spark jobs
+            # from another thread and let the call fail with Spark's cancellation error
+            canceller.request()
+            return
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
     progress = _Progress(channel, sc)
@@ -253,27 +375,23 @@ def main() -> int:
             statement_id = command["id"]
             sc.setJobGroup(_job_group(statement_id), f"Livy statement {statement_id}")
             progress.follow(statement_id)
-            sql_result = None
             try:
                 try:
                     executing.set()
                     if command.get("kind") == "sql":
-                        sql_result = _run_sql(command["code"], spark)
+                        data = {"application/json": _run_sql(command["code"], spark)}
                     else:
-                        _run_python(command["code"], namespace)
+                        data = _run_python(command["code"], namespace)
                 finally:
                     executing.clear()
-            except SyntaxError as exc:
+            except (SyntaxError, UnknownMagic) as exc:
                 result = _error_output(exc, user_frames=False)
             except BaseException as exc:  # the statement's failure is its output
                 result = _error_output(exc)
             else:
-                text = output.drain().rstrip()
-                data = {"text/plain": text}
-                if sql_result is not None:
-                    data = {"application/json": sql_result}
-                    if text:
-                        data["text/plain"] = text
+                text = (data.pop("text/plain", "") + output.drain()).rstrip()
+                if text or not data:
+                    data["text/plain"] = text
                 result = {"status": "ok", "data": data}
             progress.follow(None)
             result["execution_count"] = execution_count

@@ -12,8 +12,12 @@ What a test can rely on:
   ``sessions`` (id -> :class:`Session`, deleted ones included); ``kill_session_process(id)``.
 * ``python=None`` runs sessions on :func:`bare_python`: pyspark is importable there but
   ``maggy_magic`` is not (also on the executors, through ``PYSPARK_PYTHON``).
-* statements run one at a time; the others wait. Output is returned only when a statement
-  ends. An exception gives an ``available`` statement whose output has ``status: error``.
+* statements run one at a time; the others wait. Output (stdout, then stderr, stripped) is
+  returned only when a statement ends. An exception gives an ``available`` statement whose
+  output has ``status: error``. As in Livy, text printed by a failing statement or by a
+  background thread between statements comes with the next successful statement's output;
+  Python warnings go to stderr, so they land in the output too (pyspark 4's warning on
+  ``DataFrame.toJSON`` breaks clients that parse rows from the text, as on a real Livy).
   Cancel interrupts a running statement (SIGINT -> ``KeyboardInterrupt``, Spark jobs
   cancelled) and leaves it ``cancelled``; a waiting one is cancelled without running.
 * ``kill_session_process`` kills a session's process abruptly: the session becomes ``dead``
@@ -201,14 +205,22 @@ class Session:
                 os.close(self._command_fd)
                 self._command_fd = None
 
-    def kill_process_group(self) -> None:
-        """SIGKILL the REPL and everything it started (the Spark JVMs)."""
+    def kill_process_group(self, wait: float = 0.0) -> None:
+        """SIGKILL the REPL and everything it started (the Spark JVMs).
+
+        With ``wait``, waits up to that many seconds for the whole group to be gone.
+        """
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     def running_statement(self) -> Optional[Statement]:
         for statement in self.statements:
@@ -431,7 +443,7 @@ class LivyServer:
 
     def _on_exit(self, session: Session) -> None:
         """The REPL is gone: a deleted session is killed, any other one is dead."""
-        session.kill_process_group()
+        session.kill_process_group(wait=STOP_GRACE)
         session.close_commands()
         code = session.process.returncode
         with self._lock:
@@ -457,11 +469,11 @@ class LivyServer:
             session = self._get(session_id)
             del self._active[session_id]
             session.killed_on_purpose = True
-            if session.state not in ("dead", "error", "killed", "success"):
+            was = session.state
+            if was not in ("dead", "error", "killed", "success"):
                 session.state = "shutting_down"
         if session.process is not None and session.process.poll() is None:
-            running = session.running_statement()
-            if running is not None or session.state == "starting":
+            if was in ("starting", "busy"):
                 # a busy or starting interpreter would not read the request: stop it hard
                 session.kill_process_group()
             elif not session.send({"type": "shutdown"}):
@@ -484,7 +496,8 @@ class LivyServer:
 
     # -- statements ------------------------------------------------------------------------
 
-    def create_statement(self, session_id: int, request: dict) -> Statement:
+    def create_statement(self, session_id: int, request: dict) -> dict:
+        """Queue a statement; returns its view as created (``waiting``)."""
         code = request.get("code")
         if not isinstance(code, str):
             raise LivyError(400, "code must be a string")
@@ -502,8 +515,9 @@ class LivyServer:
                 raise LivyError(400, f"Session is in state {session.state}")
             statement = Statement(len(session.statements), code, kind)
             session.statements.append(statement)
+            view = statement.view()
         self._dispatch(session)
-        return statement
+        return view
 
     def _dispatch(self, session: Session) -> None:
         """Start the next waiting statement if the interpreter is idle."""
@@ -737,8 +751,7 @@ class _Handler(BaseHTTPRequestHandler):
                 size = _int(query["size"]) if "size" in query else None
                 return 200, livy.statements_view(session_id, _int(query.get("from", "0")), size)
             if method == "POST":
-                statement = livy.create_statement(session_id, self._json_body(body))
-                return 201, statement.view()
+                return 201, livy.create_statement(session_id, self._json_body(body))
         match = self._STATEMENT.match(path)
         if match and method == "GET":
             statement = livy.statement(_int(match.group(1)), _int(match.group(2)))
