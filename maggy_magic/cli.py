@@ -177,6 +177,10 @@ def _print_result(result: Any, rows: int = 50) -> None:
     if result.trial_records:
         click.echo(format_table(result.trial_records, result.optimization_key,
                                 result.direction, max_rows=rows))
+    ablation = result.ablation
+    if ablation is not None:
+        click.echo("components (difference from the base):")
+        click.echo(ablation.to_string(index=False))
     click.echo(f"run directory: {result.run_dir}")
 
 

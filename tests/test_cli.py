@@ -68,6 +68,29 @@ def test_show_prints_summary_trials_and_directory():
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+def region_data(ablated_features):
+    return sorted(ablated_features)
+
+
+def count_regions(dataset_function):
+    return 10 - len(dataset_function())  # the base keeps every region: the best score
+
+
+def test_show_prints_an_ablation_studys_components():
+    from maggy_magic import AblationConfig, AblationStudy
+
+    study = AblationStudy("regions", 1, "y", dataset_generator=region_data)
+    study.features.include("top", "center")
+    result = experiment.lagom(count_regions, AblationConfig(
+        study, name="regions", workers=1))
+    out = cli("show", f"regions/{result.run_id}")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout[out.stdout.index("components (difference from the base):"):]
+    rows = [line.split() for line in lines.splitlines()[2:5]]
+    assert [(row[0], row[1], row[-1]) for row in rows] == [
+        ("base", "base", "0.0"), ("top", "feature", "-1.0"), ("center", "feature", "-1.0")]
+
+
 def _notebook(path, body):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("n_trials = 2\nname = 'nb'")
