@@ -4,6 +4,7 @@ through ``experiment.lagom`` and the real driver, worker loop and backends."""
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 
 import cloudpickle
@@ -141,8 +142,29 @@ def test_bad_model_or_dataset_is_refused_before_any_worker_starts(model, dataset
     with pytest.raises(DistTrainingError, match=message.replace("[", r"\[")) as info:
         experiment.lagom(tf_dist_fns.train_keras3, config(model=model, dataset=dataset))
     assert "\n" not in str(info.value)
-    assert "tensorflow" not in sys.modules  # the checks import no TensorFlow
     assert not os.path.exists("maggy_experiments")
+
+
+def test_the_checks_import_no_tensorflow(tmp_path):
+    """Refusing a bad model or dataset happens in the kernel without TensorFlow (a fresh
+    interpreter: other tests of this process may have imported it)."""
+    code = (
+        "import sys\n"
+        "from maggy_magic import experiment\n"
+        "from maggy_magic.dist.config import TfDistributedConfig\n"
+        "from maggy_magic.errors import DistTrainingError\n"
+        "try:\n"
+        "    experiment.lagom(lambda model: 0, TfDistributedConfig(model=3, workers=2))\n"
+        "except DistTrainingError as exc:\n"
+        "    print('refused:', exc)\n"
+        "print('tensorflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                             os.path.dirname(os.path.abspath(__file__)))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: model must be a Keras model class"), out.stdout
+    assert out.stdout.splitlines()[-1] == "False"
 
 
 def test_tf_config_lists_workers_in_rank_order():
