@@ -11,7 +11,6 @@ waits, so Ctrl-C (KeyboardInterrupt) lands here and is turned into a clean inter
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from typing import Any, Callable, Iterable, Optional
@@ -21,6 +20,7 @@ from .driver import Driver, DriverSettings
 from .earlystop import get_earlystop
 from .errors import ExperimentInterrupted, ResumeError, error_class
 from .events import EventStream, Listener
+from .logs import logger
 from .portable import serialize
 from .result import ExperimentResult
 from .runs import find_run
@@ -158,7 +158,7 @@ def _write_hparams(run_dir: str, config: dict, result: ExperimentResult) -> None
     try:
         write(run_dir, config, result.trial_records)
     except Exception as exc:  # noqa: BLE001 - the summary is a view, the result is kept
-        logging.getLogger("maggy_magic").warning(
+        logger().warning(
             "maggy-magic: no HParams summary for run %s: %s: %s", result.run_id,
             type(exc).__name__, exc)
 

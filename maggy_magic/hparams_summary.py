@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import math
 import os
 import socket
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .logs import logger
 from .tensorboard import run_logdir, trial_logdir
-
-log = logging.getLogger("maggy_magic")
 
 #: Event files of this writer end with this suffix (and are replaced on every write).
 SUFFIX = ".maggy-hparams"
@@ -52,7 +50,7 @@ def write(run_dir: str, config: Dict[str, Any], records: List[Dict[str, Any]]) -
     try:
         from tensorboard.compat.proto import event_pb2  # noqa: F401
     except ImportError:
-        log.info("maggy-magic: tensorboard is not installed, so run %s has no HParams "
+        logger().info("maggy-magic: tensorboard is not installed, so run %s has no HParams "
                  "summary (pip install tensorboard)", os.path.basename(run_dir))
         return None
     records = [r for r in records if r.get("start") is not None]

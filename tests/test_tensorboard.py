@@ -152,6 +152,9 @@ def test_summary_is_rewritten_not_duplicated_and_skipped_without_tensorboard(
         assert len(glob.glob(os.path.join(folder, f"*{SUFFIX}"))) == 1, folder
 
     monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)
+    # what a library's logging.config.dictConfig (sparkmagic's, on import) does to every
+    # logger that exists by then: the line must still be logged
+    monkeypatch.setattr(logging.getLogger("maggy_magic"), "disabled", True)
     with caplog.at_level(logging.INFO, logger="maggy_magic"):
         assert write(result.run_dir, config, result.trial_records) is None
     assert [r.getMessage() for r in caplog.records] == [

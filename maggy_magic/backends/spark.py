@@ -22,7 +22,6 @@ pyspark is imported only when this backend is used; a missing pyspark is a
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 import sys
@@ -32,9 +31,8 @@ import uuid
 from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError, ExperimentFailed, did_you_mean
+from ..logs import logger
 from .base import Backend, Launch
-
-log = logging.getLogger(__name__)
 
 #: Settings of a SparkSession this backend creates (``conf=`` overrides them).
 SESSION_DEFAULTS = {
@@ -297,7 +295,7 @@ class SparkBackend(Backend):
                                                 f"maggy-magic: the driver lost worker "
                                                 f"{partition}")
         except Exception as exc:  # noqa: BLE001 - best effort; the driver already retried
-            log.warning("could not kill the Spark task of lost worker %s: %s", partition, exc)
+            logger(__name__).warning("could not kill the Spark task of lost worker %s: %s", partition, exc)
 
 
 # -- helpers ------------------------------------------------------------------------------
