@@ -2,10 +2,17 @@
 
 import json
 import os
+import tempfile
 
 import pytest
 
 from livy_server import livy_server  # noqa: F401  (fixture: a Livy REST test server per module)
+
+
+def pytest_configure(config):
+    # sparkmagic reads (and creates) its config under ~/.sparkmagic unless told otherwise:
+    # keep the tests away from the user's own, before any test module imports sparkmagic
+    os.environ.setdefault("SPARKMAGIC_CONF_DIR", tempfile.mkdtemp(prefix="sparkmagic-conf-"))
 
 
 @pytest.fixture(autouse=True)

@@ -365,6 +365,20 @@ def test_settings_come_from_sparkmagic_config(tmp_path, monkeypatch):
     assert LivySettings(url="http://elsewhere:8998")._password is None
 
 
+
+def test_an_empty_or_broken_sparkmagic_config(tmp_path, monkeypatch):
+    from maggy_magic.backends.livy.settings import read_sparkmagic_config
+    from maggy_magic.errors import ConfigError
+
+    monkeypatch.setenv("SPARKMAGIC_CONF_DIR", str(tmp_path))
+    (tmp_path / "config.json").write_text("")  # what sparkmagic itself creates
+    assert read_sparkmagic_config() == {}
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError) as info:
+        read_sparkmagic_config()
+    assert "fix the JSON or point SPARKMAGIC_CONF_DIR elsewhere" in str(info.value)
+
+
 @pytest.mark.parametrize("options, fragment", [
     ({"sesion": "s1"}, "unknown livy backend option 'sesion'; did you mean 'session'"),
     ({"url": "http://x:1", "auth": "basic", "user": "u"}, "needs a user"),

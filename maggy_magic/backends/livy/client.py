@@ -170,7 +170,12 @@ class LivyClient:
             posted = {}
             state = answer.get("state")
             if state in ("available", "error", "cancelled") or answer.get("output"):
-                return _output_text(answer, what, self.shown)
+                try:
+                    return _output_text(answer, what, self.shown)
+                except LivyStatementError:
+                    # a statement cut short by its session's death is the session's story
+                    self.check_alive(session_id)
+                    raise
             now = time.monotonic()
             if now - start > timeout:
                 self._cancel(path)

@@ -40,13 +40,14 @@ def config_path() -> str:
 
 
 def read_sparkmagic_config(path: Optional[str] = None) -> Dict[str, Any]:
-    """sparkmagic's config as a dict ({} when there is no file)."""
+    """sparkmagic's config as a dict ({} when there is no file or it is empty)."""
     path = path or config_path()
     if not os.path.exists(path):
         return {}
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            text = handle.read()
+        data = json.loads(text) if text.strip() else {}  # sparkmagic creates it empty
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read sparkmagic's config {path} ({type(exc).__name__}); "
                           "fix the JSON or point SPARKMAGIC_CONF_DIR elsewhere") from None
