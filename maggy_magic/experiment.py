@@ -152,15 +152,24 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
 
 
 def _write_hparams(run_dir: str, config: dict, result: ExperimentResult) -> None:
-    """TensorBoard's HParams summary of the run; failing to write it never costs the result."""
-    from .hparams_summary import write
+    """Start writing TensorBoard's HParams summary of the run.
 
-    try:
-        write(run_dir, config, result.trial_records)
-    except Exception as exc:  # noqa: BLE001 - the summary is a view, the result is kept
-        logger().warning(
-            "maggy-magic: no HParams summary for run %s: %s: %s", result.run_id,
-            type(exc).__name__, exc)
+    It costs about a millisecond per trial (a folder and an event file each), so it is
+    written by a thread of its own (not a daemon: the interpreter waits for it at exit)
+    and the result comes back at once; :func:`~maggy_magic.hparams_summary.wait_for_writers`
+    waits for it. Failing to write it never costs the result.
+    """
+    from .hparams_summary import WRITER_THREAD, write
+
+    def work() -> None:
+        try:
+            write(run_dir, config, result.trial_records)
+        except Exception as exc:  # noqa: BLE001 - the summary is a view, the result is kept
+            logger().warning(
+                "maggy-magic: no HParams summary for run %s: %s: %s", result.run_id,
+                type(exc).__name__, exc)
+
+    threading.Thread(target=work, name=WRITER_THREAD, daemon=False).start()
 
 
 def _record_run(result: ExperimentResult) -> None:

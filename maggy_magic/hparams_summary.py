@@ -24,11 +24,15 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .logs import logger
 from .tensorboard import run_logdir, trial_logdir
+
+#: Name of the threads that write a finished run's summary (see experiment.run).
+WRITER_THREAD = "maggy-hparams"
 
 #: Event files of this writer end with this suffix (and are replaced on every write).
 SUFFIX = ".maggy-hparams"
@@ -37,6 +41,14 @@ STATUS = {"FINISHED": "STATUS_SUCCESS", "EARLY_STOPPED": "STATUS_SUCCESS",
           "FAILED": "STATUS_FAILURE"}
 #: Hyperparameters that describe an ablation trial.
 ABLATION_HPARAMS = ("component", "component_kind")
+
+
+def wait_for_writers(timeout: Optional[float] = None) -> None:
+    """Wait until the summaries that runs of this process are still writing are written."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == WRITER_THREAD and thread is not threading.current_thread():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 def write(run_dir: str, config: Dict[str, Any], records: List[Dict[str, Any]]) -> Optional[str]:

@@ -59,6 +59,9 @@ def command(run_dir: str) -> str:
 def how_to_open(run_dir: str) -> str:
     """What ``%maggy tensorboard`` and ``maggy-magic tensorboard`` print: the command, and
     a note when the run has no TensorBoard folder (yet)."""
+    from .hparams_summary import wait_for_writers
+
+    wait_for_writers(timeout=60)  # a run of this process may still be writing its summary
     text = command(run_dir)
     if not os.path.isdir(run_logdir(run_dir)):
         text += (f"\n(no {run_logdir(run_dir)} yet: it appears when a trial calls "

@@ -15,7 +15,7 @@ import pytest
 from maggy_magic import (AblationConfig, AblationStudy, ExperimentFailed,
                          HyperparameterOptConfig, Searchspace, experiment, tensorboard)
 from maggy_magic.errors import NotInTrialError
-from maggy_magic.hparams_summary import SUFFIX, write
+from maggy_magic.hparams_summary import SUFFIX, wait_for_writers, write
 
 SPACE = Searchspace(lr=("DOUBLE", [0.001, 0.1], "log"), layers=("INTEGER", [1, 4]),
                     act=("CATEGORICAL", ["relu", "tanh"]), width=("DISCRETE", [8, 16]),
@@ -70,6 +70,8 @@ def hparams_view(logdir):
     """``(experiment, {session name: session group})`` from TensorBoard's HParams plugin
     handlers over its event multiplexer and data provider."""
     from tensorboard import context
+
+    wait_for_writers()  # the summary of a run is written by a thread after lagom returns
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
     from tensorboard.plugins.hparams import (api_pb2, backend_context, get_experiment,
@@ -145,6 +147,7 @@ def test_summary_is_rewritten_not_duplicated_and_skipped_without_tensorboard(
     result = experiment.lagom(scored, HyperparameterOptConfig(
         num_trials=2, searchspace=SPACE, optimization_key="accuracy", es_policy="none",
         workers=1, name="again", max_failures=2))
+    wait_for_writers()  # the run's own summary first, then this test's rewrite
     config = {"kind": "hpo", "searchspace": SPACE.to_dict(), "optimization_key": "accuracy"}
     write(result.run_dir, config, result.trial_records)
     for folder in [tensorboard.run_logdir(result.run_dir)] + [
@@ -165,6 +168,7 @@ def test_summary_is_rewritten_not_duplicated_and_skipped_without_tensorboard(
         num_trials=1, searchspace=SPACE, optimization_key="accuracy", es_policy="none",
         workers=1, name="no-tb", max_failures=1))
     assert len(plain.trial_records) == 1
+    wait_for_writers()
     assert not os.path.exists(tensorboard.run_logdir(plain.run_dir))
 
 
