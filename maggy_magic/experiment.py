@@ -159,7 +159,10 @@ def _write_hparams(run_dir: str, config: dict, result: ExperimentResult) -> None
     and the result comes back at once; :func:`~maggy_magic.hparams_summary.wait_for_writers`
     waits for it. Failing to write it never costs the result.
     """
-    from .hparams_summary import WRITER_THREAD, write
+    from .hparams_summary import WRITER_THREAD, available, write
+
+    if not available(run_dir):
+        return
 
     def work() -> None:
         try:

@@ -51,6 +51,22 @@ def wait_for_writers(timeout: Optional[float] = None) -> None:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
+def available(run_dir: str) -> bool:
+    """Import what :func:`write` needs (so a writer thread imports nothing, which could
+    fail while the interpreter shuts down); False, with one info log line naming
+    ``run_dir``'s run, when the ``tensorboard`` package is not installed."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2  # noqa: F401
+        from tensorboard.plugins.scalar.summary_v2 import scalar_pb  # noqa: F401
+        from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: F401
+    except ImportError:
+        logger().info("maggy-magic: tensorboard is not installed, so run %s has no HParams "
+                      "summary (pip install tensorboard)", os.path.basename(run_dir))
+        return False
+    return True
+
+
 def write(run_dir: str, config: Dict[str, Any], records: List[Dict[str, Any]]) -> Optional[str]:
     """Write the HParams summary of a run; the folder written, or None (and one info log
     line) when the ``tensorboard`` package is not installed.
@@ -59,11 +75,7 @@ def write(run_dir: str, config: Dict[str, Any], records: List[Dict[str, Any]]) -
     its trial records (``Trial.to_dict()`` / ``result.json``'s ``trials``). Trials that
     never started are left out.
     """
-    try:
-        from tensorboard.compat.proto import event_pb2  # noqa: F401
-    except ImportError:
-        logger().info("maggy-magic: tensorboard is not installed, so run %s has no HParams "
-                 "summary (pip install tensorboard)", os.path.basename(run_dir))
+    if not available(run_dir):
         return None
     records = [r for r in records if r.get("start") is not None]
     ablation = config.get("kind") == "ablation"
