@@ -239,6 +239,27 @@ def test_bad_dist_configs_get_one_line_errors(kwargs, fragment):
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
+class Wide(torch.nn.Module):
+    def __init__(self, hidden=4):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, hidden)
+
+
+def test_hparams_that_build_the_module_need_not_be_training_arguments():
+    from maggy_magic.errors import TrainFunctionError
+
+    def fits(module, train_set, lr, reporter):  # `hidden` only builds the module
+        return 0.0
+
+    config = TorchDistributedConfig(Wide, [make_data()], {"hidden": 8, "lr": 0.1})
+    config.validate()
+    config.trial_function(fits, config.make_optimizer())  # accepted
+    # a hyperparameter that neither the module nor the function takes is still refused
+    config = TorchDistributedConfig(Wide, [make_data()], {"hidden": 8, "lr": 0.1, "mom": 1})
+    with pytest.raises(TrainFunctionError, match="does not take hyperparameter\\(s\\) mom"):
+        config.trial_function(fits, config.make_optimizer())
+
+
 def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
     from maggy_magic.dist.config import DistributedConfig
 

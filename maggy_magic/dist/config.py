@@ -18,6 +18,7 @@ the same driver, worker loop and backends as any experiment.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from typing import Any, Callable, Dict, Optional
 
@@ -118,7 +119,11 @@ class DistributedConfig(RunOptions):
         from ..worker import check_signature
         from .runner import INJECTED, DistRunner
 
-        check_signature(train_fn, self.hparams.keys(), extras=INJECTED)
+        # hyperparameters that build the model (its constructor's arguments) need not be
+        # arguments of the training function too
+        built = _constructor_names(self.model, self.hparams)
+        check_signature(train_fn, [k for k in self.hparams if k not in built],
+                        extras=tuple(INJECTED) + tuple(built))
         return DistRunner(self.framework, train_fn, self.model, self.dataset, self.shard)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -183,3 +188,18 @@ class TfDistributedConfig(DistributedConfig):
         _unsupported(process_data=process_data, mixed_precision=mixed_precision)
         super().__init__(model, dataset, hparams, name=name, hb_interval=hb_interval,
                          description=description, **options)
+
+
+def _constructor_names(model: Any, hparams: Dict[str, Any]) -> set:
+    """The hyperparameters a model class or factory takes when it is built for a rank."""
+    if not callable(model):
+        return set()
+    try:
+        target = model.__init__ if isinstance(model, type) else model
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return set(hparams)
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name in hparams}
