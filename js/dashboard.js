@@ -13,7 +13,7 @@
 
 import {
   ablationBars, curveExtent, downsample, elapsedSeconds, formatDuration, formatParams, formatSeconds,
-  formatTick, formatValue, mergeLogTail, nextSort, niceTicks, paramColumns,
+  formatTick, formatValue, mergeLogTail, nextSort, niceTicks, tableColumns,
   progressSegments, sortRows,
 } from "./state.js";
 
@@ -193,10 +193,7 @@ function render({ model, el }) {
   function updateTable() {
     const data = model.get("trials") || {};
     const rows = sortRows(data.rows || [], sort.key, sort.desc);
-    const params = paramColumns(rows);
-    const columns = [["trial", "trial"], ["state", "state"],
-      ...params.map((p) => [`param:${p}`, p]),
-      ["step", "step"], ["metric", status.metric || "metric"], ["worker", "worker"], ["duration", "duration"]];
+    const columns = tableColumns(rows, status.metric);
     const head = h("tr");
     for (const [key, label] of columns) {
       const arrow = sort.key === key ? (sort.desc ? " ▼" : " ▲") : "";

@@ -63,6 +63,19 @@ export function paramColumns(rows) {
 }
 
 /**
+ * The trial table's columns as [key, label] pairs: trial, its rank when the rows are the
+ * ranks of a distributed run, state, one per hyperparameter, step, the metric (labelled
+ * `metricLabel`), worker and duration.
+ */
+export function tableColumns(rows, metricLabel) {
+  const ranked = rows.some((row) => row.rank !== undefined && row.rank !== null);
+  return [["trial", "trial"], ...(ranked ? [["rank", "rank"]] : []), ["state", "state"],
+    ...paramColumns(rows).map((p) => [`param:${p}`, p]),
+    ["step", "step"], ["metric", metricLabel || "metric"], ["worker", "worker"],
+    ["duration", "duration"]];
+}
+
+/**
  * Merge a worker's synced log tail into the lines a pane already shows.
  *
  * `pane` is {total, lines} (null for a new pane); `update` is the kernel's

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import {
   compareValues, curveExtent, downsample, elapsedSeconds, formatDuration, formatParams,
   formatSeconds, formatTick, formatValue, mergeLogTail, nextSort, niceTicks, paramColumns,
-  progressSegments, sortRows,
+  progressSegments, sortRows, tableColumns,
 } from "../state.js";
 import { bundle } from "../build.mjs";
 
@@ -134,4 +134,13 @@ test("the bundle is one module with no imports left", () => {
   assert.ok(!/^import /m.test(js));
   assert.ok(js.includes("export default { render }"));
   assert.ok(!/^export (const|function) /m.test(js));
+});
+
+test("the ranks of a distributed run get a rank column after the trial", () => {
+  const ranks = [{ trial: "0000", rank: 0, params: { lr: 0.1 } },
+    { trial: "0001", rank: 1, params: { lr: 0.1 } }];
+  assert.deepEqual(tableColumns(ranks, "loss").map(([key]) => key),
+    ["trial", "rank", "state", "param:lr", "step", "metric", "worker", "duration"]);
+  assert.equal(tableColumns(ranks, "loss")[5][1], "loss");
+  assert.deepEqual(tableColumns(rows).slice(0, 2).map(([key]) => key), ["trial", "state"]);
 });

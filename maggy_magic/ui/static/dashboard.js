@@ -65,6 +65,19 @@ function paramColumns(rows) {
 }
 
 /**
+ * The trial table's columns as [key, label] pairs: trial, its rank when the rows are the
+ * ranks of a distributed run, state, one per hyperparameter, step, the metric (labelled
+ * `metricLabel`), worker and duration.
+ */
+function tableColumns(rows, metricLabel) {
+  const ranked = rows.some((row) => row.rank !== undefined && row.rank !== null);
+  return [["trial", "trial"], ...(ranked ? [["rank", "rank"]] : []), ["state", "state"],
+    ...paramColumns(rows).map((p) => [`param:${p}`, p]),
+    ["step", "step"], ["metric", metricLabel || "metric"], ["worker", "worker"],
+    ["duration", "duration"]];
+}
+
+/**
  * Merge a worker's synced log tail into the lines a pane already shows.
  *
  * `pane` is {total, lines} (null for a new pane); `update` is the kernel's
@@ -439,10 +452,7 @@ function render({ model, el }) {
   function updateTable() {
     const data = model.get("trials") || {};
     const rows = sortRows(data.rows || [], sort.key, sort.desc);
-    const params = paramColumns(rows);
-    const columns = [["trial", "trial"], ["state", "state"],
-      ...params.map((p) => [`param:${p}`, p]),
-      ["step", "step"], ["metric", status.metric || "metric"], ["worker", "worker"], ["duration", "duration"]];
+    const columns = tableColumns(rows, status.metric);
     const head = h("tr");
     for (const [key, label] of columns) {
       const arrow = sort.key === key ? (sort.desc ? " ▼" : " ▲") : "";
