@@ -38,6 +38,17 @@ from .randomsearch import (reject_options, require_num_trials, require_params,
 DEDUPE_TRIES = 64
 
 
+def sample_unseen(searchspace: Any, seed: Any, index: int, seen: Any) -> Dict[str, Any]:
+    """The index-th random draw of ``seed``'s stream, or a later draw of that index's own
+    stream if its :func:`config_key` is in ``seen`` (up to :data:`DEDUPE_TRIES` draws)."""
+    params = sample_config(searchspace, seed, index)
+    for attempt in range(1, DEDUPE_TRIES):
+        if config_key(params) not in seen:
+            break
+        params = sample_config(searchspace, seed, f"{index}:{attempt}")
+    return params
+
+
 def config_key(params: Dict[str, Any]) -> str:
     """A canonical string for a configuration (equal configurations, equal keys)."""
     return json.dumps(params, sort_keys=True, default=repr)
@@ -166,13 +177,7 @@ class ModelSearch(AbstractOptimizer):
 
     # -- the ledger ---------------------------------------------------------------------
     def _random(self, index: int) -> Dict[str, Any]:
-        """The index-th random draw, or a later one from its stream if it was tried."""
-        params = sample_config(self.searchspace, self.seed, index)
-        for attempt in range(1, DEDUPE_TRIES):
-            if config_key(params) not in self._seen:
-                break
-            params = sample_config(self.searchspace, self.seed, f"{index}:{attempt}")
-        return params
+        return sample_unseen(self.searchspace, self.seed, index, self._seen)
 
     def _add(self, params: Dict[str, Any], state: Any, value: Optional[float] = None
              ) -> Optional[int]:

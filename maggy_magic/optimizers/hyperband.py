@@ -19,8 +19,8 @@ from ..trial import Trial
 from . import _optuna_space as bridge
 from .asha import Asha
 from .base import Suggestion
-from .bayes import DEDUPE_TRIES, check_count, check_fraction, config_key, int_seed
-from .randomsearch import reject_options, sample_config
+from .bayes import check_count, check_fraction, config_key, int_seed, sample_unseen
+from .randomsearch import reject_options
 
 OPTIONS = ["reduction_factor", "resource_min", "resource_max"]
 
@@ -141,12 +141,7 @@ class Hyperband(Asha):
         return self._random(index), "random"
 
     def _random(self, index: int) -> Dict[str, Any]:
-        params = sample_config(self.searchspace, self.seed, index)
-        for attempt in range(1, DEDUPE_TRIES):
-            if config_key(params) not in self._seen:
-                break
-            params = sample_config(self.searchspace, self.seed, f"{index}:{attempt}")
-        return params
+        return sample_unseen(self.searchspace, self.seed, index, self._seen)
 
 
 class BOHB(Hyperband):
