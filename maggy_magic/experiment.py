@@ -109,20 +109,15 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     loop = threading.Thread(target=driver.serve, name="maggy-driver", daemon=True)
     interrupted = False
     loop.start()
-    try:
+
+    def launch() -> None:
         if on_driver is not None:
             on_driver(driver, backend)
         backend.start(_launch(driver, function, payload, workers, store.path))
-        try:
-            (wait or Driver.wait)(driver)
-        except KeyboardInterrupt:
-            interrupted = True
-            driver.interrupt("interrupted by the user (KeyboardInterrupt)")
-            driver.wait(INTERRUPT_GRACE)
+
+    try:
+        interrupted = supervise(driver, wait, INTERRUPT_GRACE, before=launch)
     finally:
-        if not driver.done:
-            driver.interrupt("the experiment was abandoned")
-            driver.wait(INTERRUPT_GRACE)
         backend.stop(INTERRUPT_GRACE if interrupted else 5.0)
         loop.join(INTERRUPT_GRACE)
         store.close()
@@ -173,6 +168,30 @@ def _write_hparams(run_dir: str, config: dict, result: ExperimentResult) -> None
                 type(exc).__name__, exc)
 
     threading.Thread(target=work, name=WRITER_THREAD, daemon=False).start()
+
+
+def supervise(handle: Any, wait: Optional[Callable[[Any], None]], grace: float,
+              before: Optional[Callable[[], None]] = None) -> bool:
+    """Run ``before()``, then block in ``wait(handle)`` (default ``handle.wait()``) until
+    the run ``handle`` (a :class:`Driver`, or a stand-in with ``wait``, ``interrupt`` and
+    ``done``) is over. Returns True when the user interrupted it (KeyboardInterrupt →
+    ``handle.interrupt``). A run left undone by an error is interrupted too; either way
+    it gets ``grace`` seconds to end."""
+    interrupted = False
+    try:
+        if before is not None:
+            before()
+        try:
+            (wait or type(handle).wait)(handle)
+        except KeyboardInterrupt:
+            interrupted = True
+            handle.interrupt("interrupted by the user (KeyboardInterrupt)")
+            handle.wait(grace)
+    finally:
+        if not handle.done:
+            handle.interrupt("the experiment was abandoned")
+            handle.wait(grace)
+    return interrupted
 
 
 def _record_run(result: ExperimentResult) -> None:

@@ -134,20 +134,14 @@ class LivyBackend:
               f"{remote_dir or '(not created)'}; local record: {store.path}")
         interrupted = False
         if not handle.done:
+            from ...experiment import supervise
+
             poller.start()
             try:
-                if on_driver is not None:
-                    on_driver(handle, self)
-                try:
-                    (wait or RemoteRunHandle.wait)(handle)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    handle.interrupt("interrupted by the user (KeyboardInterrupt)")
-                    handle.wait(INTERRUPT_WAIT)
+                interrupted = supervise(
+                    handle, wait, INTERRUPT_WAIT,
+                    before=None if on_driver is None else lambda: on_driver(handle, self))
             finally:
-                if not handle.done:
-                    handle.interrupt("the experiment was abandoned")
-                    handle.wait(INTERRUPT_WAIT)
                 poller.close()
         else:
             _forget(target, run_id, timeout)
