@@ -82,7 +82,7 @@ OPTIONS: List[Option] = [
     Option(("--es-interval",), "es_interval", "float", "seconds between early-stop checks"),
     Option(("--es-min",), "es_min", "int", "finished trials before early stopping starts"),
     Option(("--workers",), "workers", "int", "parallel workers (default: CPUs, <= trials)"),
-    Option(("--backend",), "backend", "choice", "where trials run: local, ...", _backends),
+    Option(("--backend",), "backend", "choice", "where trials run: local, spark or livy", _backends),
     Option(("--name",), "name", "str", "experiment name (its folder under --root)"),
     Option(("--description",), "description", "str", "free text kept with the run"),
     Option(("--resume",), "resume", "str", "run id (or 'latest') of a run to continue",
