@@ -217,6 +217,35 @@ def test_ranks_blocked_in_a_collective_are_aborted_when_a_peer_fails(tmp_path):
     assert failed["0001"] == "aborted because rank 0 failed"
 
 
+def train_rank1_never_meets(module, train_set, lr, batch_size, out, reporter):
+    """Rank 0 waits at a rendezvous that rank 1 never reaches."""
+    from maggy_magic.dist.context import current
+
+    ctx = current()
+    if ctx.rank == 0:
+        ctx.rendezvous("ready", key="after-setup")
+    else:
+        time.sleep(120)
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_rendezvous_that_a_rank_never_reaches_fails_the_gang_in_its_name(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DistributedError) as info:
+        experiment.lagom(train_rank1_never_meets,
+                         config(tmp_path, rendezvous_timeout=3.0, abort_timeout=3.0))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "rank 1 failed: did not reach rendezvous 'after-setup' within 3 s " \
+           "(rendezvous_timeout)" in message, message
+    assert time.monotonic() - started < 90  # a bound: without the timeout it takes 120 s+
+    events = journal(info.value.result.run_dir)
+    failed = {e["trial"]: e["error"] for e in events if e["type"] == "trial_failed"}
+    assert failed["0001"].startswith("rank 1 failed: did not reach rendezvous")
+    assert failed["0000"] == "aborted because rank 1 failed"  # it was waiting, not failing
+
+
 def plain(module, train_set, reporter):
     return 0.0
 
