@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 
 import pytest
@@ -19,6 +20,26 @@ def pytest_configure(config):
 def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory):
+    """An in-process IPython shell with maggy_magic loaded (one per test module)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    config.InteractiveShell.colors = "nocolor"
+    ipython_dir = str(tmp_path_factory.mktemp("ipython"))
+    main = sys.modules["__main__"]         # the shell puts its namespace there
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance(config=config, ipython_dir=ipython_dir)
+    sh.run_line_magic("load_ext", "maggy_magic")
+    yield sh
+    sh.run_line_magic("unload_ext", "maggy_magic")
+    InteractiveShell.clear_instance()
+    sys.modules["__main__"] = main
 
 
 def journal(run_dir):

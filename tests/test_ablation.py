@@ -406,25 +406,6 @@ def test_removing_an_essential_layer_is_refused_before_any_trial_runs():
 
 
 # -- %%maggy ablation -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    config.InteractiveShell.colors = "nocolor"
-    main = sys.modules["__main__"]
-    InteractiveShell.clear_instance()
-    sh = InteractiveShell.instance(config=config,
-                                   ipython_dir=str(tmp_path_factory.mktemp("ipython")))
-    sh.run_line_magic("load_ext", "maggy_magic")
-    yield sh
-    sh.run_line_magic("unload_ext", "maggy_magic")
-    InteractiveShell.clear_instance()
-    sys.modules["__main__"] = main
-
-
 @pytest.fixture
 def fresh(shell, monkeypatch):
     monkeypatch.setenv("MAGGY_MAGIC_WIDGETS", "0")

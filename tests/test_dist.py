@@ -305,27 +305,6 @@ def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
         experiment.lagom(needs_more, TorchDistributedConfig(Linear, [make_data()], {}))
 
 
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory):
-    import sys
-
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    config.InteractiveShell.colors = "nocolor"
-    main = sys.modules["__main__"]
-    InteractiveShell.clear_instance()
-    sh = InteractiveShell.instance(config=config,
-                                   ipython_dir=str(tmp_path_factory.mktemp("ipython")))
-    sh.run_line_magic("load_ext", "maggy_magic")
-    yield sh
-    sh.run_line_magic("unload_ext", "maggy_magic")
-    InteractiveShell.clear_instance()
-    sys.modules["__main__"] = main
-
-
 CELL = '''
 import torch
 torch.manual_seed(0)

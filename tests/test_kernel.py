@@ -8,7 +8,6 @@ trial, as recorded in the run's journal), and the static summary as the cell's l
 output.
 """
 
-import ast
 import datetime
 import json
 import os
@@ -18,6 +17,7 @@ import sys
 import pytest
 
 from conftest import journal, pid_alive
+from kernels import running_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 60
@@ -39,65 +39,10 @@ def train(x, reporter):
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    from jupyter_client import KernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    base = tmp_path_factory.mktemp("kernel")
-    spec_dir = base / "kernels" / "maggy-test"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "maggy-magic test", "language": "python",
-        "env": {"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}}))
-    specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
-    work = base / "work"
-    work.mkdir()
-    manager = KernelManager(kernel_name="maggy-test", kernel_spec_manager=specs,
-                            connection_file=str(base / "connection.json"), transport="ipc",
-                            ip=str(base / "ipc"))
-    manager.start_kernel(cwd=str(work))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=TIMEOUT)
-        kernel = Kernel(manager, client, str(work))
+    with running_kernel(tmp_path_factory.mktemp("kernel"), {}, TIMEOUT) as kernel:
         reply, _ = kernel.execute("%load_ext maggy_magic")
         assert reply["content"]["status"] == "ok", reply["content"]
         yield kernel
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-class Kernel:
-    def __init__(self, manager, client, cwd):
-        self.manager, self.client, self.cwd = manager, client, cwd
-
-    def execute(self, code, on_message=None, **kwargs):
-        """Run ``code``; return (execute_reply, iopub messages of this cell in order)."""
-        msg_id = self.client.execute(code, **kwargs)
-        messages = []
-        while True:
-            msg = self.client.get_iopub_msg(timeout=TIMEOUT)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            messages.append(msg)
-            if on_message is not None:
-                on_message(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        while True:
-            reply = self.client.get_shell_msg(timeout=TIMEOUT)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return reply, messages
-
-    def value(self, expression):
-        """The value of ``expression`` (JSON-serialisable) evaluated in the kernel."""
-        reply, _ = self.execute("", user_expressions={
-            "v": f"__import__('json').dumps({expression})"})
-        data = reply["content"]["user_expressions"]["v"]
-        assert data["status"] == "ok", data
-        return json.loads(ast.literal_eval(data["data"]["text/plain"]))
 
 
 def sent_at(msg):

@@ -12,12 +12,12 @@ import glob
 import json
 import os
 import subprocess
-import sys
 import threading
 
 import pytest
 
 from conftest import journal
+from kernels import running_kernel
 from livy_server import LivyServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,9 +49,6 @@ def server():
 
 @pytest.fixture(scope="module")
 def kernel(server, tmp_path_factory):
-    from jupyter_client import KernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-
     base = tmp_path_factory.mktemp("livy-kernel")
     conf = base / "sparkmagic"
     conf.mkdir()
@@ -60,67 +57,17 @@ def kernel(server, tmp_path_factory):
         "wait_for_idle_timeout_seconds": TIMEOUT,
         # Livy's CSRF protection wants it; sparkmagic sends only configured headers
         "custom_headers": {"X-Requested-By": "sparkmagic"}}))
-    spec_dir = base / "kernels" / "maggy-livy-test"
-    spec_dir.mkdir(parents=True)
-    env = {"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython"),
-           "SPARKMAGIC_CONF_DIR": str(conf), "SPARK_LOCAL_IP": "127.0.0.1"}
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "maggy-magic livy test", "language": "python", "env": env}))
-    specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
-    work = base / "work"
-    work.mkdir()
-    manager = KernelManager(kernel_name="maggy-livy-test", kernel_spec_manager=specs,
-                            connection_file=str(base / "connection.json"), transport="ipc",
-                            ip=str(base / "ipc"))
-    manager.start_kernel(cwd=str(work))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=120)
-        k = Kernel(manager, client, str(work))
+    env = {"SPARKMAGIC_CONF_DIR": str(conf), "SPARK_LOCAL_IP": "127.0.0.1"}
+    with running_kernel(base, env, TIMEOUT) as k:
         for code in ("%load_ext maggy_magic", "%load_ext sparkmagic.magics",
                      f"%spark add -s s1 -l python -u {server.url} -a {USER} -p {PASSWORD} "
                      "-t Basic_Access"):
-            reply, messages = k.execute(code)
+            # the session's own line holds the password: the outputs checked are the rest
+            reply, messages = k.execute(code, record="%spark add" not in code)
             assert reply["content"]["status"] == "ok", (code, reply["content"])
         assert list(server.sessions) == [0], [m["content"] for m in messages
                                               if m["msg_type"] in ("stream", "error")]
         yield k
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-class Kernel:
-    def __init__(self, manager, client, cwd):
-        self.manager, self.client, self.cwd = manager, client, cwd
-        self.outputs = []  # every output of every cell after the session was added
-
-    def execute(self, code, **kwargs):
-        """Run ``code``; return (execute_reply, iopub messages of this cell in order)."""
-        msg_id = self.client.execute(code, **kwargs)
-        messages = []
-        while True:
-            msg = self.client.get_iopub_msg(timeout=TIMEOUT)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            messages.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        if "%spark add" not in code:
-            self.outputs += [json.dumps(m["content"]) for m in messages]
-        while True:
-            reply = self.client.get_shell_msg(timeout=TIMEOUT)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return reply, messages
-
-    def value(self, expression):
-        reply, _ = self.execute("", user_expressions={
-            "v": f"__import__('json').dumps({expression})"})
-        data = reply["content"]["user_expressions"]["v"]
-        assert data["status"] == "ok", data
-        return json.loads(eval(data["data"]["text/plain"]))
 
 
 class JournalWatch(threading.Thread):

@@ -7,7 +7,6 @@ pickled and shipped.
 """
 
 import os
-import sys
 import threading
 
 import pytest
@@ -15,25 +14,6 @@ import pytest
 from maggy_magic import (AblationError, ConfigError, ExperimentResult,
                          SearchspaceError, TrainFunctionError)
 from maggy_magic.magics import MaggyMagics, parse_options
-
-
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    config.InteractiveShell.colors = "nocolor"
-    ipython_dir = str(tmp_path_factory.mktemp("ipython"))
-    main = sys.modules["__main__"]         # the shell puts its namespace there
-    InteractiveShell.clear_instance()
-    sh = InteractiveShell.instance(config=config, ipython_dir=ipython_dir)
-    sh.run_line_magic("load_ext", "maggy_magic")
-    yield sh
-    sh.run_line_magic("unload_ext", "maggy_magic")
-    InteractiveShell.clear_instance()
-    sys.modules["__main__"] = main
 
 
 @pytest.fixture(autouse=True)

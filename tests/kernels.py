@@ -1,0 +1,81 @@
+"""A real Jupyter kernel for tests: ipykernel in a subprocess, driven by jupyter_client.
+
+The kernel starts from a kernel spec written into a temporary directory (this Python,
+``ipykernel_launcher``, the given environment), so no machine-wide kernel or profile is
+involved.
+"""
+
+import ast
+import contextlib
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Kernel:
+    """A started kernel: run cells, read values. ``outputs`` collects the content of every
+    iopub message of every cell run with ``record=True`` (the default)."""
+
+    def __init__(self, manager, client, cwd, timeout):
+        self.manager, self.client, self.cwd, self.timeout = manager, client, cwd, timeout
+        self.outputs = []
+
+    def execute(self, code, on_message=None, record=True, **kwargs):
+        """Run ``code``; return (execute_reply, iopub messages of this cell in order)."""
+        msg_id = self.client.execute(code, **kwargs)
+        messages = []
+        while True:
+            msg = self.client.get_iopub_msg(timeout=self.timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            messages.append(msg)
+            if on_message is not None:
+                on_message(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        if record:
+            self.outputs += [json.dumps(m["content"]) for m in messages]
+        while True:
+            reply = self.client.get_shell_msg(timeout=self.timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply, messages
+
+    def value(self, expression):
+        """The value of ``expression`` (JSON-serialisable) evaluated in the kernel."""
+        reply, _ = self.execute("", user_expressions={
+            "v": f"__import__('json').dumps({expression})"})
+        data = reply["content"]["user_expressions"]["v"]
+        assert data["status"] == "ok", data
+        return json.loads(ast.literal_eval(data["data"]["text/plain"]))
+
+
+@contextlib.contextmanager
+def running_kernel(base, env, timeout):
+    """A :class:`Kernel` started under ``base`` (a pathlib folder) with ``env`` added to
+    its environment, working in ``base/work``; shut down on exit."""
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec_dir = base / "kernels" / "maggy-test"
+    spec_dir.mkdir(parents=True)
+    env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "maggy-magic test", "language": "python", "env": env}))
+    specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
+    work = base / "work"
+    work.mkdir()
+    manager = KernelManager(kernel_name="maggy-test", kernel_spec_manager=specs,
+                            connection_file=str(base / "connection.json"), transport="ipc",
+                            ip=str(base / "ipc"))
+    manager.start_kernel(cwd=str(work))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=timeout)
+        yield Kernel(manager, client, str(work), timeout)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
