@@ -111,7 +111,7 @@ def run_dist(kwargs):
     import cloudpickle
 
     from maggy_magic import experiment
-    from maggy_magic.dist.config import TfDistributedConfig
+    from maggy_magic.distributed.config import TfDistributedConfig
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with tempfile.TemporaryDirectory() as root:

@@ -32,8 +32,8 @@ _LAZY = {
     "AbstractEarlyStop": "earlystop", "AbstractOptimizer": "optimizers",
     "Reporter": "reporter", "ExperimentResult": "result", "Searchspace": "searchspace",
     "Trial": "trial",
-    "TorchDistributedConfig": "dist.config", "TfDistributedConfig": "dist.config",
-    "DistContext": "dist.context",
+    "TorchDistributedConfig": "distributed.config", "TfDistributedConfig": "distributed.config",
+    "DistContext": "distributed.context",
 }
 
 

@@ -390,8 +390,8 @@ class MaggyMagics(Magics):
 
     def _dist(self, options: Dict[str, Any], magic: Dict[str, Any], cell: str) -> Any:
         from . import capture
-        from .dist.config import TfDistributedConfig, TorchDistributedConfig
-        from .dist.runner import INJECTED
+        from .distributed.config import TfDistributedConfig, TorchDistributedConfig
+        from .distributed.runner import INJECTED
         from .worker import check_signature
 
         classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}

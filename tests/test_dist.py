@@ -35,7 +35,7 @@ class Linear(torch.nn.Module):
 
 def train(module, train_set, lr, batch_size, out, reporter):
     """An ordinary training function: it would run unchanged as a hyperparameter trial."""
-    from maggy_magic.dist.context import current
+    from maggy_magic.distributed.context import current
 
     optimizer = torch.optim.SGD(module.parameters(), lr=lr)
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size)
@@ -127,8 +127,8 @@ def test_two_ranks_converge_like_one_process_with_the_global_batch(tmp_path):
 
 def train_with_checkpoints(module, train_set, lr, batch_size, out, reporter):
     """Saves a checkpoint each epoch; rank 1 dies in epoch 1 of the first attempt."""
-    from maggy_magic.dist import torch as dist_torch
-    from maggy_magic.dist.context import current
+    from maggy_magic.distributed import torch as dist_torch
+    from maggy_magic.distributed.context import current
 
     ctx = current()
     optimizer = torch.optim.SGD(module.parameters(), lr=lr)
@@ -188,7 +188,7 @@ def test_a_dead_rank_without_restarts_fails_fast_with_a_clear_error(tmp_path):
 
 def train_chief_raises(module, train_set, lr, batch_size, out, reporter):
     """Rank 0 raises after one step; rank 1 blocks in the next all-reduce."""
-    from maggy_magic.dist.context import current
+    from maggy_magic.distributed.context import current
 
     ctx = current()
     optimizer = torch.optim.SGD(module.parameters(), lr=lr)
@@ -219,7 +219,7 @@ def test_ranks_blocked_in_a_collective_are_aborted_when_a_peer_fails(tmp_path):
 
 def train_rank1_never_meets(module, train_set, lr, batch_size, out, reporter):
     """Rank 0 waits at a rendezvous that rank 1 never reaches."""
-    from maggy_magic.dist.context import current
+    from maggy_magic.distributed.context import current
 
     ctx = current()
     if ctx.rank == 0:
@@ -290,7 +290,7 @@ def test_hparams_that_build_the_module_need_not_be_training_arguments():
 
 
 def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
-    from maggy_magic.dist.config import DistributedConfig
+    from maggy_magic.distributed.config import DistributedConfig
 
     config = DistributedConfig(Linear, [make_data()], {}, name="x", hb_interval=1,
                                description="")

@@ -13,8 +13,8 @@ import tf_dist_fns
 from tf_dist_fns import N_EXAMPLES
 
 from maggy_magic import experiment
-from maggy_magic.dist import tf as dist_tf
-from maggy_magic.dist.config import TfDistributedConfig
+from maggy_magic.distributed import tf as dist_tf
+from maggy_magic.distributed.config import TfDistributedConfig
 from maggy_magic.errors import DistTrainingError
 
 # the worker processes get the test functions with the training function, by value
@@ -151,7 +151,7 @@ def test_the_checks_import_no_tensorflow(tmp_path):
     code = (
         "import sys\n"
         "from maggy_magic import experiment\n"
-        "from maggy_magic.dist.config import TfDistributedConfig\n"
+        "from maggy_magic.distributed.config import TfDistributedConfig\n"
         "from maggy_magic.errors import DistTrainingError\n"
         "try:\n"
         "    experiment.lagom(lambda model: 0, TfDistributedConfig(model=3, workers=2))\n"

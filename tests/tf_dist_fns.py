@@ -103,7 +103,7 @@ def train_dies_once(lr, epochs, dist_context):
     """Backs up every epoch; rank 1 of the first attempt dies after epoch 2."""
     import tensorflow as tf
 
-    from maggy_magic.dist.tf import backup_and_restore
+    from maggy_magic.distributed.tf import backup_and_restore
 
     class DieAfterTwo(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

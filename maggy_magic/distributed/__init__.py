@@ -11,4 +11,4 @@ function, set up for each framework.
 from __future__ import annotations
 
 #: Framework name → module of its runtime (``check`` on the driver, ``session`` on ranks).
-FRAMEWORKS = {"torch": "maggy_magic.dist.torch", "tf": "maggy_magic.dist.tf"}
+FRAMEWORKS = {"torch": "maggy_magic.distributed.torch", "tf": "maggy_magic.distributed.tf"}

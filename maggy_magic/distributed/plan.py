@@ -83,8 +83,8 @@ class DistPlan(AbstractOptimizer):
         elif not checkpoint:
             hint = (f"no checkpoint to restart from (max_restarts={self.max_restarts}); have "
                     "the training function save one, e.g. "
-                    "maggy_magic.dist.torch.save_checkpoint(state), or pass "
-                    "maggy_magic.dist.tf.backup_and_restore() to fit's callbacks")
+                    "maggy_magic.distributed.torch.save_checkpoint(state), or pass "
+                    "maggy_magic.distributed.tf.backup_and_restore() to fit's callbacks")
         else:
             hint = f"gave up after {attempt} restart(s) (max_restarts={self.max_restarts})"
         return f"distributed training failed on attempt {attempt}: {error}; {hint}"

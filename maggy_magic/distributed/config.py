@@ -11,7 +11,7 @@ hb_interval, description)`` are Maggy's signatures; everything after them is key
 ``abort_timeout`` and the run options every experiment has (backend, backend_options,
 root, ...).
 
-A dist run is one *gang* of ``workers`` trials (see :mod:`maggy_magic.dist.plan`) through
+A dist run is one *gang* of ``workers`` trials (see :mod:`maggy_magic.distributed.plan`) through
 the same driver, worker loop and backends as any experiment.
 """
 
@@ -114,7 +114,7 @@ class DistributedConfig(RunOptions):
                         checkpoint_dir=self.checkpoint_dir, framework=self.framework)
 
     def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
-        """The :class:`~maggy_magic.dist.runner.DistRunner` around ``train_fn``, once its
+        """The :class:`~maggy_magic.distributed.runner.DistRunner` around ``train_fn``, once its
         arguments fit the hyperparameters and what a rank injects."""
         from ..worker import check_signature
         from .runner import INJECTED, DistRunner
@@ -176,7 +176,7 @@ class TorchDistributedConfig(DistributedConfig):
 
 class TfDistributedConfig(DistributedConfig):
     """TensorFlow MultiWorkerMirroredStrategy over ``workers`` ranks (see
-    :mod:`maggy_magic.dist.tf`). ``model``: a Keras model, or a function / class building
+    :mod:`maggy_magic.distributed.tf`). ``model``: a Keras model, or a function / class building
     one; ``dataset``: ``[train_set, test_set]`` or a training set alone."""
 
     framework = "tf"

@@ -107,7 +107,7 @@ def session(context: Any, model: Any, dataset: Any, hparams: Dict[str, Any],
             shard: bool = True) -> Iterator[Dict[str, Any]]:
     """One rank of a multi-worker TensorFlow job, around the call of the training function.
 
-    ``context`` is the rank's :class:`~maggy_magic.dist.context.DistContext`; every rank
+    ``context`` is the rank's :class:`~maggy_magic.distributed.context.DistContext`; every rank
     enters together (``addresses()`` is a rendezvous). Yields the arguments to inject
     (``model``, ``train_set``, ``test_set``); the training function must be called inside
     the ``with`` block, which is inside the strategy's scope. Must run before this process

@@ -2,7 +2,7 @@
 
 :class:`DistRunner` is what the workers call for each rank's trial (the experiment
 serialises it once, with the user's training function, model and dataset inside). On
-the rank it builds the :class:`~maggy_magic.dist.context.DistContext` from the trial's
+the rank it builds the :class:`~maggy_magic.distributed.context.DistContext` from the trial's
 ``info`` and the worker loop's ``trial_context``, opens the framework's session (process
 group, strategy, sharded data) and calls the training function with its arguments injected
 by name, exactly as a hyperparameter trial would be called, plus what the framework adds.
