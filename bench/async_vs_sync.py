@@ -142,7 +142,7 @@ def run_sync(sc, specs: List[Dict[str, float]], workers: int) -> Dict[str, Any]:
         batch = specs[start:start + workers]
         rule = median_rule(list(history), ES_MIN)
         records = sc.parallelize(batch, len(batch)).map(
-            lambda spec: execute(spec, rule)).collect()
+            lambda spec, rule=rule: execute(spec, rule)).collect()
         for record in records:
             history.append(record["curve"])
             spans.append([record["t_in"], record["t_out"]])

@@ -111,6 +111,7 @@ def main() -> int:
     import tempfile
 
     from livy_server import LivyServer
+
     from maggy_magic.backends.livy import session as livy_session
     from maggy_magic.backends.livy.settings import DEFAULT_POLL_INTERVAL, LivySettings
 

@@ -13,7 +13,8 @@ CATEGORICAL) is loaded into
 
 Each figure is the median over ``--rounds`` alternating rounds (raw, ours, raw, ours...) of
 ``--reps`` suggestions each, so load from other processes hits both sides alike; the
-history grows by one trial per repetition on both sides. The theoretical minimum is the library's own cost (ratio 1.0):
+history grows by one trial per repetition on both sides. The theoretical minimum is the
+library's own cost (ratio 1.0):
 everything ours adds is bookkeeping (plus, for ``gp``, the O(n) copy that gives running
 trials their constant-liar value, which raw Optuna's GPSampler does not do at all).
 
@@ -59,8 +60,7 @@ def raw_optuna(sampler_name: str, n: int, reps: int) -> List[float]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     dists = {"lr": FloatDistribution(1e-4, 1.0, log=True), "x": FloatDistribution(-1, 1),
              "units": IntDistribution(8, 256), "act": CategoricalDistribution([0, 1, 2])}

@@ -2,7 +2,8 @@
 
 A two-layer neural network (numpy only) learns to classify points of a generated
 two-spirals data set. ASHA searches learning rate, width and weight decay, giving the
-promising configurations more epochs (20 per unit of budget); the median rule stops trials that lag behind.
+promising configurations more epochs (20 per unit of budget); the median rule stops trials
+that lag behind.
 Run it with ``bash scripts/run-example.sh`` (or ``python examples/quickstart.py``).
 """
 

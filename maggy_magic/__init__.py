@@ -19,9 +19,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (AblationError, BroadcastError, ConfigError, DistributedError,
-                     EarlyStopException, ExperimentFailed, ExperimentInterrupted, InvalidMetricError, MaggyError,
-                     ResumeError, SearchspaceError, TrainFunctionError)
+from .errors import (
+    AblationError,
+    BroadcastError,
+    ConfigError,
+    DistributedError,
+    EarlyStopException,
+    ExperimentFailed,
+    ExperimentInterrupted,
+    InvalidMetricError,
+    MaggyError,
+    ResumeError,
+    SearchspaceError,
+    TrainFunctionError,
+)
 
 #: Public name → module that defines it, imported on first use. Worker processes import
 #: only what the worker loop needs, so they start fast.

@@ -19,8 +19,14 @@ import inspect
 from typing import Any, Callable, Dict, Iterable, Optional, Set
 
 from .ablation.study import AblationStudy
-from .errors import (AblationError, ConfigError, MaggyError, SearchspaceError,
-                     TrainFunctionError, closest)
+from .errors import (
+    AblationError,
+    ConfigError,
+    MaggyError,
+    SearchspaceError,
+    TrainFunctionError,
+    closest,
+)
 from .searchspace import Searchspace
 
 

@@ -24,8 +24,13 @@ import traceback
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from . import rpc
-from .errors import (EarlyStopException, InvalidMetricError, MaggyError, RendezvousError,
-                     TrainFunctionError)
+from .errors import (
+    EarlyStopException,
+    InvalidMetricError,
+    MaggyError,
+    RendezvousError,
+    TrainFunctionError,
+)
 from .reporter import Outbox, Reporter, activate, as_metric, deactivate
 
 #: Names the worker can inject besides hyperparameters.

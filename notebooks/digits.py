@@ -25,7 +25,6 @@ def load_data(seed=0, test_size=0.25, drop_features=()):
 
     ``drop_features`` zeroes those pixel columns (``"pixel_3_4"``), for ablation studies.
     """
-    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Set up (system packages, then the venv with the test extras) and run every test, the
-# slow tiers (Spark, browser, notebooks) included.
+# slow tiers (Spark, browser, notebooks) included, after ruff has checked every Python file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 py=$(bash scripts/setup.sh test)
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+# lint first: every Python file of the checkout, settings in pyproject.toml
+"$(dirname "$py")/ruff" check .
 exec "$py" -m pytest -ra "$@"

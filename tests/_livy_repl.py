@@ -6,7 +6,8 @@ SparkSession, then executes statements one at a time in a namespace that holds `
 returned, stripped, as the statement's ``text/plain`` output when the statement ends. The
 last statement of a cell that is an expression has its ``repr`` printed, like an
 interactive shell; Livy's ``%json name`` and ``%table name`` magic lines give
-``application/json`` and ``application/vnd.livy.table.v1+json`` output. As in Livy, the buffer is only drained by a statement that succeeds:
+``application/json`` and ``application/vnd.livy.table.v1+json`` output. As in Livy, the
+buffer is only drained by a statement that succeeds:
 text printed by a failing statement, or by a background thread between statements, shows up
 in the output of the next successful one.
 

@@ -6,7 +6,6 @@ import sys
 import tempfile
 
 import pytest
-
 from livy_server import livy_server  # noqa: F401  (fixture: a Livy REST test server per module)
 
 

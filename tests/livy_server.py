@@ -89,7 +89,8 @@ def bare_python(tmpdir) -> str:
         return python
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", home], check=True,
                    env=_scrubbed_env(os.environ))
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    site = subprocess.run([python, "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True,
                           env=_scrubbed_env(os.environ)).stdout.strip()
     with open(os.path.join(site, "shared_site_packages.pth"), "w") as handle:

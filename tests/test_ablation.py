@@ -17,9 +17,16 @@ sys.path.insert(0, os.path.join(ROOT, "notebooks"))  # workers inherit this sys.
 
 import digits  # noqa: E402
 
-from maggy_magic import (AblationConfig, AblationError, AblationStudy,  # noqa: E402
-                         AbstractAblator, ConfigError, ExperimentResult, TrainFunctionError,
-                         experiment)
+from maggy_magic import (  # noqa: E402
+    AblationConfig,
+    AblationError,
+    AblationStudy,
+    AbstractAblator,
+    ConfigError,
+    ExperimentResult,
+    TrainFunctionError,
+    experiment,
+)
 from maggy_magic.ablation import LOCO, get_ablator, keras_layers  # noqa: E402
 from maggy_magic.ablation.runner import AblationTrainFn, prepare  # noqa: E402
 

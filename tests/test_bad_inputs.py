@@ -10,10 +10,18 @@ import os
 
 import pytest
 
+from maggy_magic import (
+    BroadcastError,
+    ConfigError,
+    HyperparameterOptConfig,
+    InvalidMetricError,
+    MaggyError,
+    Searchspace,
+    SearchspaceError,
+    TrainFunctionError,
+    experiment,
+)
 from maggy_magic.runs import RunNotFoundError
-from maggy_magic import (BroadcastError, ConfigError, HyperparameterOptConfig,
-                         InvalidMetricError, MaggyError, Searchspace,
-                         SearchspaceError, TrainFunctionError, experiment)
 
 SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
 

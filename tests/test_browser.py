@@ -32,10 +32,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TRIALS = 12
 
+MAGIC_LINE = (f"%%maggy hpo --trials {TRIALS} --metric score --workers 2 --es-policy none "
+              "--hb-interval 0.2 --seed 5 --name browser -o result")
 CELLS = [
     "%load_ext maggy_magic",
     f"""\
-%%maggy hpo --trials {TRIALS} --metric score --workers 2 --es-policy none --hb-interval 0.2 --seed 5 --name browser -o result
+{MAGIC_LINE}
 import time
 from maggy_magic import Searchspace
 

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the test extra installs torch; never skipped in CI
 
+from conftest import journal  # noqa: E402
+
 from maggy_magic import DistributedError, TorchDistributedConfig, experiment  # noqa: E402
 from maggy_magic.errors import ConfigError  # noqa: E402
-
-from conftest import journal  # noqa: E402
 
 N_ITEMS, BATCH, STEPS = 64, 8, 4  # per-rank batch 8 on 2 ranks == one process with 16
 

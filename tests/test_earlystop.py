@@ -7,8 +7,12 @@ from typing import List, Optional
 
 import pytest
 
-from maggy_magic.earlystop import (AbstractEarlyStop, MedianStoppingRule, NoStoppingRule,
-                                   get_earlystop)
+from maggy_magic.earlystop import (
+    AbstractEarlyStop,
+    MedianStoppingRule,
+    NoStoppingRule,
+    get_earlystop,
+)
 from maggy_magic.errors import ConfigError
 from maggy_magic.trial import Trial
 

@@ -10,10 +10,9 @@ import threading
 import time
 
 import pytest
-
 from conftest import journal, pid_alive
-from maggy_magic import (ExperimentFailed, HyperparameterOptConfig, Searchspace, experiment,
-                         rpc)
+
+from maggy_magic import ExperimentFailed, HyperparameterOptConfig, Searchspace, experiment, rpc
 from maggy_magic.trial import Trial
 
 

@@ -15,7 +15,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import journal, pid_alive
 from kernels import running_kernel
 

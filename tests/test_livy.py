@@ -15,7 +15,6 @@ import subprocess
 import threading
 
 import pytest
-
 from conftest import journal
 from kernels import running_kernel
 from livy_server import LivyServer

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import requests
-
 from livy_server import CSRF_MESSAGE, LivyServer, bare_python
 
 AUTH = ("alice", "s3cret")

@@ -11,8 +11,13 @@ import threading
 
 import pytest
 
-from maggy_magic import (AblationError, ConfigError, ExperimentResult,
-                         SearchspaceError, TrainFunctionError)
+from maggy_magic import (
+    AblationError,
+    ConfigError,
+    ExperimentResult,
+    SearchspaceError,
+    TrainFunctionError,
+)
 from maggy_magic.magics import MaggyMagics, parse_options
 
 

@@ -7,8 +7,14 @@ from typing import Dict, List, Optional
 import pytest
 
 from maggy_magic.errors import ConfigError, MaggyError, SearchspaceError
-from maggy_magic.optimizers import (AbstractOptimizer, Asha, GridSearch, RandomSearch,
-                                    SingleRun, get_optimizer)
+from maggy_magic.optimizers import (
+    AbstractOptimizer,
+    Asha,
+    GridSearch,
+    RandomSearch,
+    SingleRun,
+    get_optimizer,
+)
 from maggy_magic.searchspace import Searchspace
 from maggy_magic.trial import Trial
 

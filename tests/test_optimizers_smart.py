@@ -10,13 +10,20 @@ import random
 from typing import Callable, List, Optional
 
 import pytest
-
 from conftest import journal
 from test_optimizers import LIMIT, Sim, reload, run_to_end
+
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 from maggy_magic.errors import ConfigError, SearchspaceError, TrainFunctionError
-from maggy_magic.optimizers import (BOHB, GP, TPE, DifferentialEvolution, Hyperband,
-                                    OPTIMIZERS, get_optimizer)
+from maggy_magic.optimizers import (
+    BOHB,
+    GP,
+    OPTIMIZERS,
+    TPE,
+    DifferentialEvolution,
+    Hyperband,
+    get_optimizer,
+)
 from maggy_magic.trial import Trial
 from maggy_magic.worker import build_kwargs, call_plan, check_signature
 

@@ -15,10 +15,16 @@ import threading
 import time
 
 import pytest
-
 from conftest import journal, pid_alive
-from maggy_magic import (ConfigError, ExperimentFailed, ExperimentInterrupted,
-                         HyperparameterOptConfig, Searchspace, experiment)
+
+from maggy_magic import (
+    ConfigError,
+    ExperimentFailed,
+    ExperimentInterrupted,
+    HyperparameterOptConfig,
+    Searchspace,
+    experiment,
+)
 from maggy_magic.trial import Trial
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,15 @@ import sys
 
 import pytest
 
-from maggy_magic import (AblationConfig, AblationStudy, ExperimentFailed,
-                         HyperparameterOptConfig, Searchspace, experiment, tensorboard)
+from maggy_magic import (
+    AblationConfig,
+    AblationStudy,
+    ExperimentFailed,
+    HyperparameterOptConfig,
+    Searchspace,
+    experiment,
+    tensorboard,
+)
 from maggy_magic.errors import NotInTrialError
 from maggy_magic.hparams_summary import SUFFIX, wait_for_writers, write
 
@@ -74,8 +81,12 @@ def hparams_view(logdir):
     wait_for_writers()  # the summary of a run is written by a thread after lagom returns
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.hparams import (api_pb2, backend_context, get_experiment,
-                                             list_session_groups)
+    from tensorboard.plugins.hparams import (
+        api_pb2,
+        backend_context,
+        get_experiment,
+        list_session_groups,
+    )
 
     mux = plugin_event_multiplexer.EventMultiplexer()
     mux.AddRunsFromDirectory(logdir)

@@ -295,7 +295,8 @@ class SparkBackend(Backend):
                                                 f"maggy-magic: the driver lost worker "
                                                 f"{partition}")
         except Exception as exc:  # noqa: BLE001 - best effort; the driver already retried
-            logger(__name__).warning("could not kill the Spark task of lost worker %s: %s", partition, exc)
+            logger(__name__).warning("could not kill the Spark task of lost worker %s: %s",
+                                      partition, exc)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
     previous = sc.environment.get(key)
     sc.environment[key] = f"{run_id}-{uuid.uuid4().hex[:8]}"
     try:
-        rdd._jrdd  # wraps the function with the environment as it is now
+        _ = rdd._jrdd  # wraps the function with the environment as it is now
     finally:
         if previous is None:
             sc.environment.pop(key, None)

@@ -22,7 +22,7 @@ import inspect
 import json
 from typing import Any, Callable, Dict, Optional
 
-from ..config import RunOptions, _positive_number, _validate_common, _nonnegative_int
+from ..config import RunOptions, _nonnegative_int, _positive_number, _validate_common
 from ..errors import ConfigError, did_you_mean
 from . import FRAMEWORKS
 

@@ -2,8 +2,8 @@
 
 A dist run is a *gang* of ``world_size`` trials with the same hyperparameters, one per
 rank, started together by the driver. Inside each rank's trial the framework runtime
-(:mod:`maggy_magic.distributed.torch`, :mod:`maggy_magic.distributed.tf`) gets a :class:`DistContext`
-from :func:`current` and uses it to set up the framework's own communication:
+(:mod:`maggy_magic.distributed.torch`, :mod:`maggy_magic.distributed.tf`) gets a
+:class:`DistContext` from :func:`current` and uses it to set up the framework's own communication:
 
 - ``rank`` (0 is the chief), ``world_size``, ``is_chief``, ``attempt`` (0, then 1, 2, ...
   when the gang restarts after a failure), ``gang`` (the id shared by the ranks of one

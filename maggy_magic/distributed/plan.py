@@ -92,7 +92,7 @@ class DistPlan(AbstractOptimizer):
     def last_checkpoint(self) -> Optional[str]:
         """The checkpoint a chief recorded last, over every attempt (None if none)."""
         found = None
-        for attempt, members in sorted(self._attempts().items()):
+        for _attempt, members in sorted(self._attempts().items()):
             for trial in members:
                 if trial.info_dict.get("rank") == 0 and trial.info_dict.get("checkpoint"):
                     found = trial.info_dict["checkpoint"]

@@ -30,7 +30,8 @@ The contract (Maggy's ``TfDistributedConfig(model, dataset, hparams)`` names):
 * Checkpoints: ``dist_context.checkpoint_dir`` (``dist_context`` is injected by name) is
   the same directory on every rank and every attempt, so every rank can restore from it
   (it must be on a file system all ranks see), e.g. with
-  ``tf.keras.callbacks.BackupAndRestore(dist_context.checkpoint_dir)``. TensorFlow's multi-worker-aware writers
+  ``tf.keras.callbacks.BackupAndRestore(dist_context.checkpoint_dir)``. TensorFlow's
+  multi-worker-aware writers
   (``tf.keras.callbacks.BackupAndRestore``, ``ModelCheckpoint``,
   ``tf.train.CheckpointManager``) write the real files on the chief only; the other ranks
   write to a ``workertemp_<rank>`` directory that is discarded.

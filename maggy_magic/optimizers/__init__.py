@@ -13,8 +13,8 @@ from .asha import Asha
 from .base import AbstractOptimizer
 from .bayes import GP, TPE
 from .de import DifferentialEvolution
-from .hyperband import BOHB, Hyperband
 from .gridsearch import GridSearch
+from .hyperband import BOHB, Hyperband
 from .randomsearch import RandomSearch
 from .singlerun import SingleRun
 

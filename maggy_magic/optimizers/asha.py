@@ -15,8 +15,13 @@ from typing import Any, List, Optional, Set
 from ..errors import ConfigError
 from ..trial import Trial
 from .base import AbstractOptimizer, Suggestion
-from .randomsearch import (reject_options, require_num_trials, require_params,
-                           resolve_seed, sample_config)
+from .randomsearch import (
+    reject_options,
+    require_num_trials,
+    require_params,
+    resolve_seed,
+    sample_config,
+)
 
 
 def _is_number(x: Any) -> bool:
@@ -61,8 +66,8 @@ class Asha(AbstractOptimizer):
         reject_options(self.name, kwargs, ["reduction_factor", "resource_min", "resource_max"])
         eta = reduction_factor
         if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise ConfigError(f"{self.name}: reduction_factor must be an integer >= 2, got {eta!r}; "
-                              "set reduction_factor=2 or more")
+            raise ConfigError(f"{self.name}: reduction_factor must be an integer >= 2, "
+                              f"got {eta!r}; set reduction_factor=2 or more")
         for name, value in (("resource_min", resource_min), ("resource_max", resource_max)):
             if not _is_number(value) or value <= 0:
                 raise ConfigError(f"{self.name}: {name} must be a number above 0, got {value!r}")

@@ -31,8 +31,13 @@ from ..errors import ConfigError
 from ..trial import Trial
 from . import _optuna_space as bridge
 from .base import AbstractOptimizer, Suggestion
-from .randomsearch import (reject_options, require_num_trials, require_params,
-                           resolve_seed, sample_config)
+from .randomsearch import (
+    reject_options,
+    require_num_trials,
+    require_params,
+    resolve_seed,
+    sample_config,
+)
 
 #: How many fresh random draws replace a duplicate suggestion before accepting it.
 DEDUPE_TRIES = 64

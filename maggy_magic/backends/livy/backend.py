@@ -26,8 +26,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from ...errors import (ExperimentInterrupted, LivyError, LivySessionError, MaggyError,
-                       error_class)
+from ...errors import ExperimentInterrupted, LivyError, LivySessionError, MaggyError, error_class
 from ...events import EventStream
 from ...result import ExperimentResult
 from ...store import RunStore, load_trials, new_run_id

@@ -17,8 +17,14 @@ import time
 import urllib.parse
 from typing import Any, Dict, Iterable, Optional
 
-from ...errors import (LivyAuthError, LivyError, LivySessionError, LivyStatementError,
-                       LivyTimeout, LivyUnreachable)
+from ...errors import (
+    LivyAuthError,
+    LivyError,
+    LivySessionError,
+    LivyStatementError,
+    LivyTimeout,
+    LivyUnreachable,
+)
 
 #: Session states from which a session never returns to work.
 ENDED_STATES = ("shutting_down", "error", "dead", "killed", "success")
