@@ -107,7 +107,7 @@ class HyperparameterOptConfig(RunOptions):
 
     def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
         """``train_fn`` itself, once its arguments fit the search space."""
-        from .worker import check_signature
+        from .trainfn import check_signature
 
         check_signature(train_fn, self.searchspace.keys(), budget=optimizer.uses_budget,
                         conditional=self.searchspace.conditional_names())

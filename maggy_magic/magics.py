@@ -352,7 +352,7 @@ class MaggyMagics(Magics):
         from .config import HyperparameterOptConfig
         from .optimizers import get_optimizer
         from .optimizers.singlerun import SingleRun
-        from .worker import check_signature
+        from .trainfn import check_signature
 
         config = HyperparameterOptConfig(**options)
         config.validate()  # option mistakes surface before the cell body runs
@@ -393,7 +393,7 @@ class MaggyMagics(Magics):
         from . import capture
         from .distributed.config import TfDistributedConfig, TorchDistributedConfig
         from .distributed.runner import INJECTED
-        from .worker import check_signature
+        from .trainfn import check_signature
 
         classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}
         framework = magic.get("framework") or "torch"

@@ -11,7 +11,6 @@ function that the launcher hands over.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -21,20 +20,18 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from . import rpc
 from .errors import (
     EarlyStopException,
-    InvalidMetricError,
     MaggyError,
     RendezvousError,
     TrainFunctionError,
 )
-from .reporter import Outbox, Reporter, activate, as_metric, deactivate
+from .reporter import Outbox, Reporter, activate, deactivate
+from .trainfn import build_kwargs, call_plan, final_metric
 
-#: Names the worker can inject besides hyperparameters.
-INJECTED = ("reporter", "hparams", "budget")
 #: Log lines are sent at most this long after they were written.
 LOG_FLUSH = 0.2
 #: Exit code of a worker process that the driver aborted (its gang failed); a backend
@@ -44,129 +41,6 @@ ABORT_EXIT = 75
 RENDEZVOUS_GRACE = 30.0
 
 
-# -- calling the training function ----------------------------------------------------
-def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = False,
-                    extras: Iterable[str] = (), conditional: Iterable[str] = ()) -> None:
-    """Raise :class:`TrainFunctionError` if ``fn`` cannot be called for these parameters.
-
-    ``conditional`` names the parameters that some trials lack (their condition does not
-    hold); ``fn`` must give those a default when it names them.
-    Called by the experiment before any worker starts, and by ``build_kwargs``.
-    """
-    name = getattr(fn, "__name__", "the training function")
-    if not callable(fn):
-        raise TrainFunctionError(f"the training function must be callable, got "
-                                 f"{type(fn).__name__}")
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # builtins and C functions: nothing to check
-    params = set(param_names)
-    extras = set(extras)
-    named = {p.name: p for p in sig.parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    positional_only = [p.name for p in sig.parameters.values() if p.kind == p.POSITIONAL_ONLY
-                       and p.default is p.empty]
-    if positional_only:
-        raise TrainFunctionError(f"{name}() has positional-only arguments "
-                                 f"{positional_only}; make them keyword arguments")
-    available = params | {"reporter", "hparams"} | extras | ({"budget"} if budget else set())
-    for pname, p in named.items():
-        if pname not in available and p.default is p.empty:
-            raise TrainFunctionError(
-                f"{name}() needs argument {pname!r}, which is neither a hyperparameter "
-                f"({', '.join(sorted(params)) or 'none'}) nor injected (reporter, hparams"
-                f"{', budget' if budget else ''}); give it a default or add it to the "
-                "search space")
-    for pname in sorted(set(conditional) & set(named)):
-        if named[pname].default is named[pname].empty:
-            raise TrainFunctionError(
-                f"{name}() needs a default for conditional hyperparameter {pname!r} (trials "
-                f"whose condition does not hold lack it); e.g. {pname}=None")
-    leftover = params - set(named)
-    if leftover and not var_kw and "hparams" not in named:
-        raise TrainFunctionError(
-            f"{name}() does not take hyperparameter(s) {', '.join(sorted(leftover))}; add "
-            "them as arguments, take **kwargs, or take one `hparams` dict")
-    if budget and "budget" not in named and not var_kw:
-        raise TrainFunctionError(f"this optimizer passes a `budget` (e.g. epochs) to {name}(); "
-                                 "add a `budget` argument")
-
-
-def call_plan(fn: Callable):
-    """``(named parameters, takes **kwargs)`` of ``fn``, or None if it has no signature.
-
-    Computed once per function: inspecting a signature costs more than a no-op trial.
-    """
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    named = tuple(p.name for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-    return named, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-
-
-def build_kwargs(fn: Callable, params: Dict[str, Any], reporter: Reporter,
-                 budget: Any = None, extras: Optional[Dict[str, Any]] = None,
-                 plan=None) -> Dict[str, Any]:
-    """The keyword arguments for one call of ``fn`` (``plan`` from :func:`call_plan`)."""
-    extras = extras or {}
-    plan = plan or call_plan(fn)
-    if plan is None:
-        return dict(params)
-    named, var_kw = plan
-    kwargs: Dict[str, Any] = {}
-    for pname in named:
-        if pname in params:
-            kwargs[pname] = params[pname]
-        elif pname == "hparams":
-            kwargs[pname] = dict(params)
-        elif pname == "reporter":
-            kwargs[pname] = reporter
-        elif pname == "budget" and budget is not None:
-            kwargs[pname] = budget
-        elif pname in extras:
-            kwargs[pname] = extras[pname]
-    if var_kw:
-        for pname, value in params.items():
-            kwargs.setdefault(pname, value)
-        if budget is not None:
-            kwargs.setdefault("budget", budget)
-    return kwargs
-
-
-def final_metric(returned: Any, key: str):
-    """``(value, other_metrics)`` from what the training function returned."""
-    if returned is None:
-        raise InvalidMetricError(f"the training function returned nothing; return the metric "
-                                 f"(a number) or a dict with key {key!r}")
-    if isinstance(returned, dict):
-        if key not in returned:
-            keys = ", ".join(map(repr, returned)) or "none"
-            raise InvalidMetricError(f"the returned dict has no optimization key {key!r} "
-                                     f"(its keys: {keys}); add it or set optimization_key")
-        value = _metric(returned[key], f"the returned {key!r}")
-        others = {}
-        for k, v in returned.items():
-            if k != key:
-                try:
-                    others[str(k)] = as_metric(v, k)
-                except MaggyError:
-                    others[str(k)] = str(v)[:200]
-        return value, others
-    return _metric(returned, "the returned metric"), {}
-
-
-def _metric(value: Any, what: str) -> float:
-    try:
-        return as_metric(value, what)
-    except MaggyError as exc:
-        raise InvalidMetricError(str(exc)) from None
-
-
-# -- output routing -------------------------------------------------------------------
 class _LineRouter(io.TextIOBase):
     """A text stream that turns what is written into log lines of the current trial."""
 

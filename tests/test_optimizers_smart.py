@@ -24,8 +24,8 @@ from maggy_magic.optimizers import (
     Hyperband,
     get_optimizer,
 )
+from maggy_magic.trainfn import build_kwargs, call_plan, check_signature
 from maggy_magic.trial import Trial
-from maggy_magic.worker import build_kwargs, call_plan, check_signature
 
 NEW = ["tpe", "gp", "hyperband", "bohb", "de"]
 #: gp refits a Gaussian process per suggestion (seconds each on a busy machine).

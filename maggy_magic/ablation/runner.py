@@ -51,7 +51,7 @@ class AblationTrainFn:
         self.__doc__ = getattr(func, "__doc__", None)
 
     def __call__(self, reporter: Any = None, **params: Any) -> Any:
-        from ..worker import build_kwargs, call_plan
+        from ..trainfn import build_kwargs, call_plan
 
         plan = call_plan(self.func)
         named = plan[0] if plan else ()
@@ -144,7 +144,7 @@ def _as_list(value: Any) -> List[str]:
 def check_train_fn(fn: Callable, study: Any) -> None:
     """Raise :class:`TrainFunctionError` / :class:`AblationError` if the trials cannot
     call ``fn``: an argument nothing injects, or a model / dataset the study cannot make."""
-    from ..worker import check_signature
+    from ..trainfn import check_signature
 
     name = getattr(fn, "__name__", "the training function")
     if not callable(fn):

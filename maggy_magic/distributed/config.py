@@ -116,7 +116,7 @@ class DistributedConfig(RunOptions):
     def trial_function(self, train_fn: Callable, optimizer: Any) -> Callable:
         """The :class:`~maggy_magic.distributed.runner.DistRunner` around ``train_fn``, once its
         arguments fit the hyperparameters and what a rank injects."""
-        from ..worker import check_signature
+        from ..trainfn import check_signature
         from .runner import INJECTED, DistRunner
 
         # hyperparameters that build the model (its constructor's arguments) need not be

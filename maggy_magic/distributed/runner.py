@@ -40,7 +40,7 @@ class DistRunner:
         self.__module__ = getattr(train_fn, "__module__", __name__)
 
     def __call__(self, hparams: Dict[str, Any], reporter: Any, trial_context: Any) -> Any:
-        from ..worker import build_kwargs
+        from ..trainfn import build_kwargs
 
         info = trial_context.info
         context = DistContext(
