@@ -189,7 +189,7 @@ def main(argv: Optional[List[str]] = None, spark=None) -> int:
         sc = SparkBackend(master=args.master).sc
     else:
         sc = spark.sparkContext
-    from maggy_magic.backends.spark import task_slots
+    from maggy_magic.backends.spark.context import task_slots
 
     workers = task_slots(sc)
     specs = workload(n, median, args.sigma, args.seed)

@@ -68,7 +68,7 @@ def _session_of(sc):
 
 
 def slots(sc) -> int:
-    from maggy_magic.backends.spark import task_slots
+    from maggy_magic.backends.spark.context import task_slots
 
     return task_slots(sc)
 

@@ -116,7 +116,7 @@ def where_from(x):
     zips = [p for p in sys.path if os.path.basename(p).startswith("maggy_magic-")
             and p.endswith(".zip")]
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "import maggy_magic, maggy_magic.backends._spark_task; print(maggy_magic.__file__)")
+            "import maggy_magic, maggy_magic.backends.spark.task; print(maggy_magic.__file__)")
     imported = subprocess.run([sys.executable, "-S", "-c", code, zips[0]], check=True,
                               capture_output=True, text=True).stdout.strip() if zips else ""
     return {"metric": x, "zip": zips[0] if zips else "", "imported": imported}
@@ -320,7 +320,7 @@ def test_spark_giving_up_on_the_job_fails_the_run_in_one_line(spark):
 
 
 def test_forced_shipping_imports_maggy_magic_from_the_zip(spark):
-    from maggy_magic.backends._spark_ship import package_zip
+    from maggy_magic.backends.spark.ship import package_zip
 
     handles = {}
     zip_path = package_zip()
@@ -338,7 +338,7 @@ def test_forced_shipping_imports_maggy_magic_from_the_zip(spark):
 
 
 def test_probe_finds_modules_without_importing_them(spark):
-    from maggy_magic.backends._spark_ship import probe_modules
+    from maggy_magic.backends.spark.ship import probe_modules
 
     found = probe_modules(spark.sparkContext, ["json", "no_such_module_for_maggy",
                                                "test_spark"])

@@ -49,7 +49,7 @@ def prepare(target: Any, ship: str, timeout: float) -> Dict[str, Any]:
     """
     import maggy_magic
 
-    from .._spark_ship import package_zip
+    from ..spark.ship import package_zip
 
     probe = call(target, statements.probe(), timeout, "probe")
     remote, local = list(probe.get("python") or []), python_version()

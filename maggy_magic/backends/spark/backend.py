@@ -1,68 +1,43 @@
-"""The Spark backend: one long-running Spark task per worker, each running the worker loop.
+"""``SparkBackend``: one long-running Spark task per worker, each running the worker loop.
 
-``SparkBackend`` finds its SparkContext in this order: the ``spark=`` backend option (a
-SparkSession or SparkContext), the active SparkSession / SparkContext, or a session it
-creates from ``master=`` (e.g. ``"local-cluster[2,1,1024]"``) with the console progress
-bar off and task retries allowed. ``start`` submits one job of ``num_workers`` tasks from a
-background thread, under a job group that ``stop`` cancels; task ``i`` is worker ``"i"``
-and connects back to the driver at ``spark.driver.host``. The training function travels
-in the task closure, pickled by ``pyspark.cloudpickle``; executors that cannot import
-this version of maggy_magic get it as a zip (``sc.addPyFile``).
+``start`` submits one job of ``num_workers`` tasks from a background thread, under a job
+group that ``stop`` and ``cancel`` cancel; task ``i`` is worker ``"i"`` (:mod:`.task`) and
+connects back to the driver at ``spark.driver.host``. The training function travels in
+the task closure, pickled by ``pyspark.cloudpickle``; executors that cannot import this
+version of maggy_magic get it as a zip (:mod:`.ship`). The SparkContext comes from
+:func:`.context.resolve_context`.
 
 Fault tolerance is Spark's: when an executor dies, Spark re-runs its task, whose worker
 registers again under the same id; the driver retries the trial the old one held. A
 worker the driver gives up on (silent, hung) has its task attempt killed, and Spark runs
 it again. When Spark gives up on the job (a task failed ``spark.task.maxFailures``
-times), the run fails with Spark's reason in one line.
-
-pyspark is imported only when this backend is used; a missing pyspark is a
-:class:`~maggy_magic.errors.ConfigError` that says what to install.
+times), the run fails with Spark's reason in one line (:func:`.failures.spark_error`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigError, ExperimentFailed, did_you_mean
-from ..logs import logger
-from .base import Backend, Launch
+import maggy_magic
 
-#: Settings of a SparkSession this backend creates (``conf=`` overrides them).
-SESSION_DEFAULTS = {
-    "spark.ui.showConsoleProgress": "false",
-    # a task whose executor dies is re-run; a few deaths must not end the experiment
-    "spark.task.maxFailures": "8",
-    # barrier jobs submitted while executors are still registering retry soon
-    "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
-}
+from ...errors import ConfigError, ExperimentFailed, did_you_mean
+from ...logs import logger
+from ..base import Backend, Launch
+from .context import require_pyspark, resolve_context, task_slots
+from .failures import spark_error
+from .ship import Shipper
+from .task import REFUSED, TaskSetup, serve, serve_barrier
+
 #: After cancelling, how long ``stop`` waits for Spark to report the job ended.
 CANCEL_WAIT = 30.0
 #: Keys of ``backend_options`` this backend understands.
 OPTIONS = ("spark", "master", "barrier", "ship", "conf", "app_name", "start_timeout")
-
-
-def create(**options: Any) -> "SparkBackend":
-    """The registry's factory: check option names, then build the backend."""
-    for key in options:
-        if key not in OPTIONS:
-            raise ConfigError(f"unknown spark backend option {key!r}; "
-                              f"{did_you_mean(key, OPTIONS)}")
-    return SparkBackend(**options)
-
-
-def _require_pyspark() -> None:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        raise ConfigError("the spark backend needs pyspark, which is not installed; install "
-                          "maggy-magic[spark] (pip install 'maggy-magic[spark]')") from None
 
 
 class SparkBackend(Backend):
@@ -90,12 +65,10 @@ class SparkBackend(Backend):
     def __init__(self, spark: Any = None, master: Optional[str] = None, barrier: bool = False,
                  ship: str = "auto", conf: Optional[Dict[str, Any]] = None,
                  app_name: str = "maggy-magic", start_timeout: float = 300.0):
-        _require_pyspark()
+        require_pyspark()
         if not isinstance(barrier, bool):
             raise ConfigError(f"spark backend option barrier must be True or False, got "
                               f"{barrier!r}")
-        from ._spark_ship import Shipper
-
         if ship not in Shipper.MODES:
             raise ConfigError(f"spark backend option ship must be one of "
                               f"{', '.join(Shipper.MODES)}, got {ship!r}; "
@@ -110,7 +83,7 @@ class SparkBackend(Backend):
         self.barrier = barrier
         self.ship = ship
         self.start_timeout = float(start_timeout)
-        self.session, self.sc = _resolve_context(spark, master, conf, app_name)
+        self.session, self.sc = resolve_context(spark, master, conf, app_name)
         if str(self.sc.getConf().get("spark.speculation", "false")).lower() == "true":
             raise ConfigError("the spark backend runs long-lived worker tasks that Spark must "
                               "not duplicate; set spark.speculation=false for this session")
@@ -147,11 +120,6 @@ class SparkBackend(Backend):
         would wait for slots that never come).
         """
         from pyspark import InheritableThread
-
-        import maggy_magic
-
-        from ._spark_ship import Shipper
-        from ._spark_task import TaskSetup, serve, serve_barrier
 
         workers = launch.num_workers
         if self.barrier:
@@ -253,7 +221,7 @@ class SparkBackend(Backend):
         if error is not None:
             launch.fail(f"the Spark job running the workers failed: {spark_error(error)}")
             return
-        refused = [r for r in self.task_results if r.get("exit") == "refused"]
+        refused = [r for r in self.task_results if r.get("exit") == REFUSED]
         if refused:
             launch.fail(f"{len(refused)} Spark worker task(s) found nothing listening at the "
                         f"driver's address {launch.host}:{launch.port}; set spark.driver.host "
@@ -300,89 +268,6 @@ class SparkBackend(Backend):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _resolve_context(spark: Any, master: Optional[str], conf: Optional[Dict[str, Any]],
-                     app_name: str):
-    """(session or None, SparkContext) following the order in the module docstring."""
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    if spark is not None:
-        if isinstance(spark, SparkContext):
-            return None, spark
-        return spark, _context_of(spark, "the spark= backend option")
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        sc = _context_of(session, "the active SparkSession")
-    else:
-        sc = SparkContext._active_spark_context
-    if sc is not None:
-        if master is not None and master != sc.master:
-            raise ConfigError(f"master={master!r} was given but a SparkContext with master "
-                              f"{sc.master!r} is already running; drop master to use it, or "
-                              "stop it first")
-        if conf:
-            raise ConfigError("conf= applies only to a SparkSession the backend creates, and "
-                              "one is already running; set these options on it, or stop it")
-        return session, sc
-    if master is None:
-        raise ConfigError("the spark backend found no active SparkSession; create one "
-                          "(SparkSession.builder...getOrCreate()), pass it as "
-                          "backend_options={'spark': spark}, or give a master to start, e.g. "
-                          "backend_options={'master': 'local[2]'} (--master local[2])")
-    settings = dict(SESSION_DEFAULTS)
-    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
-        # executors on this machine run this interpreter (PySpark reads the variable when
-        # the context starts; its default, python3 on PATH, may be another Python)
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-    settings.update({str(k): str(v) for k, v in (conf or {}).items()})
-    builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    return session, session.sparkContext
-
-
-def _context_of(session: Any, what: str):
-    try:
-        sc = session.sparkContext
-    except Exception:  # noqa: BLE001 - Spark Connect sessions raise here
-        sc = None
-    if sc is None:
-        raise ConfigError(f"{what} has no SparkContext (Spark Connect sessions cannot run "
-                          "tasks that connect back to the driver); use a classic SparkSession")
-    return sc
-
-
-def task_slots(sc: Any) -> int:
-    """How many tasks the cluster runs at once: what the scheduler reports now, or what the
-    configuration promises when executors are still registering; at least 1."""
-    live = 0
-    try:
-        jsc = sc._jsc.sc()
-        profile = jsc.resourceProfileManager().defaultResourceProfile()
-        live = int(jsc.maxNumConcurrentTasks(profile))
-    except Exception:  # noqa: BLE001 - an internal API; fall back on the configuration
-        pass
-    return max(live, expected_slots(sc.master, sc.getConf()), 1)
-
-
-def expected_slots(master: str, conf: Any) -> int:
-    """Task slots the master URL and settings promise (0 if they do not say)."""
-    task_cpus = max(1, int(conf.get("spark.task.cpus", "1") or 1))
-    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?", master.strip())
-    if match:
-        count = match.group(1)
-        return (os.cpu_count() or 1) if count == "*" else int(count or 1)
-    match = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master.strip())
-    if match:
-        return int(match.group(1)) * int(match.group(2)) // task_cpus
-    instances, cores = conf.get("spark.executor.instances", None), \
-        conf.get("spark.executor.cores", None)
-    if instances and cores:
-        return int(instances) * int(cores) // task_cpus
-    return 0
-
-
 def _module_of(fn: Any) -> Optional[str]:
     return getattr(getattr(fn, "func", fn), "__module__", None)
 
@@ -424,43 +309,3 @@ def _pickle_function(fn: Any, by_value: List[str]) -> bytes:
     finally:
         for module in added:
             cloudpickle.unregister_pickle_by_value(module)
-
-
-_ERROR_LINE = re.compile(
-    r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Unreachable)): (.+)$",
-    re.M)
-
-
-def spark_error(exc: BaseException) -> str:
-    """One line from a failed Spark action: how often a task failed and its last error."""
-    texts = []
-    origin = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
-    if origin is not None:
-        try:
-            texts.append(str(origin.getMessage() or ""))
-        except Exception:  # noqa: BLE001 - the JVM may be gone
-            pass
-    desc = getattr(exc, "_desc", None)
-    if desc:
-        texts.append(str(desc))
-    if not any(texts):
-        texts.append(str(exc) or type(exc).__name__)
-    text = "\n".join(texts)
-    failed = re.search(r"Task \S+ in stage \S+ failed \d+ times", text)
-    errors = _ERROR_LINE.findall(text)
-    crashed = re.search(r"Python worker exited unexpectedly \(crashed\)", text)
-    if errors:
-        name, message = errors[-1]
-        reason = f"{name}: {message.strip()}"
-    elif crashed:
-        reason = ("a Python worker exited unexpectedly (crashed; e.g. os._exit, a signal, or "
-                  "out of memory)")
-    else:
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        first = re.sub(r"^.*?most recent failure: Lost task \S+ in stage \S+ \([^)]*\) "
-                       r"\([^)]*\): ", "", first)
-        first = re.sub(r"^An error occurred while calling \S+\.\s*", "", first)
-        reason = first or type(exc).__name__
-    line = f"{failed.group(0)}; last error: {reason}" if failed else reason
-    line = " ".join(line.split())
-    return line if len(line) <= 400 else line[:397] + "..."

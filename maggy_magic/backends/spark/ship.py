@@ -25,6 +25,7 @@ _known: Dict[Tuple[str, str], Any] = {}
 
 
 def package_dir() -> str:
+    """The folder this package's files were imported from (inside a zip if shipped)."""
     return os.path.dirname(os.path.abspath(maggy_magic.__file__))
 
 
