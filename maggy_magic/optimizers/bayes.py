@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from ..trial import Trial
-from . import _optuna_space as bridge
+from . import optuna_bridge
 from .base import AbstractOptimizer, Suggestion
 from .randomsearch import (
     reject_options,
@@ -136,16 +136,16 @@ class ModelSearch(AbstractOptimizer):
     # -- contract -----------------------------------------------------------------------
     def validate(self, searchspace: Any) -> None:
         require_params(self.name, searchspace)
-        bridge.load_optuna(self.name, torch=self.torch)
+        optuna_bridge.load_optuna(self.name, torch=self.torch)
 
     def initialize(self) -> None:
         require_params(self.name, self.searchspace)
         self.num_trials = require_num_trials(self.name, self.num_trials)
         self.seed = resolve_seed(self.seed, self.trial_store)
-        optuna = self._optuna = bridge.load_optuna(self.name, torch=self.torch)
-        self._dists = bridge.distributions(optuna, self.searchspace)
+        optuna = self._optuna = optuna_bridge.load_optuna(self.name, torch=self.torch)
+        self._dists = optuna_bridge.distributions(optuna, self.searchspace)
         direction = "maximize" if self.direction == "max" else "minimize"
-        with bridge.quiet():
+        with optuna_bridge.quiet():
             self._study = optuna.create_study(direction=direction,
                                               sampler=self._ledger_sampler())
         self._number, self._count, self._results = {}, 0, 0
@@ -166,7 +166,7 @@ class ModelSearch(AbstractOptimizer):
         elif draw < self.random_fraction:
             params, number, kind = self._random(index), None, "random"
         else:
-            with bridge.quiet():
+            with optuna_bridge.quiet():
                 params, number = self._ask_model()
             kind = "model"
             if config_key(params) in self._seen:
@@ -187,13 +187,13 @@ class ModelSearch(AbstractOptimizer):
     def _add(self, params: Dict[str, Any], state: Any, value: Optional[float] = None
              ) -> Optional[int]:
         """Put a trial into the ledger; its number, or None if it does not fit the space."""
-        encoded = bridge.encode(self.searchspace, self._dists, params)
+        encoded = optuna_bridge.encode(self.searchspace, self._dists, params)
         if encoded is None:
             return None
         oparams, odists = encoded
         frozen = self._optuna.trial.create_trial(state=state, params=oparams,
                                                  distributions=odists, value=value)
-        with bridge.quiet():
+        with optuna_bridge.quiet():
             self._study.add_trial(frozen)
         self._count += 1
         if value is not None:
@@ -207,7 +207,7 @@ class ModelSearch(AbstractOptimizer):
             number = self._add(trial.params, states.RUNNING)
             if number is not None:
                 self._number[trial] = number
-        elif bridge.usable(trial.final_metric):
+        elif optuna_bridge.usable(trial.final_metric):
             self._add(trial.params, states.COMPLETE, float(trial.final_metric))
         else:
             self._add(trial.params, states.FAIL)
@@ -218,12 +218,12 @@ class ModelSearch(AbstractOptimizer):
             number = self._number.pop(ended, None)
             if number is not None:
                 value = ended.final_metric
-                self._tell(number, float(value) if bridge.usable(value) else None)
+                self._tell(number, float(value) if optuna_bridge.usable(value) else None)
         self._cursor = len(self.final_store)
 
     def _tell(self, number: int, value: Optional[float]) -> None:
         states = self._optuna.trial.TrialState
-        with bridge.quiet():
+        with optuna_bridge.quiet():
             if value is None:
                 self._study.tell(number, state=states.FAIL)
             else:
@@ -283,7 +283,7 @@ class TPE(ModelSearch):
     def _ask_model(self) -> Tuple[Dict[str, Any], Optional[int]]:
         otrial = self._study.ask()
         self._count += 1
-        return bridge.suggest(self.searchspace, self._dists, otrial), otrial.number
+        return optuna_bridge.suggest(self.searchspace, self._dists, otrial), otrial.number
 
 
 class GP(ModelSearch):
@@ -331,4 +331,4 @@ class GP(ModelSearch):
                                                  value=lie) for t in self._running()]
         study = optuna.create_study(direction=self._study.direction, sampler=self._sampler)
         study.add_trials(trials)
-        return bridge.suggest(self.searchspace, self._dists, study.ask()), None
+        return optuna_bridge.suggest(self.searchspace, self._dists, study.ask()), None

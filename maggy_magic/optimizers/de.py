@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 from ..trial import Trial
-from . import _optuna_space as bridge
+from . import optuna_bridge
 from .base import AbstractOptimizer, Suggestion
 from .bayes import DEDUPE_TRIES, check_fraction, config_key
 from .randomsearch import reject_options, require_num_trials, require_params, resolve_seed
@@ -132,9 +132,9 @@ class DifferentialEvolution(AbstractOptimizer):
 
     def _replaces(self, challenger: Trial, incumbent: Trial) -> bool:
         new, old = challenger.final_metric, incumbent.final_metric
-        if not bridge.usable(new):
+        if not optuna_bridge.usable(new):
             return False
-        if not bridge.usable(old):
+        if not optuna_bridge.usable(old):
             return True
         return new == old or self.better(new, old)
 

@@ -16,7 +16,7 @@ import random
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..trial import Trial
-from . import _optuna_space as bridge
+from . import optuna_bridge
 from .asha import Asha
 from .base import Suggestion
 from .bayes import check_count, check_fraction, config_key, int_seed, sample_unseen
@@ -27,7 +27,7 @@ OPTIONS = ["reduction_factor", "resource_min", "resource_max"]
 
 def _metric(trial: Trial) -> Optional[float]:
     value = trial.final_metric
-    return float(value) if bridge.usable(value) else None
+    return float(value) if optuna_bridge.usable(value) else None
 
 
 class Hyperband(Asha):
@@ -180,11 +180,11 @@ class BOHB(Hyperband):
 
     def validate(self, searchspace: Any) -> None:
         super().validate(searchspace)
-        bridge.load_optuna(self.name)
+        optuna_bridge.load_optuna(self.name)
 
     def initialize(self) -> None:
         super().initialize()
-        self._optuna = bridge.load_optuna(self.name)
+        self._optuna = optuna_bridge.load_optuna(self.name)
 
     def _new_config(self, index: int, budget: float) -> Tuple[Dict[str, Any], str]:
         if random.Random(f"{self.seed}:{index}:mode").random() < self.random_fraction:
@@ -197,7 +197,7 @@ class BOHB(Hyperband):
                   if sum(1 for t in ts if t.done and _metric(t) is not None) >= needed]
         if not usable:
             return self._random(index), "random"
-        with bridge.quiet():
+        with optuna_bridge.quiet():
             params = self._propose(by_budget[max(usable)], index)
         if config_key(params) in self._seen:
             return self._random(index), "random"
@@ -206,7 +206,7 @@ class BOHB(Hyperband):
     def _propose(self, trials: List[Trial], index: int) -> Dict[str, Any]:
         optuna = self._optuna
         states = optuna.trial.TrialState
-        dists = bridge.distributions(optuna, self.searchspace)
+        dists = optuna_bridge.distributions(optuna, self.searchspace)
         sampler = optuna.samplers.TPESampler(
             seed=int_seed(f"{self.seed}:{index}"), n_startup_trials=0, multivariate=True,
             constant_liar=True, n_ei_candidates=self.n_samples,
@@ -215,7 +215,7 @@ class BOHB(Hyperband):
                                     else "minimize", sampler=sampler)
         frozen = []
         for t in trials:
-            encoded = bridge.encode(self.searchspace, dists, t.params)
+            encoded = optuna_bridge.encode(self.searchspace, dists, t.params)
             if encoded is None:
                 continue
             value = _metric(t)
@@ -225,4 +225,4 @@ class BOHB(Hyperband):
                                                     distributions=encoded[1], value=value
                                                     if state == states.COMPLETE else None))
         study.add_trials(frozen)
-        return bridge.suggest(self.searchspace, dists, study.ask())
+        return optuna_bridge.suggest(self.searchspace, dists, study.ask())

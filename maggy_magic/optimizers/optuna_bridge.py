@@ -1,5 +1,11 @@
 """The bridge between a :class:`~maggy_magic.searchspace.Searchspace` and Optuna.
 
+Used by the optimizers in :mod:`.bayes` (tpe, gp), :mod:`.hyperband` (bohb) and
+:mod:`.de`: ``load_optuna`` (the module, or a :class:`ConfigError` saying what to
+install), ``quiet`` (Optuna's logging and warnings silenced), ``distributions`` /
+``suggest`` / ``encode`` (search space ↔ Optuna distributions, trials and recorded
+parameters) and ``usable`` (whether a metric can be told to a model).
+
 Optuna is imported here, lazily, and only by the optimizers that model results (tpe, gp,
 bohb). DISCRETE and CATEGORICAL parameters are handed to Optuna as categorical choices of
 their value *indexes*, so any JSON value (lists, dicts, None) can be a choice; conditional
