@@ -485,7 +485,7 @@ def test_maggy_ablation_mistakes_are_one_line_errors(fresh, source, error, messa
 
 # -- the live dashboard's view state ----------------------------------------------------
 def test_dashboard_state_compares_each_component_with_the_base_as_trials_end():
-    from maggy_magic.ui._state import DashboardState
+    from maggy_magic.ui.state import DashboardState
 
     study = digits_study(include=["dropout"])
     study.features.include("top")

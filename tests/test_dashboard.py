@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("anywidget")
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment  # noqa: E402
-from maggy_magic.ui._state import Curve, DashboardState  # noqa: E402
 from maggy_magic.ui.dashboard import Dashboard, widgets_available  # noqa: E402
+from maggy_magic.ui.state import Curve, DashboardState  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -232,7 +232,7 @@ def test_ten_thousand_trials_stay_bounded_and_fast():
     assert per_event < 50e-6, "the listener must stay cheap on the driver's thread"
     assert slowest < 1.0     # it waits at most for one payload build (~20 ms here)
     assert sum(biggest.values()) < 400_000, biggest     # bytes, whatever the trial count
-    state: DashboardState = dash._state
+    state: DashboardState = dash.state
     assert len(state.curves) <= 8 + state.top_curves + state.recent_curves
     assert all(len(c.points()) <= state.max_points + 1 for c in state.curves.values())
     w = dash.widget
@@ -255,7 +255,7 @@ def test_sorting_selects_rows_over_all_trials():
     dash.close()
     dash.widget.table_sort = {"key": "metric", "desc": True}   # as the front-end sets it
     rows = dash.widget.trials["rows"]
-    finished = sorted((r for r in dash._state.rows.values() if r["state"] == "FINISHED"),
+    finished = sorted((r for r in dash.state.rows.values() if r["state"] == "FINISHED"),
                       key=lambda r: -r["metric"])
     assert [r["trial"] for r in rows] == [r["trial"] for r in finished[:50]]
     assert rows[0]["trial"] == dash.widget.status["best"]["trial"]

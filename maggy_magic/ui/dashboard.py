@@ -1,14 +1,14 @@
 """The live dashboard: an anywidget fed by the experiment's event stream.
 
 One :class:`Dashboard` is one listener on the driver's events (``dash(event)``). It folds
-events into a bounded view state (:mod:`maggy_magic.ui._state`) and a background thread
+events into a bounded view state (:mod:`maggy_magic.ui.state`) and a background thread
 syncs what changed to the front-end at most every ``interval`` seconds (four times a
 second by default), however fast events come: a burst of thousands of events costs a
 couple of comm messages. The front-end (``js/``, shipped as ``ui/static/dashboard.js``)
 draws the state, and its Stop button calls ``on_stop``.
 
 A kernel does not read widget messages while a cell runs, so :meth:`Dashboard.wait`
-serves them itself (:mod:`maggy_magic.ui._pump`) until the run is over: the Stop button
+serves them itself (:mod:`maggy_magic.ui.comm_pump`) until the run is over: the Stop button
 and table sorting work during a blocking ``%%maggy`` cell.
 
 Importing this module does not import anywidget; creating a :class:`Dashboard` does.
@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from ._state import PARTS, DashboardState
+from .state import PARTS, DashboardState
 
 _STATIC = pathlib.Path(__file__).with_name("static")
 _WIDGET_CLASS = None
@@ -91,7 +91,9 @@ class Dashboard:
         self.syncs = 0                   # comm updates sent (each one batches all parts)
         self._on_stop = on_stop
         self._stop_sent = False
-        self._state = DashboardState(title, **limits)
+        #: The :class:`DashboardState` events fold into; the driver's thread writes it, so
+        #: read it from elsewhere only once the dashboard is closed.
+        self.state = DashboardState(title, **limits)
         self._cond = threading.Condition()
         self._closing = False
         self._closed = False
@@ -107,7 +109,7 @@ class Dashboard:
     def __call__(self, event: Dict[str, Any]) -> None:
         """Fold one event in; the flusher thread syncs it soon. Cheap: no I/O here."""
         with self._cond:
-            self._state.apply(event)
+            self.state.apply(event)
             if self._flusher is None and not self._closing:
                 self._start_flusher()
             self._cond.notify()
@@ -125,7 +127,7 @@ class Dashboard:
     def wait(self, driver: Any) -> None:
         """Block until ``driver.done``, serving the kernel's widget messages meanwhile
         (without a kernel: just wait). KeyboardInterrupt propagates to the caller."""
-        from ._pump import CommPump, Wakeup
+        from .comm_pump import CommPump, Wakeup
 
         pump = CommPump.for_current_kernel()
         if pump is None:
@@ -167,7 +169,7 @@ class Dashboard:
         """Sync changes, at most once per ``interval``; events in between coalesce."""
         while True:
             with self._cond:
-                while not self._state.dirty and not self._closing:
+                while not self.state.dirty and not self._closing:
                     self._cond.wait()
                 if self._closing:
                     return
@@ -183,7 +185,7 @@ class Dashboard:
     def _sync(self) -> None:
         with self._sync_lock:
             with self._cond:
-                payload = self._state.take()
+                payload = self.state.take()
                 self._last_sync = time.monotonic()
             if not payload:
                 return
@@ -202,7 +204,7 @@ class Dashboard:
 
     def _on_sort(self, change: Dict[str, Any]) -> None:
         with self._cond:
-            self._state.set_sort(change["new"])
+            self.state.set_sort(change["new"])
             self._cond.notify()
             closed = self._closed
         if closed:          # after the run the kernel is idle: answer at once

@@ -15,7 +15,7 @@ const STATE_ORDER = { RUNNING: 0, PENDING: 1, FINISHED: 2, EARLY_STOPPED: 3, FAI
  * Compare two cell values: missing values (null, undefined, NaN) always sort last and
  * numbers before text, whatever the direction; numbers compare numerically, anything
  * else as strings. The kernel selects the rows
- * it sends with the same rule (maggy_magic/ui/_state.py), so both sides agree.
+ * it sends with the same rule (maggy_magic/ui/state.py), so both sides agree.
  */
 function compareValues(a, b, desc = false) {
   const missingA = a === null || a === undefined || Number.isNaN(a);
