@@ -18,7 +18,8 @@ from maggy_magic import (
     SearchspaceError,
     TrainFunctionError,
 )
-from maggy_magic.magics import MaggyMagics, parse_options
+from maggy_magic.magics import MaggyMagics
+from maggy_magic.magics.options import parse_options
 
 
 @pytest.fixture(autouse=True)
@@ -283,7 +284,7 @@ def test_cell_names_stay_bound_when_the_magic_rejects_the_cell(shell):
 
 
 def test_help_lists_every_option(shell, capsys):
-    from maggy_magic.magics import OPTIONS
+    from maggy_magic.magics.options import OPTIONS
 
     shell.run_line_magic("maggy", "help")
     out = capsys.readouterr().out

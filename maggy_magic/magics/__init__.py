@@ -1,0 +1,170 @@
+"""The IPython magics: ``%%maggy hpo|ablation|dist [options]`` and ``%maggy ...``.
+
+IPython glue only: split the line, dispatch to the experiment builder of a cell
+(:mod:`.cells`) or to a line command (:mod:`.commands`), run the experiment with a live
+display (:mod:`maggy_magic.ui`), bind ``-o VAR`` and return the result.
+
+Options follow the Python API's names (``--trials`` is ``num_trials``, ``--metric`` is
+``optimization_key``...; ``%maggy help`` lists them, :mod:`.options` reads them). IPython
+expands ``$name`` and ``{expression}`` in the line before the magic sees it, so every
+option can take a notebook variable, and a papermill parameters cell drives the run.
+Mistakes give a one-line :class:`~maggy_magic.errors.MaggyError` that names the closest
+valid choice; the notebook shows such errors as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, Dict, List, Optional
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from ..errors import ConfigError, ExperimentInterrupted, MaggyError, did_you_mean
+from .cells import CELL_COMMANDS
+from .commands import LINE_COMMANDS
+from .options import MAGIC_OPTIONS, help_text, livy_options, options_for, parse_options
+
+
+@magics_class
+class MaggyMagics(Magics):
+    """``%%maggy`` and ``%maggy``. One instance per shell holds the session defaults
+    (``%maggy config``) and the drivers of runs in progress (``%maggy stop``).
+
+    A run's live display is closed (its final state pushed, its threads ended) when the
+    run ends; the static summary is the cell's last output."""
+
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        self.defaults: Dict[str, Any] = {}
+        self.running: Dict[str, Any] = {}
+
+    @line_cell_magic
+    def maggy(self, line: str, cell: Optional[str] = None) -> Any:
+        """Run a notebook's training function as parallel trials; ``%maggy help``."""
+        try:
+            try:
+                tokens = shlex.split(line)
+            except ValueError as exc:
+                raise ConfigError(f"cannot read the options ({exc}); check the quotes") \
+                    from None
+            command, args = (tokens[0], tokens[1:]) if tokens else ("", [])
+            if cell is None:
+                return self._line(command, args)
+            return self._cell(command, args, cell)
+        except MaggyError as exc:
+            _show_one_line(exc)
+            raise
+
+    # -- %%maggy --------------------------------------------------------------------------
+    def _cell(self, command: str, args: List[str], cell: str) -> Any:
+        if command not in CELL_COMMANDS:
+            if command in LINE_COMMANDS:
+                raise ConfigError(f"{command} is a line magic: use %maggy {command} (one %)")
+            what = f"unknown experiment {command!r}" if command and not \
+                command.startswith("-") else "say which experiment first"
+            raise ConfigError(f"{what}: %%maggy hpo|ablation|dist [options]; "
+                              f"{did_you_mean(command.lstrip('-'), CELL_COMMANDS)}")
+        options = parse_options(args, f"%%maggy {command}")
+        if options.pop("help", False):
+            print(help_text())
+            return None
+        options = livy_options(options_for(command, options, self.defaults))
+        magic = {key: options.pop(key) for key in MAGIC_OPTIONS if key in options}
+        config, train_fn = CELL_COMMANDS[command](self.shell, options, magic, cell)
+        return self._run(config, train_fn, magic, cell)
+
+    def _run(self, config: Any, train_fn: Any, magic: Dict[str, Any], cell: str) -> Any:
+        """Run the experiment with a live display; bind and return its result."""
+        from .. import ui
+        from ..experiment import run
+
+        drivers: List[Any] = []
+
+        def stop() -> None:
+            for driver in drivers:
+                driver.request_stop("stopped from the dashboard")
+
+        display = ui.live_display(config.name, stop, magic.get("ui", "auto"))
+
+        def on_driver(driver: Any, backend: Any) -> None:
+            drivers.append(driver)
+            self.running[driver.events.run_id] = driver
+            try:
+                display.show()
+            except Exception as exc:  # noqa: BLE001 - a display must not stop the run
+                print(f"maggy-magic: the live display failed ({type(exc).__name__}: {exc}); "
+                      "the run goes on", file=sys.stderr)
+
+        try:
+            try:
+                result = run(train_fn, config, listeners=[display], on_driver=on_driver,
+                             wait=display.wait, source=cell)
+            finally:
+                for driver in drivers:
+                    self.running.pop(driver.events.run_id, None)
+                display.close()
+        except MaggyError as exc:
+            result = getattr(exc, "result", None)
+            if result is None:
+                raise
+            # a failed or interrupted run still leaves its partial summary
+            self._bind(magic.get("output"), result)
+            ui.finish(display, result)
+            _display(result)
+            if isinstance(exc, ExperimentInterrupted):
+                raise interrupted_hint(exc) from None
+            raise
+        self._bind(magic.get("output"), result)
+        ui.finish(display, result)
+        return result  # the displayhook shows its static summary (text/html)
+
+    def _bind(self, name: Optional[str], value: Any) -> None:
+        if name:
+            self.shell.user_ns[name] = value
+
+    # -- %maggy ---------------------------------------------------------------------------
+    def _line(self, command: str, args: List[str]) -> Any:
+        if command in CELL_COMMANDS:
+            raise ConfigError(f"{command} is a cell magic: start the cell with "
+                              f"%%maggy {command} and define the training function in it")
+        if command in ("", "-h", "--help"):
+            command = "help"
+        if command not in LINE_COMMANDS:
+            raise ConfigError(f"unknown %maggy command {command!r}; "
+                              f"{did_you_mean(command, LINE_COMMANDS)}")
+        return LINE_COMMANDS[command](args, self.defaults, self.running)
+
+    def close(self) -> None:
+        """Stop the runs in progress (the extension is being unloaded)."""
+        for driver in list(self.running.values()):
+            driver.request_stop("the extension was unloaded")
+
+
+def _display(result: Any) -> None:
+    from IPython.display import display
+
+    display(result)
+
+
+def _show_one_line(exc: BaseException) -> None:
+    """Make IPython show ``exc`` as one line (``ConfigError: message``), no traceback."""
+    line = f"{type(exc).__name__}: {exc}"
+    try:
+        exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def interrupted_hint(exc: ExperimentInterrupted) -> ExperimentInterrupted:
+    """The interrupt error with the magic's resume hint (``--resume RUN``)."""
+    result = exc.result
+    if result is None or "resume with resume=" not in str(exc):
+        return exc  # a run that cannot be resumed (dist, livy) keeps its own message
+    done = result.num_finished + result.num_early_stopped
+    return ExperimentInterrupted(
+        f"experiment interrupted after {done} ended trial(s); run the cell again with "
+        f"--resume {result.run_id} to run the rest ({result.run_dir})", result)
+
+
+__all__ = ["MaggyMagics", "interrupted_hint"]
