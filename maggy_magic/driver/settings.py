@@ -1,0 +1,54 @@
+"""What the driver knows: the knobs of its loop (:class:`DriverSettings`) and the state of
+each connected worker (:class:`WorkerState`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from .. import rpc
+from ..trial import Trial
+
+
+class WorkerState:
+    """What the driver knows about one connected worker."""
+
+    __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost",
+                 "abort_deadline")
+
+    def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int):
+        self.id, self.conn, self.host, self.pid = worker_id, conn, host, pid
+        self.trial: Optional[Trial] = None  # running
+        self.next: Optional[Trial] = None   # queued on the worker, not started
+        self.last_seen = time.monotonic()
+        self.lost = False
+        self.abort_deadline: Optional[float] = None  # set once told to abort
+
+
+class DriverSettings:
+    """The knobs of the loop, resolved from an experiment config."""
+
+    def __init__(self, *, direction: str = "max", optimization_key: str = "metric",
+                 es_interval: float = 1.0, es_min: int = 10, max_failures: int = 0,
+                 max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
+                 stop_grace: float = 30.0, prefetch: bool = True,
+                 rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
+                 run_dir: Optional[str] = None):
+        self.direction = direction
+        self.optimization_key = optimization_key
+        self.es_interval = es_interval
+        self.es_min = es_min
+        self.max_failures = max_failures
+        self.max_retries = max_retries
+        self.hb_interval = hb_interval
+        self.hb_timeout = hb_timeout
+        self.stop_grace = stop_grace
+        #: Allow queuing a trial ahead on a worker (off for launches that need every
+        #: worker busy at once, such as barrier mode).
+        self.prefetch = prefetch
+        #: Gangs: seconds for all members to reach a rendezvous, and for an aborted
+        #: worker to disconnect before it is given up on.
+        self.rendezvous_timeout = rendezvous_timeout
+        self.abort_timeout = abort_timeout
+        #: The run directory, told to workers (trials find their TensorBoard folder there).
+        self.run_dir = run_dir
