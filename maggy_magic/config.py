@@ -16,11 +16,11 @@ same for every kind.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Optional
 
 from .errors import ConfigError, did_you_mean
 from .searchspace import Searchspace
+from .validation import nonnegative_int, positive_int, positive_number, validate_common
 
 
 class RunOptions:
@@ -45,11 +45,11 @@ class RunOptions:
 
     def validate_run_options(self) -> None:
         if self.workers is not None:
-            _positive_int("workers", self.workers)
-        _nonnegative_int("max_failures", self.max_failures)
-        _nonnegative_int("max_retries", self.max_retries)
-        _positive_number("hb_timeout", self.hb_timeout)
-        _positive_number("stop_grace", self.stop_grace)
+            positive_int("workers", self.workers)
+        nonnegative_int("max_failures", self.max_failures)
+        nonnegative_int("max_retries", self.max_retries)
+        positive_number("hb_timeout", self.hb_timeout)
+        positive_number("stop_grace", self.stop_grace)
         if self.seed is not None and (isinstance(self.seed, bool) or
                                       not isinstance(self.seed, int)):
             raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
@@ -85,13 +85,13 @@ class HyperparameterOptConfig(RunOptions):
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for the first invalid setting."""
-        _positive_int("num_trials", self.num_trials)
+        positive_int("num_trials", self.num_trials)
         if not isinstance(self.searchspace, Searchspace):
             raise ConfigError(f"searchspace must be a Searchspace, got "
                               f"{type(self.searchspace).__name__}")
-        _positive_number("es_interval", self.es_interval)
-        _nonnegative_int("es_min", self.es_min)
-        _validate_common(self)
+        positive_number("es_interval", self.es_interval)
+        nonnegative_int("es_min", self.es_min)
+        validate_common(self)
 
     def make_optimizer(self) -> Any:
         """The optimizer, set up for this search and checked against the search space."""
@@ -162,7 +162,7 @@ class AblationConfig(RunOptions):
     def validate_options(self) -> None:
         """Check every setting but the study (the magic checks its options before it runs
         the cell that defines the study)."""
-        _validate_common(self)
+        validate_common(self)
         from .ablation import ABLATORS, AbstractAblator
 
         spec = self.ablator
@@ -218,35 +218,3 @@ class AblationConfig(RunOptions):
 def _named(x: Any) -> Any:
     return x if x is None or isinstance(x, str) else \
         (x.__name__ if isinstance(x, type) else type(x).__name__)
-
-
-def _validate_common(config: Any) -> None:
-    """Direction, optimization key, heartbeat, name and run options of any config."""
-    direction = str(config.direction).lower()
-    if direction not in ("max", "min"):
-        raise ConfigError(f"direction must be 'max' or 'min', got {config.direction!r}; "
-                          f"{did_you_mean(direction, ('max', 'min'))}")
-    config.direction = direction
-    if not isinstance(config.optimization_key, str) or not config.optimization_key:
-        raise ConfigError(f"optimization_key must be a non-empty string, got "
-                          f"{config.optimization_key!r}")
-    _positive_number("hb_interval", config.hb_interval)
-    if not isinstance(config.name, str) or not config.name.strip():
-        raise ConfigError(f"name must be a non-empty string, got {config.name!r}")
-    config.validate_run_options()
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _nonnegative_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")

@@ -130,7 +130,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         rejected_frames=driver.rejected)
     store.write_json("result.json", result.to_dict())
     _write_hparams(store.path, config.to_dict(), result)
-    _record_run(result)
+    record_run(result)
     if driver.state == "failed":
         exc = error_class(driver.error_type)(driver.error or "the experiment failed")
         exc.result = result
@@ -194,8 +194,10 @@ def supervise(handle: Any, wait: Optional[Callable[[Any], None]], grace: float,
     return interrupted
 
 
-def _record_run(result: ExperimentResult) -> None:
-    """Tell a supervising ``maggy-magic run`` which runs this process made (if any)."""
+def record_run(result: ExperimentResult) -> None:
+    """Tell a supervising ``maggy-magic run`` which runs this process made: a JSON line in
+    the file ``$MAGGY_MAGIC_RUN_RECORD`` names (nothing when it is unset). Every backend
+    that ends a run calls it with the run's result."""
     record = os.environ.get("MAGGY_MAGIC_RUN_RECORD")
     if not record:
         return

@@ -22,8 +22,9 @@ import inspect
 import json
 from typing import Any, Callable, Dict, Optional
 
-from ..config import RunOptions, _nonnegative_int, _positive_number, _validate_common
+from ..config import RunOptions
 from ..errors import ConfigError, did_you_mean
+from ..validation import nonnegative_int, positive_number, validate_common
 from . import FRAMEWORKS
 
 
@@ -71,16 +72,16 @@ class DistributedConfig(RunOptions):
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for the first invalid setting."""
-        _validate_common(self)
+        validate_common(self)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"unknown framework {self.framework!r}; "
                               f"{did_you_mean(str(self.framework), FRAMEWORKS)}")
         if self.workers is None or self.workers < 2:
             raise ConfigError(f"distributed training needs workers >= 2 (one per rank), got "
                               f"{self.workers!r}; for one process, run the function directly")
-        _nonnegative_int("max_restarts", self.max_restarts)
-        _positive_number("rendezvous_timeout", self.rendezvous_timeout)
-        _positive_number("abort_timeout", self.abort_timeout)
+        nonnegative_int("max_restarts", self.max_restarts)
+        positive_number("rendezvous_timeout", self.rendezvous_timeout)
+        positive_number("abort_timeout", self.abort_timeout)
         if not isinstance(self.shard, bool):
             raise ConfigError(f"shard must be True or False, got {self.shard!r}")
         if self.resume:

@@ -159,7 +159,7 @@ class LivyBackend:
                                               remote_run_dir=poller.remote_dir))
         from ... import experiment
 
-        experiment._record_run(result)
+        experiment.record_run(result)
         if poller.failure is not None:
             poller.failure.result = result  # type: ignore[attr-defined]
             raise poller.failure
