@@ -15,6 +15,57 @@ def pytest_configure(config):
     os.environ.setdefault("SPARKMAGIC_CONF_DIR", tempfile.mkdtemp(prefix="sparkmagic-conf-"))
 
 
+# -- CI: nothing is skipped, no test waits longer than the global timeout ---------------
+def skips_fail() -> bool:
+    """In CI (``$CI`` set to anything but empty, 0 or false) a skip is a failure: a test
+    that CI does not run guards nothing."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _as_failure(report, where: str) -> None:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 \
+        else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"{where} was skipped in CI (CI={os.environ.get('CI')!r}), and a "
+                       f"skip in CI is a failure: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test (``pytest.skip``, a ``skip``/``skipif`` mark) fails in CI; an
+    expected failure (xfail) stays what it is."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and skips_fail():
+        _as_failure(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped at import (``pytest.importorskip``, ``allow_module_level``)
+    fails to collect in CI."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and skips_fail():
+        _as_failure(report, collector.nodeid or str(collector.path))
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test's own ``timeout`` mark may only lower the global ``timeout``: the global
+    one is the most any test may take."""
+    limit = float(config.getini("timeout") or 0)
+    if not limit:
+        return
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        seconds = (mark.args[0] if mark.args else mark.kwargs.get("timeout")) if mark else None
+        if seconds is not None and (not seconds or float(seconds) > limit):
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.timeout({seconds}) is above the global "
+                f"timeout = {limit:g} of pyproject.toml; lower it below {limit:g}")
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
