@@ -157,6 +157,8 @@ class Driver(EventLoop):
                        f"{msg.get('error')}", msg.get("error_type") or "ExperimentFailed")
             return
         if kind in ("final", "error"):
+            if self.done:
+                return  # that trial's end ended the run: nothing starts after run_finished
             if trial is not None:
                 worker.trial = None
                 queued, worker.next = worker.next, None
