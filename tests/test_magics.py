@@ -10,6 +10,7 @@ import os
 import threading
 
 import pytest
+from conftest import journal
 
 from maggy_magic import (
     AblationError,
@@ -152,9 +153,22 @@ def test_resume_continues_a_run_in_its_directory(shell):
     assert second.run_dir == first.run_dir
     assert [t["trial"] for t in second.trial_records] == ["0000", "0001", "0002", "0003"]
     def outcome(records):
-        return [(t["trial"], t["params"], t["state"], t["value"]) for t in records]
+        return [(t["trial"], t["params"], t["state"], t["value"], t["start"], t["end"])
+                for t in records]
 
+    # the finished trials were not run again: same outcome, same start and end times
     assert outcome(second.trial_records[:2]) == outcome(first.trial_records)
+    # ... and the journal says so: after the second run_started only 0002 and 0003 began
+    events = journal(first.run_dir)
+    runs = [i for i, e in enumerate(events) if e["type"] == "run_started"]
+    assert len(runs) == 2 and events[runs[1]]["resumed"] is True
+    def started(part):
+        return sorted(e["trial"] for e in part if e["type"] == "trial_started")
+
+    assert started(events[:runs[1]]) == ["0000", "0001"]
+    assert started(events[runs[1]:]) == ["0002", "0003"]
+    seqs = [e["seq"] for e in events]          # the resumed run continues the numbering
+    assert seqs == sorted(set(seqs))
 
 
 def test_stop_ends_the_run_in_progress_gracefully(shell, capsys):

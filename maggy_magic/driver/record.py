@@ -34,7 +34,7 @@ class RunRecord:
         trial.early_stop = False
         self.events.emit("trial_started", trial=trial.trial_id, params=trial.params,
                          worker=worker_id, budget=trial.budget, info=trial.info_dict,
-                         attempt=trial.retries)
+                         attempt=trial.retries, t=trial.start)  # resume reads it back
 
     def absorb(self, worker_id: str, trial: Optional[Trial], msg: Dict[str, Any]) -> None:
         """The metric points (of ``trial``) and log lines a worker's message carries."""
@@ -61,7 +61,7 @@ class RunRecord:
         self._ended(trial)
         self.events.emit("trial_finished", trial=trial.trial_id, value=trial.final_metric,
                          metrics=trial.metric_dict, state=trial.status,
-                         duration=trial.duration)
+                         duration=trial.duration, t=trial.end)
 
     def failed(self, trial: Trial, error: str, error_type: str, tb: Optional[str],
                counted: bool = True) -> None:
@@ -73,7 +73,8 @@ class RunRecord:
         self.failures += counted
         self._ended(trial)
         self.events.emit("trial_failed", trial=trial.trial_id, error=error,
-                         error_type=error_type, traceback=tb, duration=trial.duration)
+                         error_type=error_type, traceback=tb, duration=trial.duration,
+                         t=trial.end)
 
     def retried(self, trial: Trial, reason: str) -> None:
         """``trial`` lost its worker and waits to run again (its curve starts over)."""
