@@ -398,22 +398,7 @@ class Driver(EventLoop):
                 self.hub.send_now(worker.conn, {"type": "shutdown"})
         if state in ("finished", "stopped"):
             self.optimizer.finalize_experiment(list(self.trials.values()))
-        self.events.emit("run_finished", state=state, best=self.best_summary(), error=error,
-                         counts=self.counts())
+        best = summary.best_summary(self.record.best_trial(self.settings.direction))
+        self.events.emit("run_finished", state=state, best=best, error=error,
+                         counts=summary.counts(self.trials.values(), self.rejected))
         self.set_done()
-
-    # -- summaries ----------------------------------------------------------------------
-    @property
-    def failures(self) -> int:
-        """Failed trials so far that count against ``max_failures``."""
-        return self.record.failures
-
-    def best_trial(self) -> Optional[Trial]:
-        """The best scored trial; in a gang only rank 0 (the chief) speaks for it."""
-        return self.record.best_trial(self.settings.direction)
-
-    def best_summary(self) -> Optional[Dict[str, Any]]:
-        return summary.best_summary(self.best_trial())
-
-    def counts(self) -> Dict[str, int]:
-        return summary.counts(self.trials.values(), self.rejected)
