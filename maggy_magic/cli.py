@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from .errors import MaggyError
+from .errors import ConfigError, MaggyError, closest
 
 #: Environment variable: a file where every experiment of this process appends a line.
 RUN_RECORD_ENV = "MAGGY_MAGIC_RUN_RECORD"
@@ -79,6 +79,7 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
         logger.setLevel(logging.INFO)
     output = output or _default_output(notebook)
     params = {name: _parse_value(value) for name, value in parameters}
+    _check_parameters(notebook, params)
     cwd = cwd or os.path.dirname(os.path.abspath(notebook))
     with tempfile.TemporaryDirectory(prefix="maggy-magic-") as scratch:
         record = os.path.join(scratch, "runs.jsonl")
@@ -201,6 +202,39 @@ def _report(experiments: List[Dict[str, Any]]) -> int:
         if entry.get("state") == "failed":
             failed += 1
     return failed
+
+
+def _check_parameters(notebook: str, params: Dict[str, Any]) -> None:
+    """Every ``-p NAME`` must be a variable of the notebook's ``parameters`` cell: papermill
+    would set any other name in a cell of its own, and the run would go on without it."""
+    if not params:
+        return
+    import ast
+
+    import nbformat
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except Exception:  # noqa: BLE001 - not a notebook: papermill says so in one line
+        return
+    tagged = [c for c in cells if "parameters" in (c.get("metadata", {}).get("tags") or [])]
+    name = next(iter(params))
+    if not tagged:
+        raise ConfigError(f"-p {name}: {notebook} has no cell tagged 'parameters'; tag the "
+                          "cell that sets the notebook's parameters, or drop -p")
+    try:
+        tree = ast.parse(tagged[0].source)
+    except SyntaxError:
+        return  # papermill reports the cell's own error
+    known = {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+             if isinstance(target, ast.Name)}
+    for name in params:
+        if name not in known:
+            hint = closest(name, known)
+            raise ConfigError(f"-p {name}: the parameters cell of {notebook} sets no variable "
+                              f"{name!r}" + (f"; did you mean {hint!r}?" if hint else "")
+                              + f" (it sets: {', '.join(sorted(known)) or 'nothing'})")
 
 
 def _read_record(path: str) -> List[Dict[str, Any]]:

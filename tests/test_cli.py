@@ -2,21 +2,31 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import nbformat
 import pytest
 
-from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+from maggy_magic import ExperimentFailed, HyperparameterOptConfig, Searchspace, experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=ROOT)
+    # below the suite's global timeout, so a hang shows as this command's timeout
     return subprocess.run([sys.executable, "-m", "maggy_magic.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=240)
+
+
+def error_line(out):
+    """The command's one-line error: the last line of stderr, with no traceback."""
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error: "), out.stderr
+    return lines[-1]
 
 
 def square(x):
@@ -32,7 +42,8 @@ def _runs():
     good = experiment.lagom(square, HyperparameterOptConfig(
         num_trials=3, optimizer="gridsearch", searchspace=space, es_policy="none",
         name="squares", workers=1))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ExperimentFailed, match="trial 0000 failed: RuntimeError: the model "
+                       "diverged") as info:
         experiment.lagom(explode, HyperparameterOptConfig(
             num_trials=2, searchspace=space, es_policy="none", name="boom", workers=1))
     return good, info.value.result
@@ -66,6 +77,28 @@ def test_show_prints_summary_trials_and_directory():
     missing = cli("show", good.run_id[:-1] + "x")
     assert missing.returncode == 2 and "did you mean" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_show_and_tensorboard_of_an_unknown_run_exit_2_with_one_line():
+    # no run at all: `latest` names nothing
+    for command in ("show", "tensorboard"):
+        out = cli(command, "latest")
+        assert out.returncode == 2 and out.stdout == ""
+        assert error_line(out) == ("Error: no runs under maggy_experiments; run an "
+                                   "experiment first")
+        assert len(out.stderr.strip().splitlines()) == 1
+    good, _ = _runs()
+    out = cli("show", "zzzz")            # nothing close to it: no hint
+    assert out.returncode == 2
+    assert error_line(out) == ("Error: no run 'zzzz' under maggy_experiments; list the runs "
+                               "with %maggy list or maggy-magic ls")
+    out = cli("show", good.run_id, "--name", "nosuch")
+    assert out.returncode == 2
+    assert error_line(out).startswith("Error: no run ") and "for experiment 'nosuch'" \
+        in out.stderr
+    out = cli("show", "latest", "--rows", "x")   # click's own check of an option
+    assert out.returncode == 2
+    assert error_line(out) == "Error: Invalid value for '--rows': 'x' is not a valid integer."
 
 
 def region_data(ablated_features):
@@ -137,10 +170,80 @@ def test_run_fails_when_the_experiment_fails():
     _notebook("bad.ipynb", CELL.replace("return x", "raise ValueError('bad model')"))
     out = cli("run", "bad.ipynb", "bad.out.ipynb")
     assert out.returncode == 1
-    assert "bad model" in out.stdout + out.stderr
+    # two workers: whichever trial failed first is named
+    assert re.fullmatch(r"Error: cell 3 raised ExperimentFailed: trial 000[01] failed: "
+                        r"ValueError: bad model \(1 failed trial\(s\), max_failures=0\) "
+                        r"\(see bad\.out\.ipynb\)", error_line(out)), out.stderr
+    # the failed run is reported and kept: its summary and directory are printed
+    assert "[failed]" in out.stdout or "failed" in out.stdout
+    assert "run directory: " in out.stdout
     done = nbformat.read("bad.out.ipynb", as_version=4)
     errors = [o for o in done.cells[-1].outputs if o.get("output_type") == "error"]
     assert errors and "bad model" in errors[0]["evalue"]
+
+
+def test_run_rejects_a_notebook_path_that_is_not_a_notebook():
+    out = cli("run", "nope.ipynb")
+    assert out.returncode == 2
+    assert error_line(out) == ("Error: Invalid value for 'NOTEBOOK': File 'nope.ipynb' does "
+                               "not exist.")
+    os.mkdir("folder.ipynb")
+    out = cli("run", "folder.ipynb")
+    assert out.returncode == 2
+    assert error_line(out) == ("Error: Invalid value for 'NOTEBOOK': File 'folder.ipynb' is "
+                               "a directory.")
+    with open("junk.ipynb", "w") as handle:
+        handle.write("{not json")
+    out = cli("run", "junk.ipynb")
+    assert out.returncode == 1
+    assert error_line(out).startswith("Error: papermill could not run junk.ipynb: "
+                                      "NotJSONError: Notebook does not appear to be JSON")
+    assert not os.path.exists("junk.output.ipynb")
+
+
+def test_run_fails_when_a_plain_cell_raises():
+    _notebook("typo.ipynb", "result = undefined_name + 1")
+    out = cli("run", "typo.ipynb")
+    assert out.returncode == 1
+    assert error_line(out) == ("Error: cell 3 raised NameError: name 'undefined_name' is not "
+                               "defined (see typo.output.ipynb)")
+    assert "the notebook ran no experiment" in out.stdout
+
+
+def test_bad_parameters_exit_with_one_line_before_the_notebook_runs():
+    _notebook("hpo.ipynb", CELL)
+    # -p takes a name and a value
+    out = cli("run", "hpo.ipynb", "-p", "n_trials")
+    assert out.returncode == 2
+    assert error_line(out) == "Error: Option '-p' requires 2 arguments."
+    # a name the parameters cell does not set would be set in a cell of its own and the
+    # run would go on with the notebook's own value
+    out = cli("run", "hpo.ipynb", "-p", "n_trails", "3")
+    assert out.returncode == 2 and out.stdout == ""
+    assert error_line(out) == ("Error: -p n_trails: the parameters cell of hpo.ipynb sets no "
+                               "variable 'n_trails'; did you mean 'n_trials'? (it sets: n_trials, "
+                               "name)")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not os.path.exists("hpo.output.ipynb")            # nothing ran
+    nb = nbformat.read("hpo.ipynb", as_version=4)
+    nb.cells[0].metadata["tags"] = []
+    nbformat.write(nb, "untagged.ipynb")
+    out = cli("run", "untagged.ipynb", "-p", "n_trials", "3")
+    assert out.returncode == 2
+    assert error_line(out) == ("Error: -p n_trials: untagged.ipynb has no cell tagged "
+                               "'parameters'; tag the cell that sets the notebook's "
+                               "parameters, or drop -p")
+
+
+def test_a_parameter_value_the_notebook_cannot_use_fails_its_cell():
+    _notebook("hpo.ipynb", CELL)
+    # "three" is not JSON, so it reaches the notebook as the text 'three'
+    out = cli("run", "hpo.ipynb", "-p", "n_trials", "three")
+    assert out.returncode == 1
+    assert error_line(out) == ("Error: cell 4 raised ConfigError: --trials takes a whole "
+                               "number, got 'three' (see hpo.output.ipynb)")
+    assert "the notebook ran no experiment" in out.stdout
+    assert not os.path.exists("maggy_experiments")
 
 
 def test_help_is_complete():
