@@ -1,11 +1,17 @@
 """The live dashboard in a real browser: JupyterLab 4 + Debian's chromium via Playwright.
 
-A ``%%maggy hpo`` cell runs an experiment of 12 one-second trials with the dashboard, and
-the next cell, queued behind it, prints the result. While the experiment runs, the test
-watches the page: the progress bar advances, table rows and a learning curve appear, a
-line printed inside a trial shows in its worker's log pane, a header click re-sorts the
-table and reaches the kernel while the cell blocks; then it clicks Stop and the run ends
-early with partial results, which the queued cell prints.
+A ``%%maggy hpo`` cell runs an experiment of 12 trials with the dashboard, and the next
+cell, queued behind it, prints the result. While the experiment runs, the test watches the
+page: the progress bar advances, table rows and a learning curve appear, a line printed
+inside a trial shows in its worker's log pane, a header click re-sorts the table and
+reaches the kernel while the cell blocks; then it clicks Stop and the run ends early with
+partial results, which the queued cell prints, and the cell's static summary follows the
+dashboard.
+
+The run cannot end before the test has looked: trials 0 and 1 run at once, trials 2 and 3
+wait for the file ``gate-a``, the later ones for ``gate-b`` (or for Stop). The test creates
+``gate-a`` once it has seen two trials finished while the run goes on, so it then sees
+progress; ``gate-b`` only once the kernel has acted on Stop.
 Screenshots go to ``$MAGGY_ARTIFACTS`` (default: the test's tmp directory).
 
 Needs chromium at ``$MAGGY_CHROMIUM`` (default /usr/bin/chromium); Playwright does not
@@ -16,7 +22,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -34,26 +39,38 @@ TRIALS = 12
 
 MAGIC_LINE = (f"%%maggy hpo --trials {TRIALS} --metric score --workers 2 --es-policy none "
               "--hb-interval 0.2 --seed 5 --name browser -o result")
-CELLS = [
-    "%load_ext maggy_magic",
-    f"""\
+#: trials below FREE start at once, those below HELD wait for gate-a, the rest for gate-b
+FREE, HELD = 2, 4
+
+
+def cells(gates):
+    """The notebook's cells; the training function waits for files under ``gates``."""
+    return [
+        "%load_ext maggy_magic",
+        f"""\
 {MAGIC_LINE}
-import time
+import os, time
 from maggy_magic import Searchspace
 
 searchspace = Searchspace(x=("DOUBLE", [0.0, 1.0]))
 
 def train(x, reporter):
+    number = int(reporter.get_trial_id())
+    gate = None if number < {FREE} else "gate-a" if number < {HELD} else "gate-b"
+    deadline = time.time() + 300     # in case the test could not open the gate
+    while gate and not os.path.exists(os.path.join({gates!r}, gate)) \\
+            and not reporter.early_stop and time.time() < deadline:
+        time.sleep(0.05)
     for step in range(10):
-        reporter.broadcast(x * (step + 1) / 10, step)
-        time.sleep(0.1)
+        reporter.broadcast(x * (step + 1) / 10, step)   # raises once the trial is stopped
+        time.sleep(0.05)
     print(f"hello from the trial with x={{x:.3f}}")
     return {{"score": x}}
 """,
-    # queued while the experiment cell blocks: the kernel must run it afterwards
-    'print("RESULT", result.state, result.num_finished, result.num_early_stopped, '
-    'result.num_failed)',
-]
+        # queued while the experiment cell blocks: the kernel must run it afterwards
+        'print("RESULT", result.state, result.num_finished, result.num_early_stopped, '
+        'result.num_failed, result.best_id)',
+    ]
 
 
 # what JupyterLab thinks of the notebook's kernel, printed when the test fails
@@ -68,12 +85,6 @@ DIAGNOSE = """() => {
 }"""
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def artifacts(tmp_path):
     path = os.environ.get("MAGGY_ARTIFACTS") or str(tmp_path / "artifacts")
@@ -82,7 +93,17 @@ def artifacts(tmp_path):
 
 
 @pytest.fixture
-def lab(tmp_path):
+def gates(tmp_path):
+    """The folder the notebook's training function looks in for its gate files."""
+    path = tmp_path / "gates"
+    path.mkdir()
+    yield path
+    for gate in ("gate-a", "gate-b"):    # whatever happened, no trial is left waiting
+        (path / gate).touch()
+
+
+@pytest.fixture
+def lab(tmp_path, gates):
     """A JupyterLab server on a free port, with a kernel spec for this interpreter and a
     notebook holding the experiment cell. Yields (url of the notebook, server log path)."""
     import nbformat
@@ -101,43 +122,65 @@ def lab(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "maggy-test", "display_name": "maggy test",
                                        "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells(str(gates))]
     nbformat.write(notebook, str(root / "dashboard.ipynb"))
 
-    token, port = secrets.token_hex(16), free_port()
+    token = secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_PATH=str(home), JUPYTER_CONFIG_DIR=str(home / "config"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     log_path = tmp_path / "jupyter.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
-             "--ip=127.0.0.1", "--allow-root", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}",
-             f"--LabServerApp.user_settings_dir={home / 'settings'}",
-             f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
-             "--LabApp.expose_app_in_browser=True",
-             "--ServerApp.open_browser=False"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(root))
-    base = f"http://127.0.0.1:{port}"
+    server, base = None, None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+        # the server picks a free port itself (--port=0) and binds it a moment later; a
+        # port taken meanwhile makes it exit (no port retries), and then it starts again
+        for attempt in range(5):
+            runtime = home / f"runtime-{attempt}"
+            env["JUPYTER_RUNTIME_DIR"] = str(runtime)
+            with open(log_path, "a") as log:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "jupyterlab", "--no-browser", "--port=0",
+                     "--ServerApp.port_retries=0", "--ip=127.0.0.1", "--allow-root",
+                     f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                     # kernels talk over files, not ports
+                     "--KernelManager.transport=ipc", f"--KernelManager.ip={home / 'ipc'}",
+                     f"--LabServerApp.user_settings_dir={home / 'settings'}",
+                     f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
+                     "--LabApp.expose_app_in_browser=True",
+                     "--ServerApp.open_browser=False"],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(root))
+            base = serving(server, runtime, token, log_path)
+            if base is not None:
                 break
-            except OSError:
-                assert time.monotonic() < deadline, "jupyter lab did not start in 60 s"
-                time.sleep(0.2)
+        assert base is not None, log_path.read_text()[-3000:]
         yield f"{base}/lab/tree/dashboard.ipynb?token={token}", log_path
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def serving(server, runtime, token, log_path, timeout=120):
+    """The base URL of ``server`` once it answers; None when it exited first."""
+    deadline = time.monotonic() + timeout
+    info = runtime / f"jpserver-{server.pid}.json"
+    while True:
+        if server.poll() is not None:
+            return None
+        if info.exists():
+            try:
+                port = json.loads(info.read_text())["port"]
+                base = f"http://127.0.0.1:{port}"
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                return base
+            except (OSError, ValueError, KeyError):
+                pass    # not written in full, or not listening yet
+        assert time.monotonic() < deadline, \
+            f"jupyter lab did not start in {timeout} s: {log_path.read_text()[-3000:]}"
+        time.sleep(0.2)
 
 
 def text(page, selector):
@@ -154,7 +197,7 @@ def number(page, selector):
     return int(found.group()) if found else 0
 
 
-def test_dashboard_in_jupyterlab(lab, artifacts):
+def test_dashboard_in_jupyterlab(lab, gates, artifacts):
     from playwright.sync_api import sync_playwright
 
     url, log_path = lab
@@ -164,7 +207,7 @@ def test_dashboard_in_jupyterlab(lab, artifacts):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         try:
-            run_and_watch(page, url, artifacts)
+            run_and_watch(page, url, gates, artifacts)
         except Exception:
             page.screenshot(path=os.path.join(artifacts, "dashboard-failure.png"))
             print("page state:", page.evaluate(DIAGNOSE))
@@ -175,7 +218,20 @@ def test_dashboard_in_jupyterlab(lab, artifacts):
     print(f"\nbrowser test took {time.monotonic() - started:.1f} s; screenshots in {artifacts}")
 
 
-def run_and_watch(page, url, artifacts):
+def state_is(*states):
+    """A page function: the dashboard's run state is one of ``states``."""
+    return ("() => %s.includes((document.querySelector('.maggy-dash [data-role=state]')"
+            " || {}).textContent)" % json.dumps(list(states)))
+
+
+def finished_is(n):
+    """A page function: the run goes on and exactly ``n`` trials have finished."""
+    return ("() => (document.querySelector('.maggy-dash [data-role=state]') || {})"
+            ".textContent === 'running' && parseInt((document.querySelector("
+            "'[data-role=count-finished]') || {}).textContent) === %d" % n)
+
+
+def run_and_watch(page, url, gates, artifacts):
     page.goto(url)
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
     # the notebook's kernel is connected and idle (JupyterLab's own session state)
@@ -189,33 +245,24 @@ def run_and_watch(page, url, artifacts):
     # (not awaited: the command's promise settles only when every cell has run)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_selector(".maggy-dash", timeout=60_000)
-    page.wait_for_function(
-        "() => (document.querySelector('.maggy-dash [data-role=state]') || {}).textContent"
-        " === 'running'", timeout=60_000)
 
-    # progress advances while the run is live
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        state = text(page, ".maggy-dash [data-role=state]")
-        finished = number(page, "[data-role=count-finished]")
-        seen.append((state, finished))
-        if state == "running" and finished >= 2 and any(
-                f < finished for s, f in seen if s == "running"):
-            break
-        page.wait_for_timeout(100)
-    running = [f for s, f in seen if s == "running"]
-    assert running and max(running) > min(running), f"no progress while running: {seen}"
+    # progress advances while the run is live: the free trials finish, the next two wait
+    # for gate-a; once it opens they finish too, and the later ones wait for gate-b
+    page.wait_for_function(finished_is(FREE), timeout=60_000)
     bar = page.eval_on_selector(".maggy-seg.maggy-finished", "n => parseFloat(n.style.width)")
-    assert bar > 0
+    (gates / "gate-a").touch()
+    page.wait_for_function(finished_is(HELD), timeout=60_000)
+    wider = page.eval_on_selector(".maggy-seg.maggy-finished", "n => parseFloat(n.style.width)")
+    assert 0 < bar < wider, (bar, wider)
 
-    # table rows, a curve and a log line from inside a trial, all before the run ends
-    assert count(page, ".maggy-table tbody tr") >= 2
+    # table rows, a curve and a log line from inside a trial, all while the run goes on
+    page.wait_for_function(
+        "() => document.querySelectorAll('.maggy-table tbody tr').length >= %d" % HELD,
+        timeout=30_000)
     assert count(page, "polyline.maggy-curve") >= 1
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-role=log-pane] .maggy-log-line')]"
         ".some(n => n.textContent.includes('hello from the trial'))", timeout=30_000)
-    assert text(page, ".maggy-dash [data-role=state]") == "running"
     assert count(page, "[data-role=log-pane]") == 2
 
     # sorting while the cell blocks: the view sorts at once, and the kernel hears of it
@@ -226,29 +273,45 @@ def run_and_watch(page, url, artifacts):
         "() => { const ids = [...document.querySelectorAll('.maggy-table tbody tr')]"
         ".map(r => r.dataset.trial); return ids.length > 1 && ids[0] === '0000'; }",
         timeout=10_000)
-    page.wait_for_selector(".maggy-table[data-kernel-sort='trial:asc']", timeout=10_000)
+    page.wait_for_selector(".maggy-table[data-kernel-sort='trial:asc']", timeout=30_000)
     assert text(page, ".maggy-dash [data-role=state]") == "running"
     page.locator(".maggy-dash").screenshot(path=os.path.join(artifacts, "dashboard-running.png"))
 
-    # Stop ends the run early, gracefully
+    # Stop ends the run early, gracefully: the held trials are stopped, no new one starts
     assert text(page, ".maggy-dash [data-role=state]") == "running"
     page.click(".maggy-dash [data-role=stop]")
-    page.wait_for_function(
-        "() => (document.querySelector('.maggy-dash [data-role=state]') || {}).textContent"
-        " === 'stopped'", timeout=30_000)
+    page.wait_for_function(state_is("stopping", "stopped"), timeout=30_000)
+    (gates / "gate-b").touch()      # the kernel has acted on Stop: nothing waits any more
+    page.wait_for_function(state_is("stopped"), timeout=30_000)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
         ".some(n => n.textContent.includes('RESULT'))", timeout=30_000)
     # textContent: innerText leaves out cells JupyterLab does not paint (off screen)
     outputs = page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
                             ".map(n => n.textContent).join('\\n')")
-    found = re.search(r"RESULT (\w+) (\d+) (\d+) (\d+)", outputs)
+    found = re.search(r"RESULT (\w+) (\d+) (\d+) (\d+) (\S+)", outputs)
     assert found, outputs
-    state, *ended = found.group(1), *map(int, found.groups()[1:])
+    state, *ended = found.group(1), *map(int, found.groups()[1:4])
+    best_id = found.group(5)
     assert state == "stopped" and sum(ended) < TRIALS, found.group(0)
+    assert ended[0] >= HELD, found.group(0)
     counts = [number(page, f"[data-role=count-{name}]")
               for name in ("finished", "early-stopped", "failed", "running")]
     assert counts == ended + [0], (counts, found.group(0))   # the dashboard agrees
     page.locator(".maggy-dash").screenshot(path=os.path.join(artifacts, "dashboard-stopped.png"))
-    assert "best" in outputs.lower()     # the cell's static summary follows the dashboard
+
+    # the cell's static summary follows the dashboard in the cell's output, and agrees
+    summary = page.wait_for_selector(".jp-OutputArea-output .maggy-summary .maggy-best",
+                                     timeout=30_000)
+    follows = page.evaluate(
+        "() => { const dash = document.querySelector('.maggy-dash');"
+        " const summary = document.querySelector('.jp-OutputArea-output .maggy-summary');"
+        " const cell = n => n.closest('.jp-Cell');"
+        " return cell(dash) === cell(summary) && !!(dash.compareDocumentPosition(summary)"
+        " & Node.DOCUMENT_POSITION_FOLLOWING); }")
+    assert follows, "the static summary is not after the dashboard in the experiment cell"
+    best = re.fullmatch(r"best score = (\S+) \(trial (\S+), max\) with x=\S+",
+                        summary.text_content().strip())
+    assert best and best.group(2) == best_id, summary.text_content()
+    assert text(page, ".maggy-summary .maggy-state") == "stopped"
     page.screenshot(path=os.path.join(artifacts, "jupyterlab.png"), full_page=True)
