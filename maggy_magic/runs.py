@@ -22,7 +22,7 @@ class RunNotFoundError(ResumeError, ConfigError):
 
 def run_dirs(root: str, name: Optional[str] = None) -> List[str]:
     """Directories of the runs under ``root`` (of experiment ``name`` only, if given),
-    oldest run id first (run ids start with their start time)."""
+    in the order they started (each journal's first event)."""
     found = []
     names = [name] if name else (sorted(os.listdir(root)) if os.path.isdir(root) else [])
     for experiment in names:
@@ -33,7 +33,17 @@ def run_dirs(root: str, name: Optional[str] = None) -> List[str]:
             path = os.path.join(folder, run_id)
             if os.path.exists(os.path.join(path, JOURNAL)):
                 found.append(path)
-    return sorted(found, key=os.path.basename)
+    return sorted(found, key=lambda path: (_started(path), os.path.basename(path)))
+
+
+def _started(path: str) -> float:
+    """When the run of ``path`` started (its journal's first event); run ids alone only
+    order runs a second apart."""
+    try:
+        with open(os.path.join(path, JOURNAL), encoding="utf-8") as handle:
+            return float(json.loads(handle.readline()).get("t") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def find_run(root: str, ref: str, name: Optional[str] = None) -> str:
@@ -41,6 +51,9 @@ def find_run(root: str, ref: str, name: Optional[str] = None) -> str:
     ref = str(ref)
     if os.path.exists(os.path.join(ref, JOURNAL)):
         return os.path.abspath(ref)
+    if os.path.isdir(ref) and os.sep in ref:
+        raise RunNotFoundError(f"{ref} has no {JOURNAL}, so it is not a run directory; pass "
+                               "the directory of an earlier run (maggy-magic ls lists them)")
     if "/" in ref and name is None:
         name, ref = ref.rsplit("/", 1)
     runs = run_dirs(root, name)

@@ -53,6 +53,7 @@ class RunStore:
         self.resumed = resumed
         os.makedirs(os.path.join(self.path, "trials"), exist_ok=True)
         os.makedirs(os.path.join(self.path, "workers"), exist_ok=True)
+        _drop_torn_line(os.path.join(self.path, JOURNAL))
         self._journal = open(os.path.join(self.path, JOURNAL), "a", encoding="utf-8")
         self._pending: List[str] = []
         self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -114,6 +115,35 @@ class RunStore:
         self.flush()
         os.fsync(self._journal.fileno())
         self._journal.close()
+
+
+def _drop_torn_line(journal: str) -> None:
+    """End the journal with a whole line before anything is appended to it: a last line
+    that a crash cut short is dropped (appended events would join it, and the unreadable
+    line would end the readable journal there); one that only lacks its newline gets it."""
+    try:
+        with open(journal, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            keep = size
+            while keep > 0:  # back to the end of the last whole line
+                start = max(0, keep - 65536)
+                handle.seek(start)
+                newline = handle.read(keep - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                keep = start
+            if keep == size:
+                return
+            handle.seek(keep)
+            try:
+                json.loads(handle.read())
+            except ValueError:
+                handle.truncate(keep)
+            else:
+                handle.write(b"\n")
+    except FileNotFoundError:
+        return
 
 
 # -- reading --------------------------------------------------------------------------
