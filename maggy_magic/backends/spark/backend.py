@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import sys
 import threading
 import time
@@ -49,7 +50,8 @@ class SparkBackend(Backend):
     ``peers`` and ``barrier_context``), ``ship`` (``"auto"``: ship maggy_magic as a zip
     to executors that cannot import this version; ``"always"``; ``"never"``), ``conf``
     (extra settings for a session this backend creates), ``app_name``, ``start_timeout``
-    (seconds without any worker registering before the run fails; default 300).
+    (seconds without any worker registering before the run fails, and the most the job
+    probing the executors may take; default 300).
 
     A session the backend creates stays up after the run, for the next one; for a
     ``local``/``local-cluster`` master its executors run this interpreter
@@ -87,6 +89,8 @@ class SparkBackend(Backend):
         if str(self.sc.getConf().get("spark.speculation", "false")).lower() == "true":
             raise ConfigError("the spark backend runs long-lived worker tasks that Spark must "
                               "not duplicate; set spark.speculation=false for this session")
+        self._host = _listenable(self.sc.getConf().get("spark.driver.host", None)
+                                 or "127.0.0.1")
         self.job_group: Optional[str] = None
         #: Per-task summaries of the finished job (worker, attempt, pid, trials, exit).
         self.task_results: List[Dict[str, Any]] = []
@@ -111,7 +115,7 @@ class SparkBackend(Backend):
 
     def driver_host(self) -> str:
         """``spark.driver.host``: the address the executors already use for the driver."""
-        return self.sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
+        return self._host
 
     def start(self, launch: Launch) -> None:
         """Submit the job of ``launch.num_workers`` worker tasks; returns at once.
@@ -130,11 +134,7 @@ class SparkBackend(Backend):
                                   "or add executors")
         self._launch = launch
         shipper = Shipper(self.sc, self.ship)
-        try:
-            by_value = shipper.prepare([_module_of(launch.function)])
-        except Exception as exc:  # noqa: BLE001 - the probe job is the cluster's first test
-            raise ExperimentFailed(f"the Spark job probing the executors failed: "
-                                   f"{spark_error(exc)}") from None
+        by_value = self._prepare(shipper, [_module_of(launch.function)])
         self.shipped = shipper.shipped
         setup = TaskSetup(launch.host, launch.port, launch.secret,
                           _pickle_function(launch.function, by_value),
@@ -202,6 +202,37 @@ class SparkBackend(Backend):
                 "app_id": self.sc.applicationId, "barrier": self.barrier}
 
     # -- internals ------------------------------------------------------------------------
+    def _prepare(self, shipper: Shipper, modules: List[Optional[str]]) -> List[str]:
+        """``shipper.prepare(modules)`` (its probe job is the cluster's first test) in a job
+        group of its own, cancelled when it takes longer than ``start_timeout``."""
+        from pyspark import InheritableThread
+
+        group = f"maggy-magic-probe-{uuid.uuid4().hex[:8]}"
+        outcome: Dict[str, Any] = {}
+
+        def probe() -> None:
+            try:
+                self.sc.setJobGroup(group, "maggy-magic: what the executors can import",
+                                    interruptOnCancel=True)
+                outcome["modules"] = shipper.prepare(modules)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        thread = InheritableThread(probe, name="maggy-spark-probe", daemon=True)
+        thread.start()
+        thread.join(self.start_timeout)
+        if thread.is_alive():
+            self.sc.cancelJobGroup(group)
+            thread.join(CANCEL_WAIT)
+            raise ExperimentFailed(
+                f"the Spark job probing the executors did not finish within "
+                f"{self.start_timeout:g} s (the cluster has {task_slots(self.sc)} task slot(s) "
+                "now); check that executors are running and free, or raise start_timeout")
+        if "error" in outcome:
+            raise ExperimentFailed(f"the Spark job probing the executors failed: "
+                                   f"{spark_error(outcome['error'])}")
+        return outcome["modules"]
+
     def _run_job(self, rdd: Any, description: str) -> None:
         error: Optional[BaseException] = None
         try:
@@ -268,6 +299,18 @@ class SparkBackend(Backend):
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _listenable(host: str) -> str:
+    """``host``, checked: the driver listens there, so it must be this machine's address."""
+    try:
+        with socket.create_server((host, 0)):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"spark.driver.host is {host!r}, where this machine cannot listen "
+                          f"({exc.strerror or type(exc).__name__}); set spark.driver.host to "
+                          "this machine's address as the executors see it") from None
+    return host
+
+
 def _module_of(fn: Any) -> Optional[str]:
     return getattr(getattr(fn, "func", fn), "__module__", None)
 
