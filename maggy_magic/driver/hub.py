@@ -5,17 +5,34 @@ delivers goes to ``on_message(conn, message)``; a connection that breaks, or sen
 that must not be trusted (see :mod:`maggy_magic.rpc`), is closed and reported to
 ``on_closed(conn, reason, rejected)``. It knows nothing of workers or trials.
 
+The port is open to every machine that can reach it, so a connection is a stranger
+until its first frame passes the MAC check: at most :data:`MAX_STRANGERS` strangers are
+held at once (the oldest is closed to make room) and each has :data:`STRANGER_DEADLINE`
+seconds to authenticate. When ``accept`` itself fails (out of file descriptors, say) the
+hub closes the oldest stranger, stops accepting for a moment and tries again, doubling
+the pause up to :data:`ACCEPT_PAUSE_MAX`; a failing ``accept`` never ends a run.
+
 Threading: everything but :meth:`ConnectionHub.wake` runs on the driver's loop thread;
 ``wake`` may be called from any thread to end a :meth:`~ConnectionHub.poll` early.
 """
 
 from __future__ import annotations
 
+import collections
 import selectors
 import socket
-from typing import Any, Callable, Dict
+import time
+from typing import Any, Callable, Dict, Optional
 
 from .. import rpc
+from ..logs import logger
+
+#: Connections held at once that have not authenticated yet.
+MAX_STRANGERS = 64
+#: Seconds a new connection has to send a valid first frame.
+STRANGER_DEADLINE = 10.0
+#: First and longest pause of accepting after ``accept`` failed (seconds).
+ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX = 0.05, 1.0
 
 #: ``on_message(conn, message)``
 MessageHandler = Callable[[rpc.ServerConnection, Dict[str, Any]], None]
@@ -41,6 +58,13 @@ class ConnectionHub:
         self._wake_w.setblocking(False)
         self._sel.register(self._listener, selectors.EVENT_READ, "accept")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        #: connection → the moment it must have authenticated, oldest first
+        self._strangers: "collections.OrderedDict[rpc.ServerConnection, float]" = \
+            collections.OrderedDict()
+        self._accept_pause = 0.0
+        self._accepting_again: Optional[float] = None  # monotonic; None while accepting
+        #: Connections closed for not authenticating in time or to make room.
+        self.strangers_closed = 0
 
     def wake(self) -> None:
         """End the current :meth:`poll` soon. Safe from any thread."""
@@ -52,7 +76,16 @@ class ConnectionHub:
     def poll(self, timeout: float, keep_going: Callable[[], bool]) -> None:
         """Wait up to ``timeout`` seconds for sockets to get ready and serve them, while
         ``keep_going()`` holds (messages after the run ended are not delivered)."""
-        for key, mask in self._sel.select(timeout):
+        now = time.monotonic()
+        if self._accepting_again is not None:
+            if now >= self._accepting_again:
+                self._resume_accepting()
+            else:
+                timeout = min(timeout, self._accepting_again - now)
+        if self._strangers:
+            timeout = min(timeout, max(0.0, next(iter(self._strangers.values())) - now))
+        self._expire_strangers(now)
+        for key, mask in self._sel.select(max(0.0, timeout)):
             if not keep_going():
                 return
             tag = key.data
@@ -80,6 +113,8 @@ class ConnectionHub:
             self.close(conn)
             self.on_closed(conn, str(exc), False)
             return
+        if messages:
+            self._strangers.pop(conn, None)  # authenticated: no longer a stranger
         for message in messages:
             if conn.closed or not keep_going():
                 return
@@ -102,6 +137,7 @@ class ConnectionHub:
 
     def close(self, conn: rpc.ServerConnection) -> None:
         """Stop watching ``conn`` and close it (idempotent)."""
+        self._strangers.pop(conn, None)
         try:
             self._sel.unregister(conn)
         except (KeyError, ValueError):
@@ -128,9 +164,48 @@ class ConnectionHub:
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
+                self._accept_pause = 0.0
                 return
+            except OSError as exc:  # out of descriptors or buffers: make room, back off
+                self._pause_accepting(exc)
+                return
+            if len(self._strangers) >= MAX_STRANGERS:
+                self._close_stranger(next(iter(self._strangers)))
             conn = rpc.ServerConnection(sock, self.secret, self._nonces)
             self._sel.register(conn, selectors.EVENT_READ, conn)
+            self._strangers[conn] = time.monotonic() + STRANGER_DEADLINE
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        if self._strangers:
+            self._close_stranger(next(iter(self._strangers)))
+        self._accept_pause = min(ACCEPT_PAUSE_MAX, max(ACCEPT_PAUSE_MIN, 2 * self._accept_pause))
+        self._accepting_again = time.monotonic() + self._accept_pause
+        try:
+            self._sel.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+        logger(__name__).warning("the driver could not accept a connection (%s); trying "
+                                 "again in %.2f s", exc, self._accept_pause)
+
+    def _resume_accepting(self) -> None:
+        self._accepting_again = None
+        try:
+            self._sel.register(self._listener, selectors.EVENT_READ, "accept")
+        except (KeyError, ValueError):
+            pass
+
+    def _expire_strangers(self, now: float) -> None:
+        while self._strangers:
+            conn, deadline = next(iter(self._strangers.items()))
+            if deadline > now:
+                return
+            self._close_stranger(conn)
+
+    def _close_stranger(self, conn: rpc.ServerConnection) -> None:
+        """A connection that never authenticated goes, without telling the driver (it
+        never was a worker)."""
+        self.strangers_closed += 1
+        self.close(conn)
 
     def _drain_wakeups(self) -> None:
         try:
