@@ -1,8 +1,8 @@
 """Random search: ``num_trials`` independent draws from the search space.
 
-The i-th trial (i = how many trials exist when it is created) is drawn from its own
-``random.Random(f"{seed}:{i}")``, so a run is reproducible from its seed and a resumed run
-creates exactly the missing trials, with the parameters the uninterrupted run would have had.
+The i-th trial is drawn from its own ``random.Random(f"{seed}:{i}")``, so a run is
+reproducible from its seed and a resumed run creates exactly the missing trials, with the
+parameters the uninterrupted run would have had.
 
 The module also holds the few helpers the other optimizers share (seed resolution, the
 per-index draw, option and ``num_trials`` checks).
@@ -63,8 +63,10 @@ class RandomSearch(AbstractOptimizer):
     """Suggests random configurations until ``num_trials`` trials exist, then ``None``.
 
     Progress is ``len(trial_store)``; each trial's ``info_dict`` holds ``{"index": i,
-    "seed": seed}``. Assumes the driver stores every suggested trial before asking again.
-    Takes no options.
+    "seed": seed}``, and the next trial takes the lowest index no trial in ``trial_store``
+    has: a resumed run may have gaps (a trial queued on a worker that never started it is
+    not in the journal). Assumes the driver stores every suggested trial before asking
+    again. Takes no options.
     """
 
     prefetch = True
@@ -72,6 +74,8 @@ class RandomSearch(AbstractOptimizer):
     def __init__(self, **kwargs: Any):
         reject_options("randomsearch", kwargs, [])
         super().__init__()
+        self._taken: set = set()
+        self._cursor = 0
 
     def validate(self, searchspace: Any) -> None:
         require_params("randomsearch", searchspace)
@@ -80,10 +84,15 @@ class RandomSearch(AbstractOptimizer):
         require_params("randomsearch", self.searchspace)
         self.num_trials = require_num_trials("randomsearch", self.num_trials)
         self.seed = resolve_seed(self.seed, self.trial_store)
+        # indices below the cursor were suggested by this run; _taken by an earlier one
+        self._taken = {t.info_dict.get("index") for t in self.trial_store.values()}
+        self._cursor = 0
 
     def get_suggestion(self, trial: Optional[Trial] = None) -> Suggestion:
-        index = len(self.trial_store)
-        if index >= self.num_trials:
+        if len(self.trial_store) >= self.num_trials:
             return None
+        while self._cursor in self._taken:
+            self._cursor += 1
+        index, self._cursor = self._cursor, self._cursor + 1
         params = sample_config(self.searchspace, self.seed, index)
         return self.create_trial(params, sample_type="random", index=index, seed=self.seed)
