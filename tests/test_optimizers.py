@@ -1,11 +1,18 @@
-"""Optimizers, driven by a minimal stand-in for the driver's bookkeeping."""
+"""Optimizers: their decisions, driven by a minimal stand-in for the driver's bookkeeping;
+and resume, driven through the real engine (driver, journal, load_trials, worker loops)."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+import collections
+import json
+import threading
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+from conftest import journal
 
+from maggy_magic import ExperimentInterrupted, HyperparameterOptConfig, experiment
+from maggy_magic.backends import Backend, Launch
 from maggy_magic.errors import ConfigError, MaggyError, SearchspaceError
 from maggy_magic.optimizers import (
     AbstractOptimizer,
@@ -17,10 +24,14 @@ from maggy_magic.optimizers import (
 )
 from maggy_magic.searchspace import Searchspace
 from maggy_magic.trial import Trial
+from maggy_magic.worker import WorkerLoop
 
 IDLE = AbstractOptimizer.IDLE
 #: More trials than any test needs: a buggy optimizer fails the test instead of hanging it.
 LIMIT = 1000
+#: Seconds the engine harness waits for something the engine must do (a bound for a
+#: broken engine, so a test fails instead of hanging; never a claim about speed).
+BOUND = 60.0
 
 
 class Sim:
@@ -85,6 +96,215 @@ def reload(sim: Sim):
     return store, final
 
 
+# -- the real engine, one trial ending at a time ------------------------------------------
+
+class Gates:
+    """In-process gates: each trial's training call waits until the test releases it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._events: Dict[str, threading.Event] = {}
+        self._opened = False
+
+    def _event(self, trial_id: str) -> threading.Event:
+        with self._lock:
+            event = self._events.setdefault(trial_id, threading.Event())
+            if self._opened:
+                event.set()
+            return event
+
+    def wait(self, trial_id: str) -> None:
+        self._event(trial_id).wait()
+
+    def release(self, trial_id: str) -> None:
+        self._event(trial_id).set()
+
+    def open_all(self) -> None:
+        """Let every call return (the run is over: what they report is not heard)."""
+        with self._lock:
+            self._opened = True
+            for event in self._events.values():
+                event.set()
+
+
+class ThreadWorkers(Backend):
+    """Workers as :class:`WorkerLoop` threads of this process, over real sockets."""
+
+    name = "threads"
+
+    def __init__(self, gates: Gates):
+        self.gates = gates
+        self.threads: List[threading.Thread] = []
+
+    def default_workers(self) -> int:
+        return 1
+
+    def start(self, launch: Launch) -> None:
+        for index in range(launch.num_workers):
+            loop = WorkerLoop(lambda: launch.function, str(index), launch.host, launch.port,
+                              launch.secret, route_output=False)
+            thread = threading.Thread(target=loop.run, name=f"test-worker-{index}",
+                                      daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.gates.open_all()
+        for thread in self.threads:
+            thread.join(BOUND)
+            assert not thread.is_alive(), f"{thread.name} outlived the run"
+
+
+#: The run in progress: what ``gated`` waits on and scores with (workers are threads here).
+CURRENT: Dict[str, Any] = {}
+
+
+def gated(hparams, reporter, budget=None):
+    """The training function of engine runs: waits for its release, then scores."""
+    CURRENT["gates"].wait(reporter.trial_id)
+    return CURRENT["objective"](hparams, budget)
+
+
+def oldest(running: List[str]) -> str:
+    return running[0]
+
+
+class Conductor:
+    """Drives one run of the real engine (``experiment.run``: events → journal, driver,
+    ``load_trials`` on resume) and lets one running trial end at a time.
+
+    After every change it waits until the driver has acted on it (a call posted to the
+    driver's loop runs only after the loop has handled what came before), then releases
+    the trial that ``pick`` chooses among the running ones (in the order they started),
+    so a run is the same whatever the threads' timing. ``interrupt_after``: once that
+    many trials ended, the run is interrupted (the running trials stay incomplete).
+    """
+
+    def __init__(self, release: Callable[[str], None], workers: int,
+                 interrupt_after: Optional[int] = None,
+                 pick: Callable[[List[str]], str] = oldest):
+        self.release, self.workers = release, workers
+        self.interrupt_after, self.pick = interrupt_after, pick
+        self.cond = threading.Condition()
+        self.joined = 0
+        self.running: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self.ended: List[str] = []
+        self.interrupted = False
+
+    def listen(self, event: Dict[str, Any]) -> None:
+        with self.cond:
+            kind = event["type"]
+            if kind == "worker_joined":
+                self.joined += 1
+            elif kind == "trial_started":
+                self.running[event["trial"]] = None
+            elif kind in ("trial_finished", "trial_failed"):
+                self.running.pop(event["trial"], None)
+                self.ended.append(event["trial"])
+            self.cond.notify_all()
+
+    def _until(self, driver, ready: Callable[[], bool], what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: ready() or driver.done, BOUND):
+                raise AssertionError(f"the engine never got there: {what}")
+
+    def _settle(self, driver) -> None:
+        settled = []
+
+        def mark() -> None:
+            with self.cond:
+                settled.append(True)
+                self.cond.notify_all()
+
+        driver.post(mark)
+        self._until(driver, lambda: bool(settled), "the driver's loop ran a posted call")
+
+    def wait(self, driver) -> None:
+        self._until(driver, lambda: self.joined >= self.workers, "every worker joined")
+        while True:
+            self._settle(driver)
+            if driver.done:
+                return
+            with self.cond:
+                ended, running = len(self.ended), list(self.running)
+            if ended == self.interrupt_after:
+                self.interrupted = True
+                driver.interrupt("interrupted by the test")
+                driver.wait(BOUND)
+                return
+            assert running, "nothing runs and the driver did not end the run"
+            trial_id = self.pick(running)
+            self.release(trial_id)
+            self._until(driver, lambda n=ended: len(self.ended) > n, f"trial {trial_id} ended")
+
+
+def engine_run(optimizer: str, space: Searchspace, objective, *, num_trials: int = 8,
+               workers: int = 3, direction: str = "max", seed: Optional[int] = 0,
+               interrupt_after: Optional[int] = None, resume: Optional[str] = None,
+               pick: Callable[[List[str]], str] = oldest, **options) -> str:
+    """Run ``optimizer`` through the real engine with in-process worker loops; returns the
+    run directory. ``objective(params, budget)`` is each trial's metric."""
+    gates = Gates()
+    CURRENT.update(gates=gates, objective=objective)
+    conductor = Conductor(gates.release, workers, interrupt_after, pick)
+    config = HyperparameterOptConfig(
+        num_trials=num_trials, optimizer=optimizer, optimizer_options=options,
+        searchspace=space, direction=direction, seed=seed, es_policy="none",
+        workers=workers, name=f"engine-{optimizer}", backend=ThreadWorkers(gates),
+        resume=resume)
+    try:
+        result = experiment.run(gated, config, listeners=[conductor.listen],
+                                wait=conductor.wait)
+    except ExperimentInterrupted as exc:
+        assert conductor.interrupted, exc
+        result = exc.result
+    assert conductor.interrupted or result.state == "finished", result.error
+    return result.run_dir
+
+
+def journal_runs(run_dir: str) -> List[List[Dict[str, Any]]]:
+    """The journal's events, split into one list per run (the first and each resume)."""
+    runs: List[List[Dict[str, Any]]] = []
+    for event in journal(run_dir):
+        if event["type"] == "run_started":
+            runs.append([])
+        runs[-1].append(event)
+    return runs
+
+
+def trial_table(run_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Trial id → what its (last) start says: params, budget, info; over every run."""
+    table = {}
+    for event in journal(run_dir):
+        if event["type"] == "trial_started":
+            table[event["trial"]] = {k: event[k] for k in ("params", "budget", "info")}
+    return dict(sorted(table.items()))
+
+
+def resume_run(first: str, *args, **kwargs) -> str:
+    """Resume the interrupted run ``first`` (same settings) and check what every resume
+    must do: trials that ended keep their record and never start again; the ones that
+    were running start again; nothing runs twice in the resumed part."""
+    before = journal_runs(first)[-1]
+    ended = {e["trial"]: e for e in before if e["type"] in ("trial_finished", "trial_failed")}
+    started = {e["trial"]: e for e in before if e["type"] == "trial_started"}
+    assert before[-1]["type"] == "run_finished" and before[-1]["state"] == "interrupted"
+    run_dir = engine_run(*args, resume=first, **kwargs)
+    assert run_dir == first
+    after = journal_runs(run_dir)[-1]
+    assert after[0]["resumed"] is True and after[-1]["state"] == "finished"
+    again = [e["trial"] for e in after if e["type"] == "trial_started"]
+    assert not set(again) & set(ended), "resume started a trial that had ended"
+    assert len(again) == len(set(again)), "resume started a trial twice"
+    assert set(started) - set(ended) <= set(again), "an interrupted trial was not rerun"
+    records = {r["trial"]: r for r in json.load(open(f"{run_dir}/result.json"))["trials"]}
+    for trial_id, event in started.items():
+        if trial_id in ended:  # kept as it was: same start, same value
+            assert records[trial_id]["start"] == event["t"]
+            assert records[trial_id]["value"] == ended[trial_id].get("value")
+    return run_dir
+
+
 SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]), n=("INTEGER", [1, 100]),
                     act=("CATEGORICAL", ["relu", "tanh", "elu"]))
 
@@ -110,29 +330,46 @@ def test_random_is_deterministic_per_seed():
     assert first != other
 
 
+def engine_score(params, budget):
+    return params["x"] * (budget or 1)
+
+
+def newest(running: List[str]) -> str:
+    return running[-1]
+
+
+def by_index(table: Dict[str, Dict[str, Any]], key: str = "index"):
+    """``info[key]`` → params, checking that no index occurs twice."""
+    indices = [t["info"][key] for t in table.values()]
+    assert len(indices) == len(set(indices)), f"an {key} ran twice: {sorted(indices)}"
+    return {t["info"][key]: t["params"] for t in table.values()}
+
+
 def test_random_without_seed_records_one_and_resume_reuses_it():
-    sim = Sim(RandomSearch(), SPACE, 4, seed=None)
-    sim.ask(), sim.ask()
-    assert sim.store["0000"].info_dict["seed"] is not None
-    store, final = reload(sim)
-    resumed = Sim(RandomSearch(), SPACE, 4, seed=None, store=store, final=final)
-    rest = resumed.ask_all()
-    reference = Sim(RandomSearch(), SPACE, 4, seed=sim.store["0000"].info_dict["seed"])
-    assert [t.params for t in rest] == [t.params for t in reference.ask_all()[2:]]
+    first = engine_run("randomsearch", SPACE, engine_score, num_trials=6, seed=None,
+                       interrupt_after=2)
+    seeds = {t["info"]["seed"] for t in trial_table(first).values()}
+    assert len(seeds) == 1 and None not in seeds
+    resumed = resume_run(first, "randomsearch", SPACE, engine_score, num_trials=6, seed=None)
+    assert {t["info"]["seed"] for t in trial_table(resumed).values()} == seeds
+    reference = engine_run("randomsearch", SPACE, engine_score, num_trials=6,
+                           seed=seeds.pop())
+    assert by_index(trial_table(resumed)) == by_index(trial_table(reference))
 
 
-@pytest.mark.parametrize("k", [0, 1, 4, 6])
-def test_random_resume_creates_exactly_the_missing_trials(k):
-    full = [t.params for t in Sim(RandomSearch(), SPACE, 6, seed=9).ask_all()]
-    first = Sim(RandomSearch(), SPACE, 6, seed=9)
-    for _ in range(k):
-        first.finish(first.ask(), 0.5)
-    store, final = reload(first)
-    resumed = Sim(RandomSearch(), SPACE, 6, seed=9, store=store, final=final)
-    rest = resumed.ask_all()
-    assert len(rest) == 6 - k and resumed.ask() is None
-    assert [t.params for t in rest] == full[k:]
-    assert len(store) == 6
+@pytest.mark.parametrize("k", [0, 1, 4, 5])
+@pytest.mark.parametrize("pick", [oldest, newest])
+def test_random_resume_creates_exactly_the_missing_trials(k, pick):
+    # 2 workers, each with a trial queued behind its running one: ending the newest
+    # first leaves an earlier trial created, queued, and never started
+    full = by_index(trial_table(engine_run("randomsearch", SPACE, engine_score,
+                                           num_trials=6, seed=9, workers=2)))
+    assert sorted(full) == list(range(6))
+    first = engine_run("randomsearch", SPACE, engine_score, num_trials=6, seed=9,
+                       workers=2, interrupt_after=k, pick=pick)
+    resumed = resume_run(first, "randomsearch", SPACE, engine_score, num_trials=6, seed=9,
+                         workers=2, pick=pick)
+    assert by_index(trial_table(resumed)) == full
 
 
 def test_random_rejects_bad_settings():
@@ -159,15 +396,15 @@ def test_grid_runs_every_combination_once_in_order_ignoring_num_trials():
     assert [t.info_dict["grid_index"] for t in trials] == list(range(12))
 
 
-def test_grid_resume_runs_only_the_missing_points():
-    first = Sim(GridSearch(), GRID)
-    for _ in range(5):
-        first.finish(first.ask(), 1.0)
-    store, final = reload(first)
-    resumed = Sim(GridSearch(), GRID, store=store, final=final)
-    rest = resumed.ask_all()
-    assert [t.info_dict["grid_index"] for t in rest] == list(range(5, 12))
-    assert [t.params for t in rest] == GRID.grid()[5:]
+@pytest.mark.parametrize("pick", [oldest, newest])
+def test_grid_resume_runs_only_the_missing_points(pick):
+    score = lambda params, budget: float(params["a"])  # noqa: E731
+    first = engine_run("gridsearch", GRID, score, workers=2, interrupt_after=5, pick=pick)
+    before = by_index(trial_table(first), "grid_index")
+    assert 5 <= len(before) < 12
+    resumed = resume_run(first, "gridsearch", GRID, score, workers=2, pick=pick)
+    points = by_index(trial_table(resumed), "grid_index")
+    assert points == dict(enumerate(GRID.grid()))
 
 
 def test_grid_over_double_fails_in_validate():
@@ -311,14 +548,23 @@ def test_asha_full_run_invariants(direction):
     assert top.params["x"] == best_x
 
 
-@pytest.mark.parametrize("interrupt_after", [1, 3, 6, 9, 12])
-def test_asha_resume_rebuilds_promotions_from_trial_store(interrupt_after):
-    def fresh():
-        return Sim(Asha(reduction_factor=2, resource_min=1, resource_max=4), SPACE,
-                   num_trials=8, seed=5)
-    uninterrupted = run_to_end(fresh(), score)
-    resumed = run_to_end(fresh(), score, interrupt_after=interrupt_after)
-    assert signature(resumed) == signature(uninterrupted)
+ASHA_OPTIONS = dict(reduction_factor=2, resource_min=1, resource_max=4)
+
+
+@pytest.mark.parametrize("interrupt_after", [0, 1, 3, 6, 9, 12])
+def test_asha_resume_rebuilds_promotions_from_the_journal(interrupt_after):
+    def run(**kwargs):
+        return engine_run("asha", SPACE, engine_score, num_trials=8, seed=5, workers=3,
+                          **ASHA_OPTIONS, **kwargs)
+
+    whole = trial_table(run())
+    assert [sum(t["info"]["rung"] == k for t in whole.values()) for k in range(3)] == [8, 4, 2]
+    first = run(interrupt_after=interrupt_after)
+    resumed = resume_run(first, "asha", SPACE, engine_score, num_trials=8, seed=5, workers=3,
+                         **ASHA_OPTIONS)
+    # the resumed run made the decisions the uninterrupted one made: same trials, same
+    # params, budgets, rungs and parents
+    assert trial_table(resumed) == whole
 
 
 def test_asha_uses_budget_and_rejects_bad_options():
