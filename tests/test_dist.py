@@ -5,13 +5,11 @@ import os
 import time
 
 import pytest
+import torch  # the test extra installs torch: without it these tests fail, never skip
+from conftest import journal
 
-torch = pytest.importorskip("torch")  # the test extra installs torch; never skipped in CI
-
-from conftest import journal  # noqa: E402
-
-from maggy_magic import DistributedError, TorchDistributedConfig, experiment  # noqa: E402
-from maggy_magic.errors import ConfigError  # noqa: E402
+from maggy_magic import DistributedError, TorchDistributedConfig, experiment
+from maggy_magic.errors import ConfigError, TrainFunctionError
 
 N_ITEMS, BATCH, STEPS = 64, 8, 4  # per-rank batch 8 on 2 ranks == one process with 16
 
@@ -274,19 +272,29 @@ class Wide(torch.nn.Module):
         self.layer = torch.nn.Linear(3, hidden)
 
 
+def reports_the_width(module, train_set, lr, reporter):  # `hidden` only builds the module
+    from maggy_magic.distributed.context import current
+
+    layer = module.module.layer  # the rank's Wide, inside DistributedDataParallel
+    return {"metric": 0.0, "rank": current().rank, "lr": lr,
+            "out_features": layer.out_features, "weight_rows": layer.weight.shape[0]}
+
+
+@pytest.mark.slow
 def test_hparams_that_build_the_module_need_not_be_training_arguments():
-    from maggy_magic.errors import TrainFunctionError
-
-    def fits(module, train_set, lr, reporter):  # `hidden` only builds the module
-        return 0.0
-
-    config = TorchDistributedConfig(Wide, [make_data()], {"hidden": 8, "lr": 0.1})
-    config.validate()
-    config.trial_function(fits, config.make_optimizer())  # accepted
+    result = experiment.lagom(reports_the_width, TorchDistributedConfig(
+        Wide, [make_data()], {"hidden": 8, "lr": 0.1}, workers=2))
+    assert result.state == "finished"
+    # every rank built its module with hidden=8 (the class default is 4), and got lr
+    ended = {e["trial"]: e["metrics"] for e in journal(result.run_dir)
+             if e["type"] == "trial_finished"}
+    assert sorted(m["rank"] for m in ended.values()) == [0, 1]
+    for metrics in ended.values():
+        assert (metrics["out_features"], metrics["weight_rows"], metrics["lr"]) == (8, 8, 0.1)
     # a hyperparameter that neither the module nor the function takes is still refused
     config = TorchDistributedConfig(Wide, [make_data()], {"hidden": 8, "lr": 0.1, "mom": 1})
     with pytest.raises(TrainFunctionError, match="does not take hyperparameter\\(s\\) mom"):
-        config.trial_function(fits, config.make_optimizer())
+        config.trial_function(reports_the_width, config.make_optimizer())
 
 
 def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
@@ -301,7 +309,7 @@ def test_unknown_framework_and_unknown_arguments_are_one_line_errors():
     def needs_more(module, train_set, weird):
         return 0.0
 
-    with pytest.raises(Exception, match="needs argument 'weird'"):
+    with pytest.raises(TrainFunctionError, match="needs argument 'weird'"):
         experiment.lagom(needs_more, TorchDistributedConfig(Linear, [make_data()], {}))
 
 
