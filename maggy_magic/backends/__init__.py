@@ -7,8 +7,20 @@ from typing import Any, Callable, Dict
 from ..errors import ConfigError, did_you_mean
 from .base import Backend, Launch
 
+#: Options of the local backend (``backend_options`` / ``--backend-opt KEY=VALUE``).
+LOCAL_OPTIONS = ("max_restarts",)
+
 
 def _local(**options: Any) -> Backend:
+    for key in options:
+        if key not in LOCAL_OPTIONS:
+            raise ConfigError(f"unknown local backend option {key!r}; "
+                              f"{did_you_mean(key, LOCAL_OPTIONS)}")
+    restarts = options.get("max_restarts")
+    if restarts is not None and (isinstance(restarts, bool) or not isinstance(restarts, int)
+                                 or restarts < 0):
+        raise ConfigError(f"local backend option max_restarts must be an integer >= 0, got "
+                          f"{restarts!r}")
     from .local import LocalBackend
 
     return LocalBackend(**options)
