@@ -5,13 +5,18 @@ reaches the workers by value through cloudpickle.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
 from conftest import journal, pid_alive
+from test_optimizers import Conductor, resume_checked, trial_table
+
+from maggy_magic import ExperimentInterrupted, HyperparameterOptConfig, Searchspace, experiment
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -120,3 +125,72 @@ def test_workers_exit_when_the_kernel_dies():
     while any(pid_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(pid_alive(p) for p in pids), "orphaned workers kept running"
+
+
+# -- ASHA and Hyperband: interrupted and resumed with real worker processes ------------------
+
+GATES = "gates"
+
+
+def gated_budget(x, budget, reporter):
+    """Waits until the test creates gates/<trial id> (or the run ends), then trains for
+    ``budget`` steps. The workers are processes: the gate is a file."""
+    gate = os.path.join(GATES, reporter.trial_id)
+    while not os.path.exists(gate) and not reporter.early_stop:
+        time.sleep(0.01)
+    for step in range(int(budget)):
+        reporter.broadcast(x * (step + 1), step)
+    return x * budget
+
+
+def _release(trial_id):
+    open(os.path.join(GATES, trial_id), "w").close()
+
+
+def _local_run(optimizer, options, interrupt_after=None, resume=None):
+    """One run on the local backend (2 worker processes); one trial ends at a time."""
+    shutil.rmtree(GATES, ignore_errors=True)
+    os.makedirs(GATES)
+    conductor = Conductor(_release, 2, interrupt_after)
+    config = HyperparameterOptConfig(
+        num_trials=options.pop("num_trials"), optimizer=optimizer,
+        optimizer_options=options, searchspace=Searchspace(x=("DOUBLE", [0.0, 1.0])),
+        es_policy="none", workers=2, seed=4, hb_interval=0.2, name=f"e2e-{optimizer}",
+        resume=resume)
+    try:
+        result = experiment.run(gated_budget, config, listeners=[conductor.listen],
+                                wait=conductor.wait)
+    except ExperimentInterrupted as exc:
+        assert conductor.interrupted
+        return exc.result.run_dir
+    assert result.state == "finished"
+    return result.run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer, options, interrupt_after", [
+    # 8 configurations at budget 1, 4 at 2, 2 at 4
+    ("asha", dict(num_trials=8, reduction_factor=2, resource_min=1, resource_max=4), 5),
+    # brackets: s=2 runs 4 at budget 1, 2 at 2, 1 at 4; s=1 runs 3 at 2, 1 at 4
+    ("hyperband", dict(num_trials=7, reduction_factor=2, resource_min=1, resource_max=4), 6),
+])
+def test_asha_and_hyperband_continue_their_rungs_after_an_interrupt(optimizer, options,
+                                                                    interrupt_after):
+    whole = trial_table(_local_run(optimizer, dict(options)))
+    first = _local_run(optimizer, dict(options), interrupt_after=interrupt_after)
+    before = trial_table(first)
+    events = journal(first)
+    ended = {e["trial"] for e in events if e["type"] == "trial_finished"}
+    assert len(ended) == interrupt_after and set(before) - ended, "nothing was running"
+    # finished trials keep their start times, interrupted ones start again, nothing else
+    resumed = resume_checked(first, lambda: _local_run(optimizer, dict(options),
+                                                       resume=os.path.basename(first)))
+    # the optimizer continued: the same trials as the uninterrupted run (params, budgets,
+    # rungs, brackets, parents), none of its rungs or brackets started over ...
+    assert trial_table(resumed) == whole
+    # ... and the resumed part promoted trials that had finished before the interrupt
+    rerun_part = journal(resumed)[len(events):]
+    parents = {e["info"]["parent"] for e in rerun_part if e["type"] == "trial_started"}
+    assert parents & ended, "no promotion in the resumed part built on the first part"
+    pids = {e["pid"] for e in rerun_part if e["type"] == "worker_joined"}
+    assert len(pids) == 2 and os.getpid() not in pids  # real worker processes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
@@ -281,15 +282,16 @@ def trial_table(run_dir: str) -> Dict[str, Dict[str, Any]]:
     return dict(sorted(table.items()))
 
 
-def resume_run(first: str, *args, **kwargs) -> str:
-    """Resume the interrupted run ``first`` (same settings) and check what every resume
-    must do: trials that ended keep their record and never start again; the ones that
-    were running start again; nothing runs twice in the resumed part."""
+def resume_checked(first: str, resume: Callable[[], str]) -> str:
+    """Resume the interrupted run ``first`` (``resume()`` runs it again with the same
+    settings and ``resume=first``) and check what every resume must do: trials that ended
+    keep their record (start time, value) and never start again; the ones that were
+    running start again; nothing starts twice in the resumed part."""
     before = journal_runs(first)[-1]
     ended = {e["trial"]: e for e in before if e["type"] in ("trial_finished", "trial_failed")}
     started = {e["trial"]: e for e in before if e["type"] == "trial_started"}
     assert before[-1]["type"] == "run_finished" and before[-1]["state"] == "interrupted"
-    run_dir = engine_run(*args, resume=first, **kwargs)
+    run_dir = resume()
     assert run_dir == first
     after = journal_runs(run_dir)[-1]
     assert after[0]["resumed"] is True and after[-1]["state"] == "finished"
@@ -297,12 +299,18 @@ def resume_run(first: str, *args, **kwargs) -> str:
     assert not set(again) & set(ended), "resume started a trial that had ended"
     assert len(again) == len(set(again)), "resume started a trial twice"
     assert set(started) - set(ended) <= set(again), "an interrupted trial was not rerun"
-    records = {r["trial"]: r for r in json.load(open(f"{run_dir}/result.json"))["trials"]}
-    for trial_id, event in started.items():
-        if trial_id in ended:  # kept as it was: same start, same value
-            assert records[trial_id]["start"] == event["t"]
-            assert records[trial_id]["value"] == ended[trial_id].get("value")
+    with open(os.path.join(run_dir, "result.json")) as handle:
+        records = {r["trial"]: r for r in json.load(handle)["trials"]}
+    for trial_id, event in ended.items():  # kept as it was: same start, same value
+        assert records[trial_id]["start"] == started[trial_id]["t"]
+        assert records[trial_id]["value"] == event.get("value")
+        assert records[trial_id]["state"] == event.get("state", Trial.FAILED)
     return run_dir
+
+
+def resume_run(first: str, *args, **kwargs) -> str:
+    """:func:`resume_checked` with :func:`engine_run` (same arguments)."""
+    return resume_checked(first, lambda: engine_run(*args, resume=first, **kwargs))
 
 
 SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]), n=("INTEGER", [1, 100]),
