@@ -37,6 +37,11 @@ class AblationError(ConfigError):
     leaves no valid model, a component without the generator it needs)."""
 
 
+class UnsendableValueError(MaggyError, TypeError):
+    """A value handed to the driver (a rendezvous value, a checkpoint note) is not JSON:
+    raised at the call that produced it, naming the value's place and type."""
+
+
 class NotInTrialError(MaggyError, RuntimeError):
     """Something that only a running trial can do (``tensorboard.logdir()``) was called
     outside one."""

@@ -19,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import socket
 import struct
 import threading
 from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import UnsendableValueError
 
 MAX_FRAME = 8 * 1024 * 1024
 #: Limit for the first frame of a connection, before its sender is authenticated.
@@ -34,6 +37,30 @@ PROTOCOL = 1
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
+
+
+def _unencodable(message: Dict[str, Any]) -> str:
+    """Where the first value that JSON cannot carry sits in ``message``, and what it is."""
+    stack: List[Tuple[str, Any]] = [(str(message.get("type", "message")), message)]
+    while stack:
+        path, value = stack.pop(0)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return (f"{path} has a key of type {type(key).__name__} ({key!r:.40}); "
+                            "JSON keys are strings: convert it with str()")
+                stack.append((f"{path}[{key!r}]", item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return (f"{path} is {value!r}, which JSON cannot carry; send a finite number or "
+                    "None")
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            kind = f"{type(value).__module__}.{type(value).__qualname__}" \
+                if type(value).__module__ != "builtins" else type(value).__qualname__
+            return (f"{path} is a {kind} ({value!r:.40}), not a JSON value; convert it "
+                    "(int(), float(), str(), .tolist())")
+    return "the message is not JSON"
 
 
 class FrameError(Exception):
@@ -54,8 +81,13 @@ def _tag(secret: bytes, direction: bytes, nonce: bytes, payload: bytes) -> bytes
 
 
 def encode(secret: bytes, direction: bytes, nonce: bytes, message: Dict[str, Any]) -> bytes:
-    """One frame for ``message`` (which must already hold its number ``n``)."""
-    payload = _dumps(message).encode()
+    """One frame for ``message`` (which must already hold its number ``n``). A value that
+    is not JSON raises :class:`~maggy_magic.errors.UnsendableValueError` naming where it
+    is and its type; a message over ``MAX_FRAME`` raises :class:`FrameError`."""
+    try:
+        payload = _dumps(message).encode()
+    except (TypeError, ValueError):
+        raise UnsendableValueError(_unencodable(message)) from None
     if len(payload) > MAX_FRAME:
         raise FrameError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
     return HEADER.pack(len(payload)) + _tag(secret, direction, nonce, payload) + payload
@@ -72,9 +104,12 @@ class _Endpoint:
         self.received = 0
 
     def seal(self, message: Dict[str, Any]) -> bytes:
+        """The frame of ``message``; a message that cannot be encoded raises and uses no
+        number, so the connection stays in sequence."""
         message["n"] = self.sent
+        frame = encode(self.secret, self.send_dir, self.nonce, message)
         self.sent += 1
-        return encode(self.secret, self.send_dir, self.nonce, message)
+        return frame
 
     def open(self, tag: bytes, payload: bytes, nonce: Optional[bytes] = None) -> Dict[str, Any]:
         """Verify and decode one payload; raises FrameError on anything wrong."""
