@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from maggy_magic import rpc
+from maggy_magic.errors import UnsendableValueError
 
 
 def _pair(secret):
@@ -111,8 +112,8 @@ def test_payload_must_be_a_json_object_not_pickle():
 
 
 def test_encode_refuses_values_json_cannot_carry():
-    with pytest.raises(ValueError):
+    with pytest.raises(UnsendableValueError, match=r"\['value'\] is nan"):
         rpc.encode(b"k" * 32, b"C", b"", {"value": float("nan"), "n": 0})
-    with pytest.raises(TypeError):
+    with pytest.raises(UnsendableValueError, match=r"\['value'\] is a object"):
         rpc.encode(b"k" * 32, b"C", b"", {"value": object(), "n": 0})
     assert json.loads(rpc.encode(b"k" * 32, b"C", b"", {"n": 0})[36:]) == {"n": 0}
