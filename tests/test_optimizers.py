@@ -242,9 +242,11 @@ class Conductor:
 def engine_run(optimizer: str, space: Searchspace, objective, *, num_trials: int = 8,
                workers: int = 3, direction: str = "max", seed: Optional[int] = 0,
                interrupt_after: Optional[int] = None, resume: Optional[str] = None,
-               pick: Callable[[List[str]], str] = oldest, **options) -> str:
+               pick: Callable[[List[str]], str] = oldest,
+               on_driver: Optional[Callable[[Any, Any], None]] = None, **options) -> str:
     """Run ``optimizer`` through the real engine with in-process worker loops; returns the
-    run directory. ``objective(params, budget)`` is each trial's metric."""
+    run directory. ``objective(params, budget)`` is each trial's metric; ``on_driver`` as
+    :func:`experiment.run`'s."""
     gates = Gates()
     CURRENT.update(gates=gates, objective=objective)
     conductor = Conductor(gates.release, workers, interrupt_after, pick)
@@ -255,7 +257,7 @@ def engine_run(optimizer: str, space: Searchspace, objective, *, num_trials: int
         resume=resume)
     try:
         result = experiment.run(gated, config, listeners=[conductor.listen],
-                                wait=conductor.wait)
+                                wait=conductor.wait, on_driver=on_driver)
     except ExperimentInterrupted as exc:
         assert conductor.interrupted, exc
         result = exc.result
