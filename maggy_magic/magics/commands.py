@@ -42,6 +42,8 @@ def config(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -
 
 def stop(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> None:
     """``%maggy stop``: ask every run in progress in this kernel to stop gracefully."""
+    if _asked_for_help(args):
+        return
     if args:
         raise ConfigError(f"%maggy stop takes no arguments, got {' '.join(args)!r}")
     if not running:
@@ -55,6 +57,8 @@ def stop(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> 
 
 def list_runs(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> Any:
     """``%maggy list [--root DIR] [--name NAME]``: the table of runs, or None if none."""
+    if _asked_for_help(args):
+        return None
     root, name = _root_and_name(args, defaults, "%maggy list")
     table = runs.runs_table(root, name, running=set(running))
     if table is None:
@@ -66,6 +70,8 @@ def show(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> 
     """``%maggy show RUN``: replay a run's dashboard and return its result (the summary)."""
     from .. import ui
 
+    if _asked_for_help(args):
+        return None
     ref, rest = _run_ref(args)
     if ref is None:
         raise ConfigError("%maggy show needs a run: a run id, NAME/RUN_ID, 'latest' or a "
@@ -81,6 +87,8 @@ def tensorboard(args: List[str], defaults: Dict[str, Any], running: Dict[str, An
     """``%maggy tensorboard RUN``: print the command that opens the run in TensorBoard."""
     from ..tensorboard import how_to_open
 
+    if _asked_for_help(args):
+        return
     ref, rest = _run_ref(args)
     if ref is None:
         raise ConfigError("%maggy tensorboard needs a run: a run id, NAME/RUN_ID, 'latest' "
@@ -92,6 +100,14 @@ def tensorboard(args: List[str], defaults: Dict[str, Any], running: Dict[str, An
 def show_help(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> None:
     """``%maggy help``: print the help text (any words after it are ignored)."""
     print(help_text())
+
+
+def _asked_for_help(args: List[str]) -> bool:
+    """``-h``/``--help`` anywhere among ``args``: print the help text instead of running."""
+    if "-h" in args or "--help" in args:
+        print(help_text())
+        return True
+    return False
 
 
 def _run_ref(args: List[str]) -> Tuple[Optional[str], List[str]]:
