@@ -81,6 +81,12 @@ def _closure_over_a_lock():
     return train
 
 
+def _plain_folder():
+    folder = os.path.abspath("results")
+    os.makedirs(folder)
+    return folder
+
+
 def run(fn, **kwargs):
     kwargs.setdefault("searchspace", SPACE)
     kwargs.setdefault("es_policy", "none")
@@ -117,6 +123,13 @@ BEFORE_START = [
      TrainFunctionError, "'lock' (a lock), which cannot be sent to the workers"),
     ("resume of a run that does not exist", lambda: run(ok, resume="nope"), RunNotFoundError,
      "no run 'nope'"),
+    ("resume of a folder that is not a run", lambda: run(ok, resume=_plain_folder()),
+     RunNotFoundError, "has no journal.jsonl, so it is not a run directory"),
+    ("unknown local backend option", lambda: run(ok, backend_options={"restarts": 1}),
+     ConfigError, "unknown local backend option 'restarts'"),
+    ("local backend restarts of the wrong type",
+     lambda: run(ok, backend_options={"max_restarts": 1.5}), ConfigError,
+     "local backend option max_restarts must be an integer >= 0, got 1.5"),
 ]
 
 WHILE_RUNNING = [
