@@ -9,6 +9,7 @@ import math
 import random
 from typing import Callable, List, Optional
 
+import optuna
 import pytest
 from conftest import journal
 from test_optimizers import LIMIT, Sim, reload, run_to_end
@@ -22,6 +23,7 @@ from maggy_magic.optimizers import (
     TPE,
     DifferentialEvolution,
     Hyperband,
+    bayes,
     get_optimizer,
 )
 from maggy_magic.trainfn import build_kwargs, call_plan, check_signature
@@ -217,6 +219,45 @@ def test_running_trials_are_accounted_for(name):
     assert len(keys) == 6
     if name == "gp":  # without the liar the GP answers (almost) the same point each time
         assert spread(pending_batch("none")) < spread(liar) / 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("repeats,kind", [(1, "model"), (bayes.REPEAT_ASKS, "random")])
+def test_gp_asks_its_model_again_when_it_answers_a_tried_point(monkeypatch, repeats, kind):
+    """The GP's acquisition search starts at the best trial and may return it unchanged
+    (Optuna >= 4.6 does so exactly): the repeat is told the worst result and the GP asked
+    again; only a GP that keeps repeating itself gets a random draw instead."""
+    sim = Sim(make("gp", random_fraction=0.0), XY, num_trials=20, direction="min", seed=3)
+    for _ in range(6):
+        trial = sim.ask()
+        sim.finish(trial, distance(trial))
+    best = min(sim.final, key=lambda t: t.final_metric)
+    worst = max(t.final_metric for t in sim.final)
+    gp = sim.opt._sampler
+    answers, told = [], []
+
+    def sample_relative(study, otrial, search_space):
+        answer = gp_sample_relative(study, otrial, search_space)
+        if len(answers) < repeats:  # the GP answers the best trial's point again
+            answer = dict(best.params)
+        answers.append(answer)
+        return answer
+
+    def tell(study, otrial, *args, **kwargs):
+        if study.sampler is gp:  # the GP's copy, not the ledger
+            told.append((study.trials[otrial.number].params, args))
+        return study_tell(study, otrial, *args, **kwargs)
+
+    gp_sample_relative, study_tell = gp.sample_relative, optuna.study.Study.tell
+    monkeypatch.setattr(gp, "sample_relative", sample_relative)
+    monkeypatch.setattr(optuna.study.Study, "tell", tell)
+    new = sim.ask()
+    assert len(answers) == min(repeats + 1, bayes.REPEAT_ASKS)
+    assert told == [(best.params, (worst,))] * repeats  # each repeat told the worst result
+    assert new.info_dict["sample_type"] == kind
+    assert new.params != best.params
+    if kind == "model":
+        assert new.params == answers[-1]  # the GP's own second answer
 
 
 # -- resume --------------------------------------------------------------------------

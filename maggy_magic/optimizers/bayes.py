@@ -10,16 +10,22 @@ model's current favourite point:
 
 - ``tpe`` asks Optuna's ``TPESampler`` on the ledger itself with ``constant_liar=True``:
   the sampler treats every RUNNING trial as if it had the worst result.
-- ``gp``: Optuna's ``GPSampler`` has no constant-liar option and ignores RUNNING trials,
-  so each model suggestion is asked on a fresh study holding the ledger's COMPLETE trials
+- ``gp``: Optuna's ``GPSampler`` has no constant-liar option (before Optuna 4.8 it ignores
+  RUNNING trials; later ones model them their own way, not by ``impute_strategy``), so
+  each model suggestion is asked on a fresh study holding the ledger's COMPLETE trials
   plus every RUNNING one told a stand-in ("lie") value (worst observed by default). This
-  copy costs O(n) per suggestion, well below the sampler's own O(n^3) model fit.
+  copy costs O(n) per suggestion, well below the sampler's own O(n^3) model fit. The GP
+  may answer a point already tried: its acquisition search starts from the best trial's
+  params and returns them unchanged when it finds nothing better (Optuna >= 4.6 returns
+  them exactly). Such a repeat is told the worst observed result in the copy and the GP
+  asked again, so the suggestion stays the model's own (see :data:`REPEAT_ASKS`).
 
 Optuna is imported lazily, on first use; ``validate`` reports a missing installation.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -41,6 +47,9 @@ from .randomsearch import (
 
 #: How many fresh random draws replace a duplicate suggestion before accepting it.
 DEDUPE_TRIES = 64
+#: How many times ``gp`` asks its GP in all for one suggestion while it answers points
+#: already tried (each repeat is told the worst observed result before the next ask).
+REPEAT_ASKS = 4
 
 
 def sample_unseen(searchspace: Any, seed: Any, index: int, seen: Any) -> Dict[str, Any]:
@@ -294,9 +303,11 @@ class GP(ModelSearch):
     is fitted on: ``"cl_worst"`` (default: the worst observed result under
     ``direction``), ``"cl_best"``, ``"cl_mean"``, ``"cl_min"`` / ``"cl_max"`` (the
     smallest / largest observed result, Maggy's names), or ``"none"`` (running trials are
-    ignored, so parallel workers may get near-identical points). Conditional parameters
-    that are not always active are drawn at random by the sampler (a GP models a fixed
-    set of dimensions).
+    ignored, so parallel workers may get near-identical points). An answer repeating a
+    trial is told the worst observed result and the GP asked again, up to
+    :data:`REPEAT_ASKS` asks in all, before a random draw replaces it (``sample_type``
+    ``random``). Conditional parameters that are not always active are drawn at random by
+    the sampler (a GP models a fixed set of dimensions).
     """
 
     name = "gp"
@@ -312,8 +323,11 @@ class GP(ModelSearch):
 
     def _ledger_sampler(self) -> Any:
         # The ledger only records; the GP is asked on a copy (see _ask_model).
-        self._sampler = self._optuna.samplers.GPSampler(
-            seed=int_seed(self.seed), n_startup_trials=0, warn_independent_sampling=False)
+        gp_sampler = self._optuna.samplers.GPSampler
+        options: Dict[str, Any] = dict(seed=int_seed(self.seed), n_startup_trials=0)
+        if "warn_independent_sampling" in inspect.signature(gp_sampler).parameters:
+            options["warn_independent_sampling"] = False  # Optuna >= 4.5; older never warn
+        self._sampler = gp_sampler(**options)
         return self._optuna.samplers.RandomSampler(seed=int_seed(self.seed))
 
     def _lie(self, values: List[float]) -> float:
@@ -324,11 +338,19 @@ class GP(ModelSearch):
     def _ask_model(self) -> Tuple[Dict[str, Any], Optional[int]]:
         optuna = self._optuna
         completed = self._completed()
+        values = [t.value for t in completed]
         trials = list(completed)
         if self.impute_strategy != "none":
-            lie = self._lie([t.value for t in completed])
+            lie = self._lie(values)
             trials += [optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                                  value=lie) for t in self._running()]
         study = optuna.create_study(direction=self._study.direction, sampler=self._sampler)
         study.add_trials(trials)
-        return optuna_bridge.suggest(self.searchspace, self._dists, study.ask()), None
+        worst = max(values) if self.direction != "max" else min(values)
+        for _ in range(REPEAT_ASKS):
+            otrial = study.ask()
+            params = optuna_bridge.suggest(self.searchspace, self._dists, otrial)
+            if config_key(params) not in self._seen:
+                break
+            study.tell(otrial, worst)  # a repeat: not worth proposing again
+        return params, None
