@@ -81,22 +81,6 @@ class Sim:
         return [t for t in self.store.values() if not t.done]
 
 
-def reload(sim: Sim):
-    """The stores as resume rebuilds them from the journal: new Trial objects, same data."""
-    store, final = {}, []
-    for old in sim.store.values():
-        data = old.to_dict()
-        trial = Trial(data["params"], info_dict=data["info"], budget=data["budget"])
-        trial.trial_id, trial.status = data["trial"], data["state"]
-        trial.final_metric = data["value"]
-        for step, value in zip(data["steps"], data["history"]):
-            trial.append_metric(step, value)
-        store[trial.trial_id] = trial
-    for old in sim.final:
-        final.append(store[old.trial_id])
-    return store, final
-
-
 # -- the real engine, one trial ending at a time ------------------------------------------
 
 class Gates:
@@ -498,39 +482,21 @@ def test_asha_failed_without_metric_is_never_promoted_but_early_stopped_is():
     assert sim.ask() is None
 
 
-def run_to_end(sim: Sim, score, interrupt_after: Optional[int] = None) -> Sim:
-    """Ask for everything available, finish the oldest running trial, repeat until None.
-
-    With ``interrupt_after``, after that many trials ended the stores are rebuilt as resume
-    would, and a fresh optimizer of the same kind continues.
-    """
-    ended = 0
-    while ended <= LIMIT:
+def run_to_end(sim: Sim, score) -> Sim:
+    """Ask for everything available, finish the oldest running trial, repeat until None."""
+    for _ in range(LIMIT):
         sim.ask_all()
         running = sim.running()
         if not running:
             assert sim.ask() is None
             return sim
-        oldest = running[0]
-        sim.finish(oldest, score(oldest))
-        ended += 1
-        if ended == interrupt_after:
-            store, final = reload(sim)
-            fresh = type(sim.opt)(**sim.opt.config_kwargs)
-            created = sim.created
-            sim = Sim(fresh, sim.opt.searchspace, sim.opt.num_trials, sim.opt.direction,
-                      sim.opt.seed, store=store, final=final)
-            sim.created = [store[t.trial_id] for t in created]
+        oldest_trial = running[0]
+        sim.finish(oldest_trial, score(oldest_trial))
     raise AssertionError("optimizer never answered None")
 
 
 def score(trial: Trial) -> float:
     return trial.params["x"] * trial.budget
-
-
-def signature(sim: Sim):
-    return [(t.trial_id, t.params, t.budget, t.info_dict["rung"], t.info_dict["parent"])
-            for t in sim.created]
 
 
 @pytest.mark.parametrize("direction", ["max", "min"])

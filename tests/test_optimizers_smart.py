@@ -7,12 +7,13 @@ import itertools
 import json
 import math
 import random
+import statistics
 from typing import Callable, List, Optional
 
 import optuna
 import pytest
 from conftest import journal
-from test_optimizers import LIMIT, Sim, reload, run_to_end
+from test_optimizers import LIMIT, Sim, engine_run, resume_run, trial_table
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 from maggy_magic.errors import ConfigError, SearchspaceError, TrainFunctionError
@@ -26,6 +27,7 @@ from maggy_magic.optimizers import (
     bayes,
     get_optimizer,
 )
+from maggy_magic.optimizers.randomsearch import sample_config
 from maggy_magic.trainfn import build_kwargs, call_plan, check_signature
 from maggy_magic.trial import Trial
 
@@ -262,39 +264,54 @@ def test_gp_asks_its_model_again_when_it_answers_a_tried_point(monkeypatch, repe
 
 # -- resume --------------------------------------------------------------------------
 
-def space_signature(sim: Sim):
-    return [(t.trial_id, t.params, t.budget, {k: v for k, v in t.info_dict.items()})
-            for t in sim.created]
+def engine_objective(params, budget):
+    return ((params["x"] - 0.3) ** 2 + (params["y"] + 0.2) ** 2) / (budget or 1)
 
 
 @pytest.mark.parametrize("name", ["hyperband", "bohb", "de"])
 @pytest.mark.parametrize("interrupt_after", [2, 7, 15])
 def test_resume_continues_exactly_where_the_run_stopped(name, interrupt_after):
-    def fresh():
-        return Sim(make(name), XY, num_trials=17, direction="min", seed=8)
+    # the real engine (driver, journal, load_trials), one gated trial ending at a time
+    def run(**kwargs):
+        return engine_run(name, XY, engine_objective, num_trials=17, direction="min",
+                          seed=8, workers=3, **QUICK[name], **kwargs)
 
-    objective = lambda t: distance(t) / (t.budget or 1)  # noqa: E731
-    whole = run_to_end(fresh(), objective)
-    resumed = run_to_end(fresh(), objective, interrupt_after=interrupt_after)
-    assert space_signature(resumed) == space_signature(whole)
+    whole = trial_table(run())
+    first = run(interrupt_after=interrupt_after)
+    resumed = resume_run(first, name, XY, engine_objective, num_trials=17, direction="min",
+                         seed=8, workers=3, **QUICK[name])
+    # the same trials as the uninterrupted run: params, budgets, brackets, rungs,
+    # parents, generations, members, vectors
+    assert trial_table(resumed) == whole
 
 
-def test_tpe_resume_rebuilds_its_model_from_the_stores():
-    sim = Sim(make("tpe"), XY, num_trials=20, direction="min", seed=6)
-    for _ in range(9):
-        trial = sim.ask()
-        sim.finish(trial, distance(trial))
-    running = [sim.ask(), sim.ask()]
-    store, final = reload(sim)
-    resumed = Sim(make("tpe"), XY, num_trials=20, direction="min", seed=None, store=store,
-                  final=final)
-    assert resumed.opt.seed == 6 and resumed.opt._results == 9
-    assert len(resumed.opt._running()) == 2  # the interrupted trials count as running
-    rest = drive(resumed, distance, workers=2)
-    assert len(rest.store) == 20 and rest.opt._results == 20
-    assert {t.trial_id for t in running} <= set(rest.store)
-    keys = [json.dumps(t.params, sort_keys=True) for t in rest.store.values()]
+def test_tpe_resume_rebuilds_its_model_from_the_journal():
+    def run(**kwargs):
+        return engine_run("tpe", XY, engine_objective, num_trials=20, direction="min",
+                          workers=2, **QUICK["tpe"], **kwargs)
+
+    first = run(seed=6, interrupt_after=9)
+    before = trial_table(first)
+    assert len(before) == 11  # 9 ended, 2 running at the interrupt
+    model = {}
+
+    def look(driver, backend):  # the optimizer as resume set it up, before any worker
+        opt = driver.optimizer
+        model.update(seed=opt.seed, results=opt._results, running=len(opt._running()))
+
+    resumed = resume_run(first, "tpe", XY, engine_objective, num_trials=20, direction="min",
+                         workers=2, seed=None, on_driver=look, **QUICK["tpe"])
+    # the seed came from the journal, the 9 results and 2 running trials reached the model
+    assert model == {"seed": 6, "results": 9, "running": 2}
+    after = trial_table(resumed)
+    assert len(after) == 20 and set(before) <= set(after)
+    assert all(after[t] == before[t] for t in before)
+    keys = [json.dumps(t["params"], sort_keys=True) for t in after.values()]
     assert len(keys) == len(set(keys))
+    # warm-up was not started over: every new trial comes from the model (or is one of
+    # its random share, which warm-up is not)
+    new = [after[t]["info"]["sample_type"] for t in sorted(set(after) - set(before))]
+    assert len(new) == 9 and "warmup" not in new and "model" in new
 
 
 # -- conditional parameters, every optimizer -------------------------------------------
@@ -409,24 +426,44 @@ def plain(x, y, reporter, kind="flat", depth=1):
     return -(x - 0.3) ** 2 - y ** 2
 
 
-@pytest.mark.parametrize("name,options,fn", [
-    ("tpe", dict(num_warmup_trials=4), plain),
-    ("hyperband", dict(reduction_factor=3, resource_max=9), budgeted),
-    ("de", dict(population=4), plain),
+def regret(params):
+    return (params["x"] - 0.3) ** 2 + params["y"] ** 2
+
+
+@pytest.mark.parametrize("name,options,fn,num", [
+    ("tpe", dict(num_warmup_trials=4), plain, 40),
+    ("hyperband", dict(reduction_factor=3, resource_max=9), budgeted, 9),
+    ("de", dict(population=4), plain, 24),
 ])
-def test_lagom_runs_the_new_optimizers_on_the_local_backend(name, options, fn):
+def test_lagom_runs_the_new_optimizers_on_the_local_backend(name, options, fn, num):
     space = Searchspace(x=("DOUBLE", [0.0, 1.0]), y=("DOUBLE", [-1.0, 1.0]),
                         kind=("CATEGORICAL", ["deep", "flat"]),
                         depth=("INTEGER", [1, 4], {"kind": "deep"}))
-    config = HyperparameterOptConfig(num_trials=9, optimizer=name, optimizer_options=options,
+    config = HyperparameterOptConfig(num_trials=num, optimizer=name, optimizer_options=options,
                                      searchspace=space, direction="max", es_policy="none",
                                      workers=2, seed=3, name=f"smart-{name}")
     result = experiment.lagom(fn, config)
-    assert result.state == "finished" and result.num_finished >= 9
-    assert result.best_params is not None and -1 <= result.best_params["y"] <= 1
+    assert result.state == "finished" and result.num_finished >= num
     started = [e for e in journal(result.run_dir) if e["type"] == "trial_started"]
     assert len(started) == result.num_finished
     for event in started:
         assert ("depth" in event["params"]) is (event["params"]["kind"] == "deep")
+    # what random search draws with the same seed: the bar a model has to clear
+    draws = statistics.fmean(regret(sample_config(space, 3, i)) for i in range(num))
+    kinds = [e["info"]["sample_type"] for e in started]
+    if name == "tpe":
+        # warm-up, then the model (and its 10 % random share); the model's samples lie
+        # nearer the optimum (0.3, 0) than the random draws
+        assert kinds[:4] == ["warmup"] * 4 and "warmup" not in kinds[4:]
+        model = [e["params"] for e in started if e["info"]["sample_type"] == "model"]
+        assert len(model) >= 0.75 * (num - 4)
+        assert statistics.fmean(map(regret, model)) < 0.85 * draws
+    if name == "de":
+        # generations of 4, each made from the survivors of the one before: the last two
+        # lie far nearer the optimum than the random draws
+        assert [(e["info"]["generation"], e["info"]["member"]) for e in started] == \
+            [(g, m) for g in range(6) for m in range(4)]
+        late = [e["params"] for e in started if e["info"]["generation"] >= 4]
+        assert statistics.fmean(map(regret, late)) < 0.5 * draws
     if name == "hyperband":
         assert sorted(e["budget"] for e in started) == [1] * 9 + [3] * 3 + [9]
