@@ -12,6 +12,7 @@ What a test can rely on:
   ``sessions`` (id -> :class:`Session`, deleted ones included); ``kill_session_process(id)``.
 * ``python=None`` runs sessions on :func:`bare_python`: pyspark is importable there but
   ``maggy_magic`` is not (also on the executors, through ``PYSPARK_PYTHON``).
+  :func:`other_python` gives a Python of another minor version that can run a session.
 * statements run one at a time; the others wait. Output (stdout, then stderr, stripped) is
   returned only when a statement ends. An exception gives an ``available`` statement whose
   output has ``status: error``. As in Livy, text printed by a failing statement or by a
@@ -26,6 +27,10 @@ What a test can rely on:
 * with ``auth``, requests without the right basic credentials get 401 and a
   ``WWW-Authenticate`` header; with ``csrf``, POST/DELETE without ``X-Requested-By`` get
   400 "Missing Required Header for CSRF protection.".
+* fault injection, off unless a test asks: ``misbehave(method, path, ...)`` makes the next
+  matching requests get what a proxy or a sick server in front of Livy would answer (a 5xx
+  page, a 200 that is not JSON, or no answer until released); ``kill_session_process``
+  above. Everything else is Livy's behaviour.
 
 The pytest fixture :func:`livy_server` gives a started server per test module.
 """
@@ -96,6 +101,66 @@ def bare_python(tmpdir) -> str:
     with open(os.path.join(site, "shared_site_packages.pth"), "w") as handle:
         handle.write(sysconfig.get_paths()["purelib"] + "\n")
     return python
+
+
+def other_python(tmpdir) -> Optional[str]:
+    """A Python of ANOTHER minor version than this one that can run a session, or None.
+
+    Looks for installed interpreters (pyenv's, the OS's, ``python3.N`` on PATH) and makes a
+    tiny venv of the first that imports pyspark from a folder holding only this venv's
+    pyspark and py4j (pure Python: the compiled packages of this venv would not load in
+    another version). Made once per ``tmpdir``; returns the path of its ``python``.
+    """
+    home = os.path.join(str(tmpdir), "other-venv")
+    python = os.path.join(home, "bin", "python")
+    if os.path.exists(python):
+        return python
+    purelib = sysconfig.get_paths()["purelib"]
+    only = os.path.join(str(tmpdir), "pyspark-only")
+    os.makedirs(only, exist_ok=True)
+    for name in ("pyspark", "py4j"):
+        link = os.path.join(only, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(purelib, name), link)
+    env = _scrubbed_env(os.environ)
+    for candidate in _other_interpreters():
+        shutil.rmtree(home, ignore_errors=True)
+        made = subprocess.run([candidate, "-m", "venv", "--without-pip", home],
+                              capture_output=True, env=env)
+        if made.returncode != 0:
+            continue
+        site = subprocess.run([python, "-c",
+                               "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, env=env).stdout.strip()
+        if not site:
+            continue
+        with open(os.path.join(site, "pyspark_only.pth"), "w") as handle:
+            handle.write(only + "\n")
+        if subprocess.run([python, "-c", "import pyspark.sql"], capture_output=True,
+                          env=env).returncode == 0:
+            return python
+    shutil.rmtree(home, ignore_errors=True)
+    return None
+
+
+def _other_interpreters() -> list:
+    """Executables of installed Pythons 3.N (N >= 9) whose minor version is not ours."""
+    import glob
+
+    here = f"python3.{sys.version_info[1]}"
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = glob.glob(os.path.join(pyenv, "versions", "*", "bin", "python3.*"))
+    found += glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*")
+    found += [shutil.which(f"python3.{n}") or "" for n in range(9, 16)]
+    good = []
+    for path in found:
+        name = os.path.basename(path)
+        if re.fullmatch(r"python3\.\d+", name) and int(name[8:]) >= 9 and name != here \
+                and os.access(path, os.X_OK) and os.path.realpath(path) not in \
+                [os.path.realpath(p) for p in good]:
+            good.append(path)
+    # the nearest versions first: the likeliest to run this pyspark
+    return sorted(good, key=lambda p: abs(int(os.path.basename(p)[8:]) - sys.version_info[1]))
 
 
 def _scrubbed_env(base) -> dict:
@@ -230,6 +295,34 @@ class Session:
         return None
 
 
+class Misbehaviour:
+    """A rule of :meth:`LivyServer.misbehave`: which requests, what they get, how often."""
+
+    def __init__(self, method: str, path: str, status: Optional[int], body: bytes,
+                 content_type: str, times: Optional[int], hold: bool):
+        self.method, self.path = method, re.compile(path)
+        self.status, self.body, self.content_type = status, body, content_type
+        self.times = times
+        self.hits = 0
+        self.hold = threading.Event() if hold else None
+        #: Set when a held request has arrived (the server is "not answering" it now).
+        self.holding = threading.Event()
+
+    def release(self) -> None:
+        """Let held requests go on (they then get ``status``/``body``, or Livy's answer)."""
+        if self.hold is not None:
+            self.hold.set()
+
+    def take(self, method: str, path: str) -> bool:
+        """Whether this request is one of the rule's (counting it)."""
+        if method != self.method or not self.path.fullmatch(path):
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
 class LivyServer:
     """An HTTP server speaking Livy's interactive-session REST API; see the module doc."""
 
@@ -249,6 +342,7 @@ class LivyServer:
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._serve_thread: Optional[threading.Thread] = None
         self._workdir: Optional[str] = None
+        self._misbehaviours: list[Misbehaviour] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -270,6 +364,7 @@ class LivyServer:
 
     def stop(self) -> None:
         """Stop serving and kill every session's processes."""
+        self.behave()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -323,6 +418,32 @@ class LivyServer:
             time.sleep(0.05)
         if session.state != "dead":
             raise RuntimeError(f"session {session_id} is {session.state}, not dead")
+
+    def misbehave(self, method: str, path: str, status: Optional[int] = 503,
+                  body: bytes = b"", content_type: str = "text/html; charset=UTF-8",
+                  times: Optional[int] = 1, hold: bool = False) -> Misbehaviour:
+        """Answer the next ``times`` (None: all) requests ``method path`` (a regular
+        expression matching the whole path, query left out) as something in front of Livy
+        would: ``status`` with ``body`` (a gateway's 5xx page, a login page with 200...)
+        instead of Livy's answer. With ``hold``, such a request gets no answer until
+        ``rule.release()`` (or :meth:`behave`, or :meth:`stop`); then ``status``/``body``,
+        or, with ``status=None``, Livy's own answer. Returns the rule (``hits`` counts
+        the requests it took)."""
+        rule = Misbehaviour(method, path, status, body, content_type, times, hold)
+        with self._lock:
+            self._misbehaviours.append(rule)
+        return rule
+
+    def behave(self) -> None:
+        """Drop every :meth:`misbehave` rule and release the requests they hold."""
+        with self._lock:
+            rules, self._misbehaviours = self._misbehaviours, []
+        for rule in rules:
+            rule.release()
+
+    def _misbehaviour(self, method: str, path: str) -> Optional[Misbehaviour]:
+        with self._lock:
+            return next((r for r in self._misbehaviours if r.take(method, path)), None)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -647,6 +768,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         body = self._read_body()
+        rule = self.livy._misbehaviour(method, urlsplit(self.path).path)
+        if rule is not None:
+            if rule.hold is not None:
+                rule.holding.set()
+                rule.hold.wait()
+            if rule.status is not None:
+                self._send_raw(rule.status, rule.body, rule.content_type)
+                return
         user = self._authenticate()
         if user is False:
             return
@@ -703,6 +832,13 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -155,6 +155,34 @@ def test_bad_session_requests_get_400_and_start_nothing(livy_server):
     assert livy_server.sessions == {}
 
 
+def test_misbehave_answers_as_told_then_livy_answers_again(livy_server):
+    import threading
+
+    url = livy_server.url + "/sessions"
+    rule = livy_server.misbehave("GET", "/sessions", status=502, body=b"<h1>Bad Gateway</h1>",
+                                 times=2)
+    for _ in range(2):
+        response = requests.get(url, timeout=30)
+        assert (response.status_code, response.text) == (502, "<h1>Bad Gateway</h1>")
+        assert response.headers["Content-Type"].startswith("text/html")
+    assert rule.hits == 2
+    assert requests.get(url, timeout=30).json() == {"from": 0, "total": 0, "sessions": []}
+    # another path or method is not the rule's
+    other = livy_server.misbehave("GET", "/sessions", times=None)
+    assert requests.get(url + "/3", timeout=30).status_code == 404
+    assert other.hits == 0
+    livy_server.behave()
+    # a held request gets no answer until released, then Livy's own (status=None)
+    held = livy_server.misbehave("GET", "/sessions", status=None, hold=True)
+    answers = []
+    asker = threading.Thread(target=lambda: answers.append(requests.get(url, timeout=120)))
+    asker.start()
+    assert held.holding.wait(60) and not answers
+    held.release()
+    asker.join(60)
+    assert answers[0].status_code == 200 and answers[0].json()["total"] == 0
+
+
 # -- the livy package's client ----------------------------------------------------------------
 
 @pytest.mark.slow

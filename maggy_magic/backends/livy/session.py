@@ -12,6 +12,7 @@ when the process exits).
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,8 +20,8 @@ from ...errors import ConfigError, LivySessionError
 from .client import ENDED_STATES, LivyClient, display_url
 from .settings import LivySettings
 
-#: Sessions this process created: (url, user, auth) -> (client, session id).
-_owned: Dict[Tuple[str, str, str], Tuple[LivyClient, int]] = {}
+#: Sessions this process created: (url, user, auth, session properties) -> (client, id).
+_owned: Dict[Tuple[str, ...], Tuple[LivyClient, int]] = {}
 _owned_lock = threading.Lock()
 
 
@@ -110,8 +111,11 @@ def sparkmagic_session(name: Optional[str], shell: Any = None) -> Optional[LivyT
 
 
 def own_session(settings: LivySettings) -> LivyTarget:
-    """A session created from the settings; reused while it lives, made again when not."""
-    key = (display_url(settings.url or ""), settings.user or "", settings.auth)
+    """A session created from the settings; reused while it lives by runs that ask for the
+    same session properties, made again when not."""
+    properties = {"kind": "pyspark", **settings.session_properties}
+    key = (display_url(settings.url or ""), settings.user or "", settings.auth,
+           json.dumps(properties, sort_keys=True, default=str))
     with _owned_lock:
         known = _owned.get(key)
     if known is not None:
@@ -126,7 +130,6 @@ def own_session(settings: LivySettings) -> LivyTarget:
                                                   f"{client.shown}", owned=True)
     client = LivyClient(settings.url or "", auth=settings.requests_auth(),
                         headers=settings.headers, verify=settings.verify)
-    properties = {"kind": "pyspark", **settings.session_properties}
     session_id = client.create_session(properties)
     with _owned_lock:
         _owned[key] = (client, session_id)
@@ -139,7 +142,7 @@ def own_session(settings: LivySettings) -> LivyTarget:
                       owned=True)
 
 
-def close_owned(key: Optional[Tuple[str, str, str]] = None) -> None:
+def close_owned(key: Optional[Tuple[str, ...]] = None) -> None:
     """Delete the sessions this process created (one of them, with ``key``)."""
     with _owned_lock:
         items = [(key, _owned.pop(key))] if key in _owned else \
