@@ -31,11 +31,15 @@ from maggy_magic import Searchspace
 space = Searchspace(x=("DOUBLE", [0, 1]))
 
 def train(x, reporter):
-    import time
+    import os, time
     print("hello from trial", x)
     for step in range(3):
         reporter.broadcast(x + step, step)
-        time.sleep({pause})
+    # held while the test's gate file exists (bounded, so a broken test cannot hang it)
+    deadline = time.time() + 300
+    while os.path.exists({hold!r}) and time.time() < deadline:
+        reporter.broadcast(x + 3, 3)
+        time.sleep(0.1)
     return {{"score": x}}
 """
 
@@ -70,23 +74,36 @@ def kernel(server, tmp_path_factory):
 
 
 class JournalWatch(threading.Thread):
-    """Reads the local records under ``root/name`` while a cell runs; calls ``on_event``
-    once per new event with the events seen so far."""
+    """Reads the local record under ``root/name`` while a cell runs; calls ``on_event``
+    once per new event with the events seen so far.
+
+    The journal is appended while it is read, so the last line may be half written: only
+    lines that end in a newline are read, the rest waits for the next look."""
 
     def __init__(self, root, name, on_event=None):
         super().__init__(daemon=True)
         self.pattern = os.path.join(root, name, "*", "journal.jsonl")
         self.on_event, self.seen, self.stop = on_event, [], threading.Event()
         self.live_line = None  # the log event with our line, seen before run_finished
+        self._path, self._offset = None, 0
+
+    def read_new(self):
+        """The events whose lines were completed since the last call."""
+        if self._path is None:
+            paths = glob.glob(self.pattern)
+            if not paths:
+                return []
+            self._path = paths[0]
+        with open(self._path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        complete = data[:data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def run(self):
         while not self.stop.wait(0.05):
-            paths = glob.glob(self.pattern)
-            if not paths:
-                continue
-            with open(paths[0]) as handle:
-                events = [json.loads(line) for line in handle if line.strip()]
-            for event in events[len(self.seen):]:
+            for event in self.read_new():
                 self.seen.append(event)
                 finished = any(e["type"] == "run_finished" for e in self.seen)
                 if event["type"] == "log" and self.live_line is None and not finished and \
@@ -94,6 +111,24 @@ class JournalWatch(threading.Thread):
                     self.live_line = event
                 if self.on_event is not None:
                     self.on_event(event, self.seen)
+
+
+def test_journal_watch_leaves_a_half_written_line_for_later(tmp_path):
+    run_dir = tmp_path / "root" / "name" / "run-1"
+    run_dir.mkdir(parents=True)
+    first = json.dumps({"type": "run_started", "seq": 0})
+    second = json.dumps({"type": "log", "seq": 1, "lines": ["hello from trial 0.5 é"]},
+                        ensure_ascii=False)
+    torn = second.encode().index("é".encode()) + 1  # inside a two-byte character
+    with open(run_dir / "journal.jsonl", "wb") as handle:
+        handle.write(first.encode() + b"\n" + second.encode()[:torn])
+    watch = JournalWatch(str(tmp_path / "root"), "name")
+    assert [e["seq"] for e in watch.read_new()] == [0]
+    assert watch.read_new() == []  # still being written
+    with open(run_dir / "journal.jsonl", "ab") as handle:
+        handle.write(second.encode()[torn:] + b"\n")
+    assert watch.read_new() == [json.loads(second)]
+    assert watch.read_new() == []
 
 
 def cell_error(reply):
@@ -116,14 +151,26 @@ def files_under(path):
                 yield handle.read()
 
 
-def test_search_runs_on_the_session_and_streams_live(kernel, server):
+def test_search_runs_on_the_session_and_streams_live(kernel, server, tmp_path):
     root = os.path.join(kernel.cwd, "maggy_experiments")
-    watch = JournalWatch(root, "onlivy")
+    hold = str(tmp_path / "hold")
+    open(hold, "w").close()
+
+    def release_once_printed(event, seen):
+        # the trials wait until a line they printed is in the local record
+        if watch.live_line is not None and os.path.exists(hold):
+            os.unlink(hold)
+
+    watch = JournalWatch(root, "onlivy", release_once_printed)
     watch.start()
-    reply, messages = kernel.execute(CELL.format(name="onlivy", var="res", extra="",
-                                                 pause=0.6))
-    watch.stop.set()
-    watch.join()
+    try:
+        reply, messages = kernel.execute(CELL.format(name="onlivy", var="res", extra="",
+                                                     hold=hold))
+    finally:
+        watch.stop.set()
+        watch.join()
+        if os.path.exists(hold):
+            os.unlink(hold)
     assert reply["content"]["status"] == "ok", reply["content"]
     # a line printed inside a trial on an executor reached the local stream mid-run
     assert watch.live_line is not None, [e["type"] for e in watch.seen]
@@ -139,7 +186,7 @@ def test_search_runs_on_the_session_and_streams_live(kernel, server):
     assert remote_dir in texts  # the cluster-side path is reported in the cell
     # same shape as a local run's result
     reply, _ = kernel.execute(CELL.replace("--backend livy --session s1 ", "").format(
-        name="here", var="loc", extra="--trials 2", pause=0.01))
+        name="here", var="loc", extra="--trials 2", hold=""))
     assert reply["content"]["status"] == "ok", reply["content"]
     shape = "[sorted(r.to_dict()), list(r.trials.columns), sorted(r.trial_records[0])]"
     assert kernel.value(shape.replace("r.", "res.")) == kernel.value(shape.replace("r.", "loc."))
@@ -171,15 +218,32 @@ def test_a_statement_error_is_one_line(kernel):
     assert kernel.value("1 + 1") == 2  # the kernel stays usable
 
 
-def test_a_statement_timeout_is_one_line(kernel, server):
+def test_a_mistyped_session_name_is_one_line_and_starts_nothing(kernel, server):
+    reply, _ = kernel.execute(
+        "%%maggy hpo --backend livy --session s2 --trials 2 --metric score\n"
+        "from maggy_magic import Searchspace\n"
+        "space = Searchspace(x=('DOUBLE', [0, 1]))\n"
+        "def train(x, reporter):\n    return {'score': x}\n")
+    name, value = cell_error(reply)
+    assert name == "ConfigError", value
+    assert value == ("this kernel has no sparkmagic session called 's2' (sessions: s1); "
+                     "create it with %spark add -s s2 -l python -u URL, or give --url instead")
+    assert list(server.sessions) == [0]  # no session was made for the name
+
+
+def test_a_statement_timeout_is_one_line(kernel, server, tmp_path):
     from requests.auth import HTTPBasicAuth
 
     from maggy_magic.backends.livy.client import LivyClient
 
-    # someone else keeps the session busy: our statements wait behind theirs
+    # someone else keeps the session busy until the gate goes: our statements wait
+    gate = str(tmp_path / "busy")
+    open(gate, "w").close()
     other = LivyClient(server.url, auth=HTTPBasicAuth(USER, PASSWORD))
-    other.request("POST", "/sessions/0/statements",
-                  {"code": "import time; time.sleep(6)", "kind": "pyspark"})
+    other.request("POST", "/sessions/0/statements", {
+        "code": f"import os, time\ndeadline = time.time() + 300\n"
+                f"while os.path.exists({gate!r}) and time.time() < deadline:\n"
+                "    time.sleep(0.05)\n", "kind": "pyspark"})
     kernel.execute("from maggy_magic import experiment, Searchspace\n"
                    "from maggy_magic.config import HyperparameterOptConfig\n"
                    "def quick(x, reporter):\n    return {'metric': x}\n")
@@ -190,49 +254,60 @@ def test_a_statement_timeout_is_one_line(kernel, server):
         "backend_options={'session': 's1', 'statement_timeout': 1.0}))\n"
         "except Exception as exc:\n"
         "    caught = [type(exc).__name__, str(exc)]\n")
+    os.unlink(gate)
     assert reply["content"]["status"] == "ok", reply["content"]
     name, message = kernel.value("caught")
     assert name == "LivyTimeout" and "did not finish within" in message, message
     assert "\n" not in message
 
 
-def test_interrupt_sends_a_stop_statement(kernel):
+def test_interrupt_sends_a_stop_statement(kernel, tmp_path):
     def interrupt_once_started(event, seen):
         if event["type"] == "trial_started" and not getattr(kernel, "_interrupted", False):
             kernel._interrupted = True
             kernel.manager.interrupt_kernel()
 
     root = os.path.join(kernel.cwd, "maggy_experiments")
+    hold = str(tmp_path / "hold")  # no trial can finish while it exists
+    open(hold, "w").close()
     watch = JournalWatch(root, "interrupted", interrupt_once_started)
     watch.start()
-    reply, _ = kernel.execute(CELL.format(name="interrupted", var="cut", extra="--trials 8",
-                                          pause=2.0))
-    watch.stop.set()
-    watch.join()
+    try:
+        reply, _ = kernel.execute(CELL.format(name="interrupted", var="cut",
+                                              extra="--trials 8", hold=hold))
+    finally:
+        watch.stop.set()
+        watch.join()
+        os.unlink(hold)
     name, value = cell_error(reply)
     assert name == "ExperimentInterrupted", value
     assert "cannot resume" in value and "--resume" not in value, value
     state, remote_dir = kernel.value("[cut.state, cut.remote_run_dir]")
     assert state == "interrupted"
-    # the cluster's driver ended the run on the stop statement, before all 8 trials ran
+    # the cluster's driver ended the run on the stop statement, while the trials were held
     last = journal(remote_dir)[-1]
     assert last["type"] == "run_finished" and last["state"] == "interrupted"
-    assert last["counts"]["finished"] < 8
+    assert last["counts"]["finished"] == 0
 
 
-def test_session_killed_mid_run_is_one_line_and_keeps_the_record(kernel, server):
+def test_session_killed_mid_run_is_one_line_and_keeps_the_record(kernel, server, tmp_path):
     def kill_once_started(event, seen):
         if event["type"] == "trial_started" and not getattr(kernel, "_killed", False):
             kernel._killed = True
             threading.Thread(target=server.kill_session_process, args=(0,)).start()
 
     root = os.path.join(kernel.cwd, "maggy_experiments")
+    hold = str(tmp_path / "hold")  # the run is alive when the session dies
+    open(hold, "w").close()
     watch = JournalWatch(root, "killed", kill_once_started)
     watch.start()
-    reply, messages = kernel.execute(CELL.format(name="killed", var="part",
-                                                 extra="--trials 8", pause=2.0))
-    watch.stop.set()
-    watch.join()
+    try:
+        reply, messages = kernel.execute(CELL.format(name="killed", var="part",
+                                                     extra="--trials 8", hold=hold))
+    finally:
+        watch.stop.set()
+        watch.join()
+        os.unlink(hold)
     name, value = cell_error(reply)
     assert name == "LivySessionError", value
     assert "dead" in value and "\n" not in value
