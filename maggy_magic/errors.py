@@ -75,6 +75,12 @@ class ExperimentInterrupted(MaggyError, KeyboardInterrupt):
         self.result = result
 
 
+class RunStoreError(MaggyError, OSError):
+    """The run's own record (its journal, a trial's log, a link the run depends on) could
+    not be written: the run fails, keeping what was already written, and can be resumed
+    once the cause (a full disk, say) is gone."""
+
+
 class ResumeError(MaggyError):
     """A run cannot be resumed (no such run directory, or its journal does not match)."""
 

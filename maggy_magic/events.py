@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Event = Dict[str, Any]
 Listener = Callable[[Event], None]
@@ -60,16 +60,27 @@ class EventStream:
     """Numbers events and hands each to every listener, in order.
 
     Used by one thread at a time (the driver's loop). A listener that raises is reported
-    on stderr once and removed, so a broken display never stops an experiment.
+    on stderr once and removed, so a broken display never stops an experiment; a
+    *required* listener (the run's journal, the backend's link) that raises is removed too,
+    and ``on_failure(what, exc)`` is told, which fails the run.
     """
 
     def __init__(self, run_id: str, first_seq: int = 0):
         self.run_id = run_id
         self.seq = first_seq
         self.listeners: List[Listener] = []
+        self._required: Dict[int, str] = {}
+        #: ``on_failure(what, exc)``: a required listener failed (set by the experiment).
+        self.on_failure: Optional[Callable[[str, BaseException], None]] = None
+        #: What failed so far: ``(what, exc)`` of each required listener that raised.
+        self.failures: List[Tuple[str, BaseException]] = []
 
-    def add(self, listener: Listener) -> None:
+    def add(self, listener: Listener, *, required: Optional[str] = None) -> None:
+        """Deliver every event to ``listener`` from now on. ``required`` says what it is
+        (e.g. "the run's journal"): the run cannot go on without it."""
         self.listeners.append(listener)
+        if required:
+            self._required[id(listener)] = required
 
     def emit(self, type_: str, **fields: Any) -> Event:
         event = {"type": type_, "run": self.run_id, "seq": self.seq, "t": time.time()}
@@ -83,8 +94,14 @@ class EventStream:
         for listener in list(self.listeners):
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a display must not break the run
+            except Exception as exc:  # noqa: BLE001 - a display must not break the run
                 self.listeners.remove(listener)
-                print(f"maggy-magic: event listener {listener!r} failed and was removed:\n"
-                      f"{traceback.format_exc()}", file=sys.stderr)
+                what = self._required.pop(id(listener), None)
+                if what is None:
+                    print(f"maggy-magic: event listener {listener!r} failed and was "
+                          f"removed:\n{traceback.format_exc()}", file=sys.stderr)
+                    continue
+                self.failures.append((what, exc))
+                if self.on_failure is not None:
+                    self.on_failure(what, exc)
         return event

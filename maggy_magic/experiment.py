@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from typing import Any, Callable, Iterable, Optional
 
 from .backends import get_backend
 from .driver import Driver, DriverSettings
 from .earlystop import get_earlystop
-from .errors import ExperimentInterrupted, ResumeError, error_class
+from .errors import ExperimentInterrupted, ResumeError, RunStoreError, error_class
 from .events import EventStream, Listener
 from .logs import logger
 from .portable import serialize
@@ -73,7 +74,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     store.write_source(train_fn, cell=source)
 
     events = EventStream(store.run_id, first_seq)
-    events.add(store)
+    events.add(store, required="the run's journal")
     settings = DriverSettings(
         direction=config.direction, optimization_key=config.optimization_key,
         es_interval=config.es_interval, es_min=config.es_min,
@@ -91,10 +92,18 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         elif event["type"] == "worker_joined":
             backend.worker_joined(event["worker"], event.get("host", "?"), event.get("pid", 0))
 
-    events.add(tell_backend)
+    events.add(tell_backend, required="the link to the backend")
     for listener in listeners:
         events.add(listener)
-    driver.add_periodic(0.5, store.flush)
+    events.on_failure = lambda what, exc: driver.fail(*_record_failure(what, exc))
+
+    def flush() -> None:
+        try:
+            store.flush()
+        except RunStoreError as exc:
+            driver.fail(str(exc), "RunStoreError")
+
+    driver.add_periodic(0.5, flush)
     optimizer.trial_store, optimizer.final_store = driver.trials, driver.final
     optimizer.run_dir = store.path
     optimizer.initialize()
@@ -120,7 +129,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     finally:
         backend.stop(INTERRUPT_GRACE if interrupted else 5.0)
         loop.join(INTERRUPT_GRACE)
-        store.close()
+        unwritten = store.close()
 
     result = getattr(config, "result_class", ExperimentResult).from_trials(
         [t for t in driver.trials.values() if t.start is not None],  # others never ran
@@ -128,9 +137,16 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         run_dir=store.path, state=driver.state, direction=config.direction,
         optimization_key=config.optimization_key, error=driver.error,
         rejected_frames=driver.rejected)
-    store.write_json("result.json", result.to_dict())
-    _write_hparams(store.path, config.to_dict(), result)
+    try:
+        store.write_json("result.json", result.to_dict())
+    except OSError as exc:  # the journal is the record; the result still gets out
+        print(f"maggy-magic: could not write result.json ({exc})", file=sys.stderr)
+    else:
+        _write_hparams(store.path, config.to_dict(), result)
     record_run(result)
+    if unwritten is not None and driver.state != "failed":
+        unwritten.result = result  # the run ended, but its record was cut short
+        raise unwritten
     if driver.state == "failed":
         exc = error_class(driver.error_type)(driver.error or "the experiment failed")
         exc.result = result
@@ -205,6 +221,14 @@ def record_run(result: ExperimentResult) -> None:
                        "name": result.name, "state": result.state})
     with open(record, "a", encoding="utf-8") as handle:
         handle.write(line + "\n")
+
+
+def _record_failure(what: str, exc: BaseException) -> tuple:
+    """``(message, error type)`` of a run whose ``what`` (its journal, the backend link)
+    failed."""
+    if isinstance(exc, RunStoreError):
+        return str(exc), "RunStoreError"
+    return f"{what} failed: {type(exc).__name__}: {exc}", "RunStoreError"
 
 
 def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, run_dir: str):

@@ -22,9 +22,10 @@ import inspect
 import json
 import os
 import secrets
+import shutil
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .errors import ResumeError
+from .errors import ResumeError, RunStoreError
 from .trial import Trial
 
 JOURNAL = "journal.jsonl"
@@ -44,7 +45,14 @@ class RunStore:
     """Writes one run's directory; is an event listener (call it with each event).
 
     Journal lines are buffered and written by ``flush()`` (the driver calls it a few times
-    a second and at the end), so the hot path does no system call per event.
+    a second and at the end, and the store before it copies a log batch into a trial's
+    log file, so the journal never lags behind the logs), so the hot path does no system
+    call per metric event.
+
+    A write that fails (a full disk, a lost mount) raises :class:`RunStoreError` naming
+    the file and the disk, and the store writes nothing more: the journal keeps every
+    line written before (a line cut short is dropped when the run is resumed), so the run
+    can be resumed once the cause is gone. ``close()`` never raises.
     """
 
     def __init__(self, path: str, *, resumed: bool = False):
@@ -57,6 +65,8 @@ class RunStore:
         self._journal = open(os.path.join(self.path, JOURNAL), "a", encoding="utf-8")
         self._pending: List[str] = []
         self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        #: The write error that stopped this store, if any.
+        self.failed: Optional[RunStoreError] = None
 
     @classmethod
     def create(cls, root: str, name: str, run_id: Optional[str] = None) -> "RunStore":
@@ -88,9 +98,12 @@ class RunStore:
                 handle.write(cell)
 
     def __call__(self, event: Dict[str, Any]) -> None:
+        if self.failed is not None:
+            return
         self._pending.append(self._dumps(event))
         kind = event["type"]
         if kind == "log":
+            self.flush()  # the journal first: a trial's log file is its copy of these lines
             trial = event.get("trial")
             if trial is not None:
                 target = os.path.join(self.path, "trials", trial, "log.txt")
@@ -101,20 +114,51 @@ class RunStore:
             self.flush()
 
     def _append(self, target: str, lines: List[str]) -> None:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "a", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            raise self._fail(target, exc) from None
 
     def flush(self) -> None:
-        if self._pending:
-            self._journal.write("\n".join(self._pending) + "\n")
-            self._pending = []
-        self._journal.flush()
+        """Write the buffered journal lines (raises :class:`RunStoreError` if it cannot)."""
+        if self.failed is not None:
+            return
+        try:
+            if self._pending:
+                self._journal.write("\n".join(self._pending) + "\n")
+                self._pending = []
+            self._journal.flush()
+        except OSError as exc:
+            raise self._fail(os.path.join(self.path, JOURNAL), exc) from None
 
-    def close(self) -> None:
-        self.flush()
-        os.fsync(self._journal.fileno())
-        self._journal.close()
+    def close(self) -> Optional[RunStoreError]:
+        """Flush and close the journal; returns the error that stopped the store, if
+        any (never raises: the run's result still gets out)."""
+        try:
+            self.flush()
+            if self.failed is None:
+                os.fsync(self._journal.fileno())
+        except (OSError, RunStoreError):
+            pass
+        try:
+            self._journal.close()
+        except OSError:
+            pass
+        return self.failed
+
+    def _fail(self, target: str, exc: OSError) -> RunStoreError:
+        try:
+            free = f"{shutil.disk_usage(self.path).free / 1e6:.1f} MB free on that disk"
+        except OSError:
+            free = "the disk cannot be read"
+        self.failed = RunStoreError(
+            f"cannot write the run's record ({target}: {exc.strerror or exc}; {free}); "
+            f"the journal keeps what was written before: free the disk, then resume run "
+            f"{self.run_id}")
+        self._pending = []
+        return self.failed
 
 
 def _drop_torn_line(journal: str) -> None:
