@@ -6,6 +6,10 @@ collects the iopub messages of one cell and checks what a notebook would show: l
 progress that is sent while trials still run (its send time precedes the end of the last
 trial, as recorded in the run's journal), and the static summary as the cell's last
 output.
+
+Nothing here depends on how fast trials run: the first trials run at once, the later ones
+wait for a gate file (or for the driver to stop them), which a test creates once it has
+seen what it waits for; so the run is still going when the test looks at it.
 """
 
 import datetime
@@ -19,21 +23,42 @@ from conftest import journal, pid_alive
 from kernels import running_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 60
+TIMEOUT = 120     # a hang guard: longer than the held trials wait when a test fails
 
 CELL = """%%maggy hpo --trials 6 --workers 2 --es-policy none --seed 3 --metric score \
 --name {name} -o res {extra}
-import time
+import os, time
 from maggy_magic import Searchspace
 space = Searchspace(x=("DOUBLE", [0, 1]))
 
 def train(x, reporter):
+    # trials numbered {free} and up wait for the gate (or to be stopped)
+    deadline = time.monotonic() + 30     # in case the test never opens it
+    while int(reporter.get_trial_id()) >= {free} and not os.path.exists({gate!r}) \\
+            and not reporter.early_stop and time.monotonic() < deadline:
+        time.sleep(0.02)
     for step in range(3):
         reporter.broadcast(x + step, step)
         time.sleep(0.1)
     print("trial done", x)
     return {{"score": x}}
 """
+
+
+def cell(gate, name, extra="", free=2, trials=6, steps=3):
+    """CELL for a run called ``name``: ``free`` trials start at once, the rest wait for
+    the file ``gate``."""
+    return CELL.replace("--trials 6", f"--trials {trials}").replace(
+        "range(3)", f"range({steps})").format(name=name, extra=extra, free=free,
+                                              gate=str(gate))
+
+
+@pytest.fixture
+def gate(tmp_path):
+    """The gate file's path; whatever happens, it exists once the test is over."""
+    path = tmp_path / "gate"
+    yield path
+    path.touch()
 
 
 @pytest.fixture(scope="module")
@@ -74,31 +99,56 @@ def check_summary_is_last_output(kernel, messages):
     assert float(match.group(1)) == pytest.approx(best_metric, rel=1e-3)
 
 
-def test_text_progress_streams_while_trials_run_then_the_summary(kernel):
-    reply, messages = kernel.execute(CELL.format(name="text", extra="--ui text"))
+def test_text_progress_streams_while_trials_run_then_the_summary(kernel, gate):
+    live = []
+
+    def open_the_gate_on_progress(msg):
+        # a status line of a run that goes on, with trials done: the gate opens
+        if msg["msg_type"] == "stream" and re.search(r"\[running\] [1-9]\d*/6 trials",
+                                                     msg["content"]["text"]):
+            live.append(msg)
+            gate.touch()
+
+    reply, messages = kernel.execute(cell(gate, "text", "--ui text"),
+                                     open_the_gate_on_progress)
     assert reply["content"]["status"] == "ok", reply["content"]
     run_dir = kernel.value("res.run_dir")
     ended = last_trial_end(run_dir)
-    progress = [m for m in messages if m["msg_type"] == "stream" and
-                re.search(r"\d+/6 trials", m["content"]["text"])]
-    assert progress, [m["content"] for m in outputs(messages)]
-    assert sent_at(progress[0]) < ended, "no progress line before the last trial ended"
+    assert live, [m["content"] for m in outputs(messages)]
+    assert sent_at(live[0]) < ended, "no progress line before the last trial ended"
     assert not [m for m in messages if m["msg_type"].startswith("comm_")]
     check_summary_is_last_output(kernel, messages)
 
 
-def test_dashboard_updates_while_trials_run_then_the_summary(kernel):
+def live_status(msg):
+    """The dashboard status a comm message syncs while the run goes on, with trials
+    finished; else None."""
+    if msg["msg_type"] != "comm_msg":
+        return None
+    status = ((msg["content"].get("data") or {}).get("state") or {}).get("status") or {}
+    if status.get("state") == "running" and (status.get("counts") or {}).get("finished"):
+        return status
+    return None
+
+
+def test_dashboard_updates_while_trials_run_then_the_summary(kernel, gate):
     assert kernel.value("__import__('maggy_magic.ui').ui.widgets_available()")
-    reply, messages = kernel.execute(CELL.format(name="widget", extra=""))
+
+    def open_the_gate_on_progress(msg):
+        if live_status(msg):
+            gate.touch()
+
+    reply, messages = kernel.execute(cell(gate, "widget"), open_the_gate_on_progress)
     assert reply["content"]["status"] == "ok", reply["content"]
     run_dir = kernel.value("res.run_dir")
     ended = last_trial_end(run_dir)
     opened = [m for m in messages if m["msg_type"] == "comm_open"]
-    updates = [m for m in messages if m["msg_type"] == "comm_msg"]
-    assert opened and updates
-    assert sent_at(opened[0]) < ended
-    during = [m for m in updates if sent_at(m) < ended]
-    assert during, "no widget update before the last trial ended"
+    assert opened and sent_at(opened[0]) < ended
+    # an update that shows finished trials of a run still going (not the first, empty
+    # state the widget is created with) was sent before the last trial ended
+    during = [m for m in messages if live_status(m)]
+    assert during, "no widget update with finished trials while the run went on"
+    assert sent_at(during[0]) < ended
     assert not [m for m in messages if m["msg_type"] == "stream" and
                 "/6 trials" in m["content"]["text"]]          # no text progress as well
     check_summary_is_last_output(kernel, messages)
@@ -111,7 +161,7 @@ def test_dashboard_updates_while_trials_run_then_the_summary(kernel):
     check_summary_is_last_output(kernel, messages[:])
 
 
-def test_dashboard_stop_button_stops_the_run_while_the_cell_blocks(kernel):
+def test_dashboard_stop_button_stops_the_run_while_the_cell_blocks(kernel, gate):
     assert kernel.value("__import__('maggy_magic.ui').ui.widgets_available()")
     session = kernel.client.session
     sent = []
@@ -129,15 +179,15 @@ def test_dashboard_stop_button_stops_the_run_while_the_cell_blocks(kernel):
             kernel.client.shell_channel.send(request)
             sent.append("stop")
 
-    cell = CELL.replace("--trials 6", "--trials 40").replace("range(3)", "range(10)")
-    reply, messages = kernel.execute(cell.format(name="stop", extra=""), click_stop)
+    # the gate stays shut: the trials after the first two run until Stop ends them
+    reply, messages = kernel.execute(cell(gate, "stop", trials=8, steps=10), click_stop)
     assert sent[-1] == "stop", "never saw a running trial in the dashboard"
     assert reply["content"]["status"] == "ok", reply["content"]
     state, count = kernel.value("[res.state, len(res.trial_records)]")
-    assert state == "stopped" and count < 40
+    assert state == "stopped" and count < 8
 
 
-def test_interrupt_stops_workers_shows_partial_summary_and_resume_hint(kernel):
+def test_interrupt_stops_workers_shows_partial_summary_and_resume_hint(kernel, gate):
     interrupted = []
 
     def interrupt_after_two(msg):
@@ -146,9 +196,10 @@ def test_interrupt_stops_workers_shows_partial_summary_and_resume_hint(kernel):
             interrupted.append(True)
             kernel.manager.interrupt_kernel()
 
-    cell = CELL.replace("--trials 6", "--trials 30").replace("range(3)", "range(5)")
-    reply, messages = kernel.execute(cell.format(name="intr", extra="--ui text -o part"),
-                                     interrupt_after_two)
+    # the gate stays shut: trials after the first four wait, the run is live when the
+    # interrupt comes
+    reply, messages = kernel.execute(cell(gate, "intr", "--ui text -o part", free=4,
+                                          trials=8, steps=5), interrupt_after_two)
     assert interrupted
     content = reply["content"]
     assert content["status"] == "error" and content["ename"] == "ExperimentInterrupted"
