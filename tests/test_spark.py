@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER = "local-cluster[2,1,1024]"
+#: Hang guard, not a speed bound: how long a test waits for something that must happen
+#: (a killed process to be gone, a gate file to appear) before it fails instead of hanging.
+HANG_GUARD = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +96,6 @@ def slow_curve(x, reporter):
     return x * 15
 
 
-def chatty(x, reporter):
-    print(f"hello from trial {reporter.get_trial_id()} pid={os.getpid()}")
-    for step in range(10):
-        reporter.broadcast(x, step)
-        time.sleep(0.1)
-    return {"metric": x, "pid": os.getpid(), "stdout": type(sys.stdout).__name__}
-
-
 def stubborn(x):
     time.sleep(60)  # ignores stop requests: only cancelling the Spark job ends it
     return x
@@ -152,10 +147,32 @@ def test_hpo_with_median_early_stopping_on_separate_executor_jvms(spark):
     assert kinds[-1] == "run_finished" and kinds.count("trial_started") == 12
 
 
-def test_worker_prints_stream_before_the_trial_ends_and_streams_are_restored(spark):
+def test_worker_prints_stream_before_the_trial_ends_and_streams_are_restored(spark, tmp_path):
+    seen = str(tmp_path)
+
+    def chatty(x, reporter):
+        trial = reporter.get_trial_id()
+        print(f"hello from trial {trial} pid={os.getpid()}")
+        # the trial goes on until the driver has shown its line (a file the test makes)
+        shown, step = os.path.join(seen, f"shown-{trial}"), 0
+        deadline = time.time() + HANG_GUARD
+        while not os.path.exists(shown) and time.time() < deadline:
+            reporter.broadcast(x, step)
+            step += 1
+            time.sleep(0.05)
+        return {"metric": x, "pid": os.getpid(), "stdout": type(sys.stdout).__name__,
+                "streamed": "yes" if os.path.exists(shown) else "no"}
+
     events = []
+
+    def show(event):
+        events.append(event)
+        if event["type"] == "log" and any("hello from trial" in line
+                                          for line in event["lines"]):
+            open(os.path.join(seen, f"shown-{event['trial']}"), "w").close()
+
     result = experiment.lagom(chatty, config(num_trials=4, name="spark-print"),
-                              listeners=[events.append])
+                              listeners=[show])
     assert result.num_finished == 4
     for record in result.trial_records:
         trial = record["trial"]
@@ -165,7 +182,8 @@ def test_worker_prints_stream_before_the_trial_ends_and_streams_are_restored(spa
                         and e["trial"] == trial)
         assert logs, f"the print of trial {trial} never reached the driver"
         assert logs[0]["seq"] < finished["seq"]
-        assert finished["t"] - logs[0]["t"] > 0.5  # streamed while the trial ran
+        # streamed while the trial ran: the trial saw the driver show its line
+        assert record["metrics"]["streamed"] == "yes", record
         assert record["metrics"]["stdout"] == "_LineRouter"  # routed during the trial
     # the Python workers that ran the loop are reused by Spark: their streams are back
     trial_pids = {int(t["metrics"]["pid"]) for t in result.trial_records}
@@ -253,17 +271,31 @@ def test_hung_worker_has_its_task_killed_and_rerun(spark):
     rejoined = [e for e in events if e["type"] == "worker_joined"
                 and e["worker"] == frozen["worker"]]
     assert len(rejoined) == 2, "Spark did not run the killed task again"
-    assert wait_until(lambda: not pid_alive(frozen["pid"]), 10), "the frozen worker lives on"
+    assert wait_until(lambda: not pid_alive(frozen["pid"]), HANG_GUARD), \
+        "the frozen worker lives on"
 
 
-def test_stop_cancels_the_spark_job_within_seconds(spark):
-    handles, started, stop_at = {}, [], []
+def cancelled(backend):
+    """Whether the run's Spark job ended by cancellation: Spark marks it failed and the
+    workers' tasks never returned their summaries (tasks that end by themselves do).
+    Spark's status tracker hears of a job's end a little after its caller does."""
+    tracker = backend.sc.statusTracker()
+
+    def ended_cancelled():
+        jobs = tracker.getJobIdsForGroup(backend.job_group)
+        return bool(jobs) and not active_jobs_of(backend.sc, backend.job_group) and \
+            all(tracker.getJobInfo(job).status == "FAILED" for job in jobs)
+
+    return backend.task_results == [] and wait_until(ended_cancelled, HANG_GUARD)
+
+
+def test_stop_cancels_the_spark_job(spark):
+    handles, started = {}, []
 
     def stopper(event):
         if event["type"] == "trial_started":
             started.append(event)
             if len(started) == 2:
-                stop_at.append(time.monotonic())
                 handles["driver"].request_stop("test stops the run")
         elif event["type"] == "worker_joined":
             handles.setdefault("pids", []).append(event["pid"])
@@ -271,18 +303,15 @@ def test_stop_cancels_the_spark_job_within_seconds(spark):
     result = experiment.run(stubborn, config(num_trials=4, stop_grace=1.0, name="spark-stop"),
                             listeners=[stopper],
                             on_driver=lambda d, b: handles.update(driver=d, backend=b))
-    elapsed = time.monotonic() - stop_at[0]
     assert result.state == "stopped"
-    # 1 s stop grace + 5 s for the workers to leave, then the job is cancelled at once
-    assert elapsed < 9, f"stopping took {elapsed:.1f} s"
-    backend = handles["backend"]
-    assert backend.sc.statusTracker().getJobIdsForGroup(backend.job_group)
-    assert not active_jobs_of(backend.sc, backend.job_group)
-    assert wait_until(lambda: not any(pid_alive(p) for p in handles["pids"]), 10)
+    # the stubborn trials (60 s each, deaf to stop requests) were cut short, not waited for
+    assert cancelled(handles["backend"])
+    assert not any(t["state"] == Trial.FINISHED for t in result.trial_records)
+    assert wait_until(lambda: not any(pid_alive(p) for p in handles["pids"]), HANG_GUARD)
 
 
-def test_interrupt_cancels_the_spark_job_within_seconds(spark):
-    handles, two_running, raised_at = {}, threading.Event(), []
+def test_interrupt_cancels_the_spark_job(spark):
+    handles, two_running = {}, threading.Event()
 
     started = []
 
@@ -293,30 +322,24 @@ def test_interrupt_cancels_the_spark_job_within_seconds(spark):
                 two_running.set()
 
     def wait(driver):
-        assert two_running.wait(60)
-        raised_at.append(time.monotonic())
+        assert two_running.wait(HANG_GUARD)
         raise KeyboardInterrupt
 
-    with pytest.raises(ExperimentInterrupted):
+    with pytest.raises(ExperimentInterrupted) as info:
         experiment.run(stubborn, config(num_trials=4, name="spark-interrupt"),
                        listeners=[watch], wait=wait,
                        on_driver=lambda d, b: handles.update(backend=b))
-    elapsed = time.monotonic() - raised_at[0]
-    assert elapsed < 8, f"the interrupt took {elapsed:.1f} s"
-    backend = handles["backend"]
-    assert backend.sc.statusTracker().getJobIdsForGroup(backend.job_group)
-    assert not active_jobs_of(backend.sc, backend.job_group)
+    assert cancelled(handles["backend"])
+    assert not any(t["state"] == Trial.FINISHED for t in info.value.result.trial_records)
 
 
 def test_spark_giving_up_on_the_job_fails_the_run_in_one_line(spark):
-    started = time.monotonic()
     with pytest.raises(ExperimentFailed) as info:
         experiment.lagom(crash, config(num_trials=4, max_retries=100, max_failures=100,
                                        name="spark-crash"))
     message = str(info.value)
     assert "\n" not in message and message.startswith("the Spark job running the workers")
     assert "failed 8 times" in message and "crashed" in message
-    assert time.monotonic() - started < 60
 
 
 def test_forced_shipping_imports_maggy_magic_from_the_zip(spark):
@@ -362,7 +385,6 @@ def test_barrier_workers_start_together_and_see_each_other(spark):
     assert len({m["pid"] for m in metrics}) == 2
     joined = [e for e in journal(result.run_dir) if e["type"] == "worker_joined"]
     assert sorted(e["worker"] for e in joined) == ["0", "1"]
-    assert abs(joined[0]["t"] - joined[1]["t"]) < 1.0  # released by the same barrier
 
 
 def test_barrier_mode_with_more_workers_than_slots_is_a_config_error(spark):
