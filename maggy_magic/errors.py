@@ -156,3 +156,10 @@ def did_you_mean(word: str, choices) -> str:
 class DistTrainingError(ConfigError):
     """Data-parallel training cannot run as configured (a model passed already built, a
     dataset of an unsupported kind, a framework that cannot train this way)."""
+
+
+class UnsafePathError(MaggyError, OSError):
+    """A folder that holds code maggy-magic ships or installs (the package zip for Spark
+    executors, the install folder on a Livy driver) could be written by another user: it
+    belongs to another uid, group or others may write it, or it is a symbolic link. The
+    message names the folder and what to do (remove it, or set ``TMPDIR``)."""

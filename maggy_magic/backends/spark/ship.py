@@ -1,7 +1,8 @@
 """Getting maggy_magic (and a training function's module) onto Spark executors.
 
-``package_zip()`` builds a pure-Python zip of this package, cached on disk per version and
-content fingerprint. ``probe_modules(sc, names)`` asks one executor which of ``names`` it
+``package_zip()`` builds a pure-Python zip of this package, cached per version and content
+hash in a folder only this user can write (a cached file is reused only if its bytes still
+hash to its name). ``probe_modules(sc, names)`` asks one executor which of ``names`` it
 can import, without importing them there (an import would pin that module in the reused
 Python worker, shadowing a zip added later). ``Shipper`` combines both for one
 SparkContext and remembers, per Spark application, what it already probed and shipped.
@@ -10,13 +11,15 @@ SparkContext and remembers, per Spark application, what it already probed and sh
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 import threading
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import maggy_magic
+
+from ...private_dirs import install_file, private_dir, user_tag
 
 PACKAGE = "maggy_magic"
 _cache_lock = threading.Lock()
@@ -48,12 +51,31 @@ def _enclosing_archive(path: str) -> Optional[str]:
     return path if zipfile.is_zipfile(path) else None
 
 
+def _zip_bytes(root: str, files: List[str]) -> bytes:
+    """The zip of ``files`` (under ``root``) as ``maggy_magic/...``: the same bytes for
+    the same files (fixed timestamps and modes), so its hash names its contents."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            arcname = "/".join([PACKAGE] + os.path.relpath(path, root).split(os.sep))
+            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with open(path, "rb") as handle:
+                zf.writestr(info, handle.read())
+    return buffer.getvalue()
+
+
 def package_zip(cache_dir: Optional[str] = None) -> str:
     """Path of a zip holding this package's Python files (``maggy_magic/...``).
 
-    The name carries the version and a fingerprint of the files' contents, so an edited
-    source tree gets a new zip while an unchanged one is built once. If this package was
-    itself imported from a zip (e.g. shipped to a Livy driver), that zip is returned.
+    The name carries the version and the start of the zip's sha256, so an edited source
+    tree gets a new zip. The zip lives in a folder only this user can write
+    (``$TMPDIR/maggy-magic-<uid>/zips``, or ``cache_dir``; see :mod:`maggy_magic.private_dirs`:
+    one another user made or can write is an :class:`~maggy_magic.errors.UnsafePathError`),
+    and a file already there under that name is reused only if its bytes hash to the zip's
+    (else it is rewritten). If this package was itself imported from a zip (e.g. shipped
+    to a Livy driver), that zip is returned.
     """
     root = package_dir()
     if not os.path.isdir(root):
@@ -61,38 +83,14 @@ def package_zip(cache_dir: Optional[str] = None) -> str:
         if archive is None:
             raise FileNotFoundError(f"cannot find the files of {PACKAGE} at {root}")
         return archive
-    files = _sources(root)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(os.path.relpath(path, root).encode() + b"\0")
-        with open(path, "rb") as handle:
-            digest.update(handle.read() + b"\0")
-    name = f"{PACKAGE}-{maggy_magic.__version__}-{digest.hexdigest()[:12]}.zip"
-    cache_dir = cache_dir or os.path.join(tempfile.gettempdir(),
-                                          f"maggy-magic-{_user()}", "zips")
-    target = os.path.join(cache_dir, name)
-    if os.path.exists(target):
-        return target
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w",
-                                                            zipfile.ZIP_DEFLATED) as zf:
-            for path in files:
-                zf.write(path, os.path.join(PACKAGE, os.path.relpath(path, root)))
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def _user() -> str:
-    try:
-        return str(os.getuid())
-    except AttributeError:  # pragma: no cover - not POSIX
-        return os.environ.get("USERNAME", "user")
+    data = _zip_bytes(root, _sources(root))
+    name = f"{PACKAGE}-{maggy_magic.__version__}-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    if cache_dir is None:
+        folder = private_dir(f"maggy-magic-{user_tag()}", "zips")
+    else:
+        folder = private_dir(os.path.basename(os.path.normpath(cache_dir)),
+                             base=os.path.dirname(os.path.abspath(cache_dir)))
+    return install_file(folder, name, data)
 
 
 def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
