@@ -3,18 +3,20 @@
 ``prepare(target, ship, timeout)`` probes the session's Python without importing
 anything there: a different Python minor version is a :class:`LivyVersionError` before
 anything runs; a missing or different maggy_magic gets the package zip (the one the
-spark backend builds) uploaded in base64 chunks, written to a temporary folder on the
-driver, put on its ``sys.path`` and ``sc.addPyFile``'d for the executors. ``upload``
+spark backend builds) uploaded in base64 chunks, written to a folder on the driver that
+only the session's user can write (else an :class:`~maggy_magic.errors.UnsafePathError`),
+put on its ``sys.path`` and ``sc.addPyFile``'d for the executors. ``upload``
 sends any bytes in chunks small enough for a sane statement.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from typing import Any, Dict
 
-from ...errors import LivyError, LivyStatementError, LivyVersionError
+from ...errors import LivyError, LivyStatementError, LivyVersionError, error_class
 from . import statements
 from .bundle import python_version, read_reply
 
@@ -74,7 +76,11 @@ def prepare(target: Any, ship: str, timeout: float) -> Dict[str, Any]:
         data = handle.read()
     key = "zip:" + name
     upload(target, key, data, timeout, "package upload")
-    done = call(target, statements.install(key, name), timeout, "package install")
+    done = call(target, statements.install(key, name, hashlib.sha256(data).hexdigest()),
+                timeout, "package install")
+    failed = done.get("error")
+    if failed:
+        raise error_class(failed.get("type"), LivyError)(failed.get("message"))
     if done.get("version") != maggy_magic.__version__:
         raise LivyError(f"the cluster imported maggy_magic {done.get('version')} after the "
                         f"upload of {maggy_magic.__version__}; restart the Livy session")

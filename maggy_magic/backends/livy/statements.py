@@ -45,20 +45,20 @@ print({start!r} + '{{"chunks": %d}}' % len({state}["uploads"][{key!r}]) + {end!r
 
 _INSTALL = """\
 def _maggy_install():
-    import base64, importlib, json, os, sys, tempfile
+    import base64, hashlib, importlib, json, sys
     from pyspark import SparkContext
     state = globals()[{state!r}]
     data = base64.b64decode("".join(state["uploads"].pop({key!r})))
+    if {digest!r} is not None and hashlib.sha256(data).hexdigest() != {digest!r}:
+        return json.dumps({{"error": {{"type": "LivyError", "message":
+            "the package upload arrived damaged on the cluster; run again"}}}})
+    private = {{"__name__": "_maggy_private_dirs", "__package__": ""}}
+    exec(compile({private_dirs!r}, "<maggy_magic.private_dirs>", "exec"), private)
     try:
-        user = str(os.getuid())
-    except AttributeError:
-        user = os.environ.get("USERNAME", "user")
-    folder = os.path.join(tempfile.gettempdir(), "maggy-livy-" + user)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, {name!r})
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(data)
-    os.replace(path + ".tmp", path)
+        folder = private["private_dir"]("maggy-livy-" + private["user_tag"]())
+        path = private["install_file"](folder, {name!r}, data)
+    except private["UnsafePathError"] as exc:
+        return json.dumps({{"error": {{"type": "UnsafePathError", "message": str(exc)}}}})
     for module in [m for m in sys.modules if m == "maggy_magic" or
                    m.startswith("maggy_magic.")]:
         del sys.modules[module]
@@ -88,10 +88,24 @@ def upload(key: str, chunk: str) -> str:
     return _UPLOAD.format(key=key, chunk=chunk, **_framing())
 
 
-def install(key: str, name: str) -> str:
+def install(key: str, name: str, digest: Optional[str] = None) -> str:
     """Write the upload ``key`` as the zip ``name``, put it on the driver's sys.path and
-    ``sc.addPyFile`` it (executors), import it; reply ``{version, path}``."""
-    return _INSTALL.format(key=key, name=name, **_framing())
+    ``sc.addPyFile`` it (executors), import it; reply ``{version, path}``, or ``{error}``.
+
+    The zip goes to ``$TMPDIR/maggy-livy-<uid>`` on the driver, made and checked there by
+    the source of :mod:`maggy_magic.private_dirs` (a folder another user made or can
+    write is an ``UnsafePathError`` reply); a file of that name is kept only if its
+    bytes are the upload's. ``digest``, the upload's sha256, is checked first if given."""
+    return _INSTALL.format(key=key, name=name, digest=digest,
+                           private_dirs=_private_dirs_source(), **_framing())
+
+
+def _private_dirs_source() -> str:
+    import inspect
+
+    from ... import private_dirs
+
+    return inspect.getsource(private_dirs)
 
 
 def start(spec_json: str, source: Optional[str]) -> str:
