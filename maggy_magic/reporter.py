@@ -16,8 +16,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import BroadcastError, EarlyStopException
 
-#: At most this many metric points travel per message; more are thinned evenly.
+#: At most this many metric points travel per message; more are thinned evenly (the
+#: best, the worst and the last point always travel).
 MAX_POINTS_PER_MESSAGE = 200
+#: At most this many characters of log lines travel per message; the rest wait for the
+#: next one (a frame holds at most 8 MiB).
+MAX_LOG_CHARS_PER_MESSAGE = 1 << 20
+#: A longer log line is cut to this many characters, with a marker saying so.
+MAX_LINE_CHARS = 64 * 1024
 
 
 def as_metric(value: Any, what: str) -> float:
@@ -32,6 +38,23 @@ def as_metric(value: Any, what: str) -> float:
     if not math.isfinite(number):
         raise BroadcastError(f"{what} is {number}; return or broadcast a finite number")
     return number
+
+
+def thin(points: List[List[float]], limit: int = MAX_POINTS_PER_MESSAGE) -> List[List[float]]:
+    """At most ``limit`` of ``points`` (``[step, value]``, in step order), evenly spread,
+    always with the first, the best and worst value (whatever the direction, an early
+    stopping rule may look for either) and the last."""
+    if len(points) <= limit:
+        return points
+    values = [p[1] for p in points]
+    keep = {0, len(points) - 1, values.index(max(values)), values.index(min(values))}
+    stride = (len(points) - 1) / (limit - len(keep))
+    spread = [int(i * stride) for i in range(limit - len(keep))]
+    for index in spread:
+        if len(keep) >= limit:
+            break
+        keep.add(index)
+    return [points[i] for i in sorted(keep)]
 
 
 class Outbox:
@@ -53,14 +76,23 @@ class Outbox:
         self.wakeup.set()
 
     def take(self) -> Tuple[List[List[float]], List[Tuple[Optional[str], str]]]:
+        """What one message carries: every pending point (thinned to
+        ``MAX_POINTS_PER_MESSAGE``) and pending log lines up to
+        ``MAX_LOG_CHARS_PER_MESSAGE`` characters (the rest stay for the next message)."""
         with self._lock:
-            points, logs = self._points, self._logs
-            self._points, self._logs = [], []
-        if len(points) > MAX_POINTS_PER_MESSAGE:
-            stride = len(points) / (MAX_POINTS_PER_MESSAGE - 1)
-            points = [points[int(i * stride)] for i in range(MAX_POINTS_PER_MESSAGE - 1)] \
-                + [points[-1]]
-        return points, logs
+            points, self._points = self._points, []
+            logs, size, cut = [], 0, 0
+            for trial_id, line in self._logs:
+                if len(line) > MAX_LINE_CHARS:
+                    line = (f"{line[:MAX_LINE_CHARS]} [maggy-magic: the line went on for "
+                            f"{len(line) - MAX_LINE_CHARS} more characters, cut here]")
+                if logs and size + len(line) > MAX_LOG_CHARS_PER_MESSAGE:
+                    break
+                logs.append((trial_id, line))
+                size += len(line)
+                cut += 1
+            del self._logs[:cut]
+        return thin(points), logs
 
     @property
     def pending(self) -> bool:

@@ -37,6 +37,9 @@ LOG_FLUSH = 0.2
 #: Exit code of a worker process that the driver aborted (its gang failed); a backend
 #: replaces such a worker without counting it as a crash.
 ABORT_EXIT = 75
+#: Exit code of a worker process whose connection to the driver broke while the run went
+#: on (no ``shutdown`` came): the backend replaces it, counting it as a restart.
+DRIVER_LOST_EXIT = 76
 #: Seconds a rendezvous waits beyond the driver's own timeout before giving up alone.
 RENDEZVOUS_GRACE = 30.0
 
@@ -125,7 +128,16 @@ class WorkerLoop:
         self.run_dir: Optional[str] = None
         self.trials_run = 0
         self._inbox: "queue.SimpleQueue[Optional[dict]]" = queue.SimpleQueue()
+        #: Trials handed over and then revoked before they started (each revocation
+        #: cancels one hand-over); guarded by ``_claim_lock`` with ``current_trial``.
         self._revoked: set = set()
+        #: Trials told to stop after they were claimed but before their reporter existed.
+        self._stop_early: set = set()
+        self._claim_lock = threading.Lock()
+        #: Set once the driver said ``shutdown`` or went away: no queued trial starts.
+        self._ending = threading.Event()
+        #: Taking pending points/logs and sending them is one step (see :meth:`_send`).
+        self._send_lock = threading.Lock()
         self._plan = None
         self.rendezvous_timeout = 300.0
         self._waiters: Dict[tuple, list] = {}
@@ -157,10 +169,13 @@ class WorkerLoop:
             self._plan = call_plan(fn)
             while True:
                 msg = self._inbox.get()
-                if msg is None:
+                if msg is None or self._ending.is_set():
                     break
-                if msg["trial"] in self._revoked:
-                    continue
+                with self._claim_lock:
+                    if msg["trial"] in self._revoked:
+                        self._revoked.discard(msg["trial"])
+                        continue
+                    self.current_trial = msg["trial"]
                 self._send(self._run_trial(fn, msg))
         except rpc.ConnectionLost:
             pass
@@ -172,20 +187,37 @@ class WorkerLoop:
             self._client.close()
         return self.trials_run
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: dict, label: bool = False) -> None:
+        """Send ``message`` with the points and log lines pending now, in one step, so
+        points never travel after their trial's final report or under another trial's
+        id; ``label`` puts the running trial's id on it as of that step."""
         assert self._client is not None
-        points, logs = self.outbox.take()
-        if points:
-            message["points"] = points
-        if logs:
-            message["logs"] = logs
-        self._client.send(message)
+        with self._send_lock:
+            if label:
+                message["trial"] = self.current_trial
+            while True:
+                points, logs = self.outbox.take()
+                if not self.outbox.has_logs or message["type"] == "heartbeat":
+                    break
+                # more output than one frame holds: it goes ahead in heartbeats, so a
+                # trial's final report comes after all of its output
+                self._client.send({"type": "heartbeat", "trial": message.get("trial"),
+                                   "points": points, "logs": logs})
+            if points:
+                message["points"] = points
+            if logs:
+                message["logs"] = logs
+            self._client.send(message)
 
     def _run_trial(self, fn: Callable, msg: dict) -> dict:
         trial_id = msg["trial"]
         reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"),
                             run_dir=self.run_dir)
-        self.reporter, self.current_trial = reporter, trial_id
+        with self._claim_lock:
+            self.reporter, self.current_trial = reporter, trial_id
+            if trial_id in self._stop_early:
+                self._stop_early.discard(trial_id)
+                reporter.stop()
         activate(reporter)
         self.trials_run += 1
         reply: Dict[str, Any] = {"trial": trial_id}
@@ -225,12 +257,15 @@ class WorkerLoop:
                 kind = msg.get("type")
                 if kind == "trial":
                     self._inbox.put(msg)
-                elif kind in ("stop", "revoke"):
-                    if kind == "revoke":
-                        self._revoked.add(msg.get("trial"))
-                    reporter = self.reporter
-                    if reporter is not None and reporter.trial_id == msg.get("trial"):
-                        reporter.stop()
+                elif kind == "revoke":
+                    with self._claim_lock:  # stop it if it started, else skip it once
+                        if self.current_trial == msg.get("trial"):
+                            self._stop_reporter(msg.get("trial"))
+                        else:
+                            self._revoked.add(msg.get("trial"))
+                elif kind == "stop":
+                    with self._claim_lock:
+                        self._stop_reporter(msg.get("trial"))
                 elif kind == "rendezvous":
                     self._answer(msg)
                 elif kind == "abort":
@@ -246,12 +281,20 @@ class WorkerLoop:
                     break
         except (rpc.ConnectionLost, rpc.FrameError):
             if self.on_driver_lost == "exit" and not self._done.is_set():
-                os._exit(0)
+                os._exit(DRIVER_LOST_EXIT)
+        self._ending.set()
         self._answer_all("the driver ended the run")
         reporter = self.reporter
         if reporter is not None:
             reporter.stop()
         self._inbox.put(None)
+
+    def _stop_reporter(self, trial_id: Any) -> None:
+        reporter = self.reporter
+        if reporter is not None and reporter.trial_id == trial_id:
+            reporter.stop()
+        elif trial_id is not None and trial_id == self.current_trial:
+            self._stop_early.add(trial_id)  # claimed, its reporter not made yet
 
     # -- talking to the driver for a trial (gangs) ----------------------------------------
     def local_address(self) -> str:
@@ -298,17 +341,20 @@ class WorkerLoop:
             slot[0].set()
 
     def _heartbeat(self) -> None:
-        """Send pending logs within LOG_FLUSH, and metrics/liveness every hb_interval."""
+        """Send pending logs within LOG_FLUSH, and metrics and liveness every hb_interval
+        for as long as the worker is connected (loading the function included: a slow
+        import is not a lost worker)."""
         last = time.monotonic()
         while not self._done.wait(LOG_FLUSH):
             now = time.monotonic()
-            due = now - last >= self.hb_interval
-            if self.outbox.has_logs or (due and (self.current_trial is not None
-                                                 or self.outbox.pending)):
+            if self.outbox.has_logs or now - last >= self.hb_interval:
                 try:
-                    self._send({"type": "heartbeat", "trial": self.current_trial})
+                    self._send({"type": "heartbeat"}, label=True)
                 except (rpc.ConnectionLost, OSError):
                     return
+                except Exception as exc:  # noqa: BLE001 - the heartbeat must go on
+                    print(f"maggy-magic: a heartbeat could not be sent ({type(exc).__name__}: "
+                          f"{exc})", file=sys.__stderr__)
                 last = now
 
 

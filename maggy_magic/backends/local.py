@@ -94,8 +94,10 @@ class LocalBackend(Backend):
             if self._stopping or self._procs.get(worker_id) is not proc:
                 return
             del self._procs[worker_id]
-            # exit code 0: the worker left because the driver ended or went away;
-            # ABORT_EXIT: the driver aborted it (its gang failed) and expects a new one
+            # exit code 0: the worker left because the driver ended the run;
+            # ABORT_EXIT: the driver aborted it (its gang failed) and expects a new one;
+            # anything else (DRIVER_LOST_EXIT: its connection broke) is replaced while the
+            # restart budget lasts, then the run fails
             aborted = code == ABORT_EXIT
             restart = aborted or (code != 0 and self._restarts < (self.max_restarts or 0))
             if restart and not aborted:
