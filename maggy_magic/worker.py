@@ -11,7 +11,6 @@ function that the launcher hands over.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import queue
@@ -31,6 +30,7 @@ from .errors import (
 )
 from .reporter import Outbox, Reporter, activate, deactivate
 from .trainfn import build_kwargs, call_plan, final_metric
+from .worker_output import FdCapture, LineRouter
 
 #: Log lines are sent at most this long after they were written.
 LOG_FLUSH = 0.2
@@ -42,33 +42,6 @@ ABORT_EXIT = 75
 DRIVER_LOST_EXIT = 76
 #: Seconds a rendezvous waits beyond the driver's own timeout before giving up alone.
 RENDEZVOUS_GRACE = 30.0
-
-
-class _LineRouter(io.TextIOBase):
-    """A text stream that turns what is written into log lines of the current trial."""
-
-    def __init__(self, loop: "WorkerLoop"):
-        self._loop = loop
-        self._partial = ""
-        self._lock = threading.Lock()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            data = self._partial + text
-            lines = data.split("\n")
-            self._partial = lines.pop()
-        for line in lines:
-            self._loop.outbox.add_line(self._loop.current_trial, line)
-        return len(text)
-
-    def flush(self) -> None:
-        with self._lock:
-            partial, self._partial = self._partial, ""
-        if partial:
-            self._loop.outbox.add_line(self._loop.current_trial, partial)
 
 
 # -- what a trial function may ask about its trial ---------------------------------------
@@ -156,7 +129,7 @@ class WorkerLoop:
         reader.start()
         old_streams = sys.stdout, sys.stderr
         if self.route_output:
-            sys.stdout = sys.stderr = _LineRouter(self)
+            sys.stdout = sys.stderr = LineRouter(self)
         beater = threading.Thread(target=self._heartbeat, name="maggy-heartbeat", daemon=True)
         beater.start()
         try:
@@ -359,55 +332,6 @@ class WorkerLoop:
 
 
 # -- local worker process entry point -------------------------------------------------
-class _FdCapture:
-    """Sends what native code writes to fds 1 and 2 to the driver (and to the log file).
-
-    A pump thread forwards output as it comes; ``drain()`` lets the loop collect what is
-    already written before it reports a trial's end, so lines land in the right trial.
-    """
-
-    def __init__(self, loop: WorkerLoop):
-        self._loop = loop
-        self._read_fd, write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        self._original = os.dup(2)
-        os.dup2(write_fd, 1)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        self._pending = b""
-        self._lock = threading.Lock()
-        threading.Thread(target=self._pump, name="maggy-fd-pump", daemon=True).start()
-
-    def _pump(self) -> None:
-        import select
-
-        while True:
-            select.select([self._read_fd], [], [])
-            if not self.drain():
-                return
-
-    def drain(self, final: bool = False) -> bool:
-        """Forward what can be read now; False once the pipe is closed."""
-        with self._lock:
-            while True:
-                try:
-                    chunk = os.read(self._read_fd, 65536)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    return False
-                os.write(self._original, chunk)
-                self._pending += chunk
-            *lines, self._pending = self._pending.split(b"\n")
-            if final and self._pending:
-                lines.append(self._pending)
-                self._pending = b""
-            for line in lines:
-                self._loop.outbox.add_line(self._loop.current_trial,
-                                           line.decode(errors="replace"))
-        return True
-
-
 def main() -> None:
     """Entry point of a local worker process; the launcher writes its setup to stdin.
 
@@ -428,7 +352,7 @@ def main() -> None:
 
     loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
                       bytes.fromhex(header["secret"]), on_driver_lost="exit")
-    capture = _FdCapture(loop)
+    capture = FdCapture(loop)
     loop.before_report = lambda: capture.drain(final=True)
     loop.run()
     sys.stdout.flush()

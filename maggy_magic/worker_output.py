@@ -1,0 +1,93 @@
+"""A worker's output as log lines of the trial that printed them.
+
+:class:`LineRouter` replaces ``sys.stdout``/``sys.stderr`` inside a worker, so Python-level
+prints become lines of the running trial; :class:`FdCapture` does the same for what native
+code writes to file descriptors 1 and 2 (local worker processes only). Both hand lines to
+the worker loop's outbox (see :mod:`maggy_magic.worker`). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .worker import WorkerLoop
+
+
+class LineRouter(io.TextIOBase):
+    """A text stream that turns what is written into log lines of the current trial."""
+
+    def __init__(self, loop: "WorkerLoop"):
+        self._loop = loop
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            data = self._partial + text
+            lines = data.split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            self._loop.outbox.add_line(self._loop.current_trial, line)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            partial, self._partial = self._partial, ""
+        if partial:
+            self._loop.outbox.add_line(self._loop.current_trial, partial)
+
+
+class FdCapture:
+    """Sends what native code writes to fds 1 and 2 to the driver (and to the log file).
+
+    A pump thread forwards output as it comes; ``drain()`` lets the loop collect what is
+    already written before it reports a trial's end, so lines land in the right trial.
+    """
+
+    def __init__(self, loop: "WorkerLoop"):
+        self._loop = loop
+        self._read_fd, write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        self._original = os.dup(2)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._pending = b""
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, name="maggy-fd-pump", daemon=True).start()
+
+    def _pump(self) -> None:
+        import select
+
+        while True:
+            select.select([self._read_fd], [], [])
+            if not self.drain():
+                return
+
+    def drain(self, final: bool = False) -> bool:
+        """Forward what can be read now; False once the pipe is closed."""
+        with self._lock:
+            while True:
+                try:
+                    chunk = os.read(self._read_fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    return False
+                os.write(self._original, chunk)
+                self._pending += chunk
+            *lines, self._pending = self._pending.split(b"\n")
+            if final and self._pending:
+                lines.append(self._pending)
+                self._pending = b""
+            for line in lines:
+                self._loop.outbox.add_line(self._loop.current_trial,
+                                           line.decode(errors="replace"))
+        return True
