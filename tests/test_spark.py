@@ -184,7 +184,7 @@ def test_worker_prints_stream_before_the_trial_ends_and_streams_are_restored(spa
         assert logs[0]["seq"] < finished["seq"]
         # streamed while the trial ran: the trial saw the driver show its line
         assert record["metrics"]["streamed"] == "yes", record
-        assert record["metrics"]["stdout"] == "_LineRouter"  # routed during the trial
+        assert record["metrics"]["stdout"] == "LineRouter"  # routed during the trial
     # the Python workers that ran the loop are reused by Spark: their streams are back
     trial_pids = {int(t["metrics"]["pid"]) for t in result.trial_records}
     seen = spark.sparkContext.parallelize(range(4), 4).map(
@@ -192,7 +192,7 @@ def test_worker_prints_stream_before_the_trial_ends_and_streams_are_restored(spa
     ).collect()
     reused = [row for row in seen if row[0] in trial_pids]
     assert reused, f"no Python worker was reused ({seen} vs {trial_pids})"
-    assert all(out != "_LineRouter" and err != "_LineRouter" for _, out, err in reused)
+    assert all(out != "LineRouter" and err != "LineRouter" for _, out, err in reused)
 
 
 def test_executor_killed_mid_trial_reruns_its_task_and_retries_the_trial(spark, tmp_path):
