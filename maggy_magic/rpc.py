@@ -12,6 +12,10 @@ skipped number, a reused nonce, bytes that are not a JSON object, or a length ov
 ``MAX_FRAME`` is a :class:`FrameError`: the driver closes that connection and counts it.
 Nothing but JSON ever crosses the socket. This module is stdlib-only: it ships to Spark
 executors as part of a pure-Python zip.
+
+With TLS (see :mod:`maggy_magic.driver.tls`) the same frames travel inside a TLS 1.2+
+connection: the driver's :class:`ServerConnection` does its handshake without blocking,
+and :class:`Client` accepts only the certificate whose SHA-256 fingerprint it was given.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import socket
+import ssl
 import struct
 import threading
 from typing import Any, Dict, List, Optional, Tuple
@@ -34,6 +39,9 @@ FIRST_FRAME_MAX = 64 * 1024
 HEADER = struct.Struct(">I")
 TAG_SIZE = 32
 PROTOCOL = 1
+
+#: What a non-blocking socket raises when it cannot go on now (TLS ones: either way).
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -147,20 +155,56 @@ class ServerConnection:
         self.authenticated = False
         self.closed = False
         self.watching_write = False  # maintained by the driver's selector loop
+        #: A TLS socket whose handshake is not done yet (see :meth:`handshake`).
+        self.handshaking = isinstance(sock, ssl.SSLSocket)
+        self._handshake_wants_write = False
         self.worker: Optional[str] = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self) -> List[Dict[str, Any]]:
+    def handshake(self) -> bool:
+        """Take the TLS handshake as far as the socket allows now; True once it is done.
+        A peer that does not speak TLS (or not 1.2+) is a :class:`FrameError`."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_wants_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self._handshake_wants_write = True
+            return False
+        except ssl.SSLError as exc:
+            raise FrameError(f"TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from None
+        self.handshaking = self._handshake_wants_write = False
+        return True
+
+    def _recv(self) -> bytes:
+        """What the socket has now (a TLS socket may hold decrypted bytes beyond one
+        ``recv``: they are taken too, since the selector would not report them)."""
         try:
             data = self.sock.recv(262144)
-        except (BlockingIOError, InterruptedError):
-            return []
+        except _WOULD_BLOCK:
+            return b""
         except OSError as exc:
             raise ConnectionLost(str(exc)) from None
         if not data:
             raise ConnectionLost("connection closed by worker")
+        while isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            try:
+                data += self.sock.recv(self.sock.pending())
+            except _WOULD_BLOCK:
+                break
+            except OSError as exc:
+                raise ConnectionLost(str(exc)) from None
+        return data
+
+    def read(self) -> List[Dict[str, Any]]:
+        data = self._recv()
+        if not data:
+            return []
         buf = self._inbuf
         buf += data
         messages = []
@@ -195,8 +239,8 @@ class ServerConnection:
             self._outbuf += frame
             return
         try:
-            sent = self.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
+            sent = 0 if self.handshaking else self.sock.send(frame)
+        except _WOULD_BLOCK:
             sent = 0
         except OSError:
             self.closed = True
@@ -206,13 +250,15 @@ class ServerConnection:
 
     @property
     def pending_output(self) -> bool:
-        return bool(self._outbuf)
+        return bool(self._outbuf) or self._handshake_wants_write
 
     def flush(self) -> None:
         """Write queued bytes the socket accepts now (call when writable)."""
+        if self.handshaking or not self._outbuf:
+            return
         try:
             sent = self.sock.send(self._outbuf)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError:
             self.closed = True
@@ -231,10 +277,15 @@ class Client:
     """The worker's side: blocking, used by a reader thread and any number of senders.
 
     ``send`` may be called from several threads; ``recv`` from one reader thread only.
+    With ``fingerprint`` (hex SHA-256 of the driver's certificate) the connection is TLS
+    1.2+ and only that certificate is accepted.
     """
 
-    def __init__(self, host: str, port: int, secret: bytes, timeout: float = 30.0):
+    def __init__(self, host: str, port: int, secret: bytes, timeout: float = 30.0,
+                 fingerprint: Optional[str] = None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if fingerprint:
+            self.sock = _pinned_tls(self.sock, fingerprint)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._ep = _Endpoint(secret, b"C", b"S")
@@ -279,6 +330,30 @@ class Client:
                 closer()
             except OSError:
                 pass
+
+
+def _pinned_tls(sock: socket.socket, fingerprint: str) -> ssl.SSLSocket:
+    """``sock`` wrapped in TLS, once the driver showed the certificate ``fingerprint``
+    names (no CA, no host name: the pin is the whole check); else the socket is closed
+    and a :class:`ConnectionLost` (handshake) or :class:`FrameError` (other certificate)
+    says why."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        tls = context.wrap_socket(sock)
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise ConnectionLost(f"TLS handshake with the driver failed: {exc}") from None
+    der = tls.getpeercert(binary_form=True) or b""
+    seen = hashlib.sha256(der).hexdigest()
+    if not hmac.compare_digest(seen, fingerprint.lower()):
+        tls.close()
+        raise FrameError(f"the driver's TLS certificate (sha256 {seen[:16]}...) is not the "
+                         f"one this run pinned ({fingerprint[:16]}...): refusing to talk to "
+                         "it")
+    return tls
 
 
 def _peername(sock: socket.socket) -> Tuple[str, int]:

@@ -12,6 +12,11 @@ seconds to authenticate. When ``accept`` itself fails (out of file descriptors, 
 hub closes the oldest stranger, stops accepting for a moment and tries again, doubling
 the pause up to :data:`ACCEPT_PAUSE_MAX`; a failing ``accept`` never ends a run.
 
+With an ``ssl_context`` every accepted socket is wrapped for TLS and its handshake runs
+inside :meth:`~ConnectionHub.poll`, without blocking; until it is done and the first
+frame passed, the connection is a stranger like any other (a peer that does not speak
+TLS fails the handshake and is closed as a rejected one).
+
 Threading: everything but :meth:`ConnectionHub.wake` runs on the driver's loop thread;
 ``wake`` may be called from any thread to end a :meth:`~ConnectionHub.poll` early.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import collections
 import selectors
 import socket
+import ssl
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -44,8 +50,10 @@ class ConnectionHub:
     """Accepts worker connections on ``host`` (a free port) and moves their frames."""
 
     def __init__(self, host: str, secret: bytes, on_message: MessageHandler,
-                 on_closed: ClosedHandler, backlog: int = 128):
+                 on_closed: ClosedHandler, backlog: int = 128,
+                 ssl_context: Optional[ssl.SSLContext] = None):
         self.secret = secret
+        self.ssl_context = ssl_context
         self.on_message, self.on_closed = on_message, on_closed
         self._nonces: set = set()
         self._sel = selectors.DefaultSelector()
@@ -93,6 +101,8 @@ class ConnectionHub:
                 self._accept()
             elif tag == "wake":
                 self._drain_wakeups()
+            elif tag.handshaking:
+                self._handshake(tag, keep_going)
             else:
                 if mask & selectors.EVENT_WRITE:
                     tag.flush()
@@ -103,6 +113,8 @@ class ConnectionHub:
     def read(self, conn: rpc.ServerConnection, keep_going: Callable[[], bool]) -> None:
         """Deliver the messages ``conn`` has ready now (also used out of turn, to hear a
         peer's news before acting on another connection's)."""
+        if conn.handshaking or conn.closed:
+            return
         try:
             messages = conn.read()
         except rpc.FrameError as exc:
@@ -171,9 +183,31 @@ class ConnectionHub:
                 return
             if len(self._strangers) >= MAX_STRANGERS:
                 self._close_stranger(next(iter(self._strangers)))
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                        do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError):
+                    sock.close()  # the peer went before it could be wrapped
+                    continue
             conn = rpc.ServerConnection(sock, self.secret, self._nonces)
             self._sel.register(conn, selectors.EVENT_READ, conn)
             self._strangers[conn] = time.monotonic() + STRANGER_DEADLINE
+
+    def _handshake(self, conn: rpc.ServerConnection, keep_going: Callable[[], bool]) -> None:
+        try:
+            done = conn.handshake()
+        except rpc.FrameError as exc:
+            self.close(conn)
+            self.on_closed(conn, str(exc), True)
+            return
+        except rpc.ConnectionLost as exc:
+            self.close(conn)
+            self.on_closed(conn, str(exc), False)
+            return
+        self._sync_interest(conn)
+        if done:
+            self.read(conn, keep_going)  # the first frame may have come with the handshake
 
     def _pause_accepting(self, exc: OSError) -> None:
         if self._strangers:
