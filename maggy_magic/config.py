@@ -20,7 +20,13 @@ from typing import Any, Callable, Dict, Optional
 
 from .errors import ConfigError, did_you_mean
 from .searchspace import Searchspace
-from .validation import nonnegative_int, positive_int, positive_number, validate_common
+from .validation import (
+    nonnegative_int,
+    positive_int,
+    positive_number,
+    tls_option,
+    validate_common,
+)
 
 
 class RunOptions:
@@ -30,7 +36,8 @@ class RunOptions:
                  max_failures: int = 0, max_retries: int = 2, hb_timeout: float = 60.0,
                  stop_grace: float = 30.0, seed: Optional[int] = None,
                  resume: Optional[str] = None, root: str = "maggy_experiments",
-                 run_id: Optional[str] = None, backend_options: Optional[dict] = None):
+                 run_id: Optional[str] = None, backend_options: Optional[dict] = None,
+                 tls: Any = "auto"):
         self.backend = backend
         self.workers = workers
         self.max_failures = max_failures
@@ -42,10 +49,13 @@ class RunOptions:
         self.root = root
         self.run_id = run_id
         self.backend_options = dict(backend_options or {})
+        #: TLS on the driver's socket: True, False or "auto" (on unless it binds loopback).
+        self.tls = tls
 
     def validate_run_options(self) -> None:
         if self.workers is not None:
             positive_int("workers", self.workers)
+        self.tls = tls_option(self.tls)
         nonnegative_int("max_failures", self.max_failures)
         nonnegative_int("max_retries", self.max_retries)
         positive_number("hb_timeout", self.hb_timeout)

@@ -84,7 +84,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         rendezvous_timeout=getattr(config, "rendezvous_timeout", 300.0),
         abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path)
     driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
-                    trials=trials)
+                    trials=trials, tls=getattr(config, "tls", "auto"))
 
     def tell_backend(event: dict) -> None:
         if event["type"] == "worker_lost":
@@ -236,7 +236,7 @@ def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, ru
 
     return Launch(host=driver.address[0], port=driver.address[1], secret=driver.secret,
                   function=train_fn, payload=payload, num_workers=workers, run_dir=run_dir,
-                  fail=driver.fail)
+                  fail=driver.fail, fingerprint=driver.fingerprint)
 
 
 def _check_resumable(old: dict, new: dict) -> None:

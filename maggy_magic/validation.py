@@ -27,6 +27,16 @@ def validate_common(config: Any) -> None:
     config.validate_run_options()
 
 
+def tls_option(value: Any) -> Any:
+    """``tls`` is True, False or "auto" (any case); returns the normalised value."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false", "on", "off"):
+        return {"auto": "auto", "true": True, "on": True}.get(value.lower(), False)
+    raise ConfigError(f"tls must be True, False or 'auto' (TLS unless the driver binds a "
+                      f"loopback address), got {value!r}")
+
+
 def positive_int(name: str, value: Any) -> None:
     """``value`` of option ``name`` must be an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

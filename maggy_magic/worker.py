@@ -83,12 +83,12 @@ class WorkerLoop:
     """
 
     def __init__(self, load: Callable[[], Callable], worker_id: str, host: str, port: int,
-                 secret: bytes, *, on_driver_lost: str = "return",
+                 secret: bytes, *, on_driver_lost: str = "return", fingerprint: Any = None,
                  extras: Optional[Dict[str, Any]] = None, route_output: bool = True):
         self.load = load
         self.worker_id = worker_id
         self.address = (host, port)
-        self.secret = secret
+        self.secret, self.fingerprint = secret, fingerprint  # the driver's pinned TLS cert
         self.on_driver_lost = on_driver_lost
         self.extras = extras or {}
         self.route_output = route_output
@@ -122,7 +122,7 @@ class WorkerLoop:
 
     def run(self) -> int:
         """Serve trials; returns the number of trials run."""
-        self._client = rpc.Client(*self.address, self.secret)
+        self._client = rpc.Client(*self.address, self.secret, fingerprint=self.fingerprint)
         self._client.hello({"type": "register", "worker": self.worker_id,
                             "host": socket.gethostname(), "pid": os.getpid()})
         reader = threading.Thread(target=self._read, name="maggy-reader", daemon=True)
@@ -335,8 +335,8 @@ class WorkerLoop:
 def main() -> None:
     """Entry point of a local worker process; the launcher writes its setup to stdin.
 
-    stdin holds one JSON line (driver address, hex secret, worker id, sys.path) and then
-    the cloudpickled training function, produced by the local backend of this kernel.
+    stdin holds one JSON line (driver address, hex secret, TLS fingerprint, worker id,
+    sys.path), then the cloudpickled training function (from this kernel's local backend).
     """
     header = json.loads(sys.stdin.buffer.readline())
     payload = sys.stdin.buffer.read()
@@ -351,7 +351,8 @@ def main() -> None:
         return cloudpickle.loads(payload)
 
     loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
-                      bytes.fromhex(header["secret"]), on_driver_lost="exit")
+                      bytes.fromhex(header["secret"]), on_driver_lost="exit",
+                      fingerprint=header.get("fingerprint"))
     capture = FdCapture(loop)
     loop.before_report = lambda: capture.drain(final=True)
     loop.run()

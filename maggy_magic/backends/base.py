@@ -12,13 +12,17 @@ class Launch:
     ``host``/``port``/``secret`` reach the driver; ``function`` is the training function
     and ``payload`` the same function already serialised with cloudpickle (backends send
     it through their own launch channel, never the RPC); ``fail(message)`` ends the run
-    from any thread when workers cannot be had.
+    from any thread when workers cannot be had. ``fingerprint`` (hex SHA-256 of the
+    driver's TLS certificate, None without TLS) travels with the secret, through the
+    backend's launch channel, to every worker.
     """
 
     def __init__(self, *, host: str, port: int, secret: bytes, function: Callable,
                  num_workers: int, run_dir: str, fail: Callable[[str], None],
-                 payload: bytes = b"", extras: Optional[Dict[str, Any]] = None):
+                 payload: bytes = b"", extras: Optional[Dict[str, Any]] = None,
+                 fingerprint: Optional[str] = None):
         self.host, self.port, self.secret = host, port, secret
+        self.fingerprint = fingerprint
         self.function = function
         self.payload = payload
         self.num_workers = num_workers

@@ -1,12 +1,13 @@
 """The local backend: long-lived worker processes on this machine.
 
-Each worker is a fresh Python process running :func:`maggy_magic.worker.main` (spawned, never forked
-from the kernel, so the kernel's threads and state do not leak into it). Its setup
-(driver address, secret, ``sys.path``) and the cloudpickled training function go through
-its stdin; its raw output goes to ``workers/<id>.out`` in the run directory, while the
-worker loop streams lines to the driver. Workers live in their own session, so a
-terminal's Ctrl-C reaches only the kernel, which then stops them. A worker that dies
-while the run is still going is replaced, up to a restart budget.
+Each worker is a fresh Python process running :func:`maggy_magic.worker.main` (spawned,
+never forked from the kernel, so the kernel's threads and state do not leak into it).
+Its setup (driver address, secret, TLS fingerprint, ``sys.path``) and the cloudpickled
+training function go through its stdin; its raw output goes to ``workers/<id>.out`` in
+the run directory, while the worker loop streams lines to the driver. Workers live in
+their own session, so a terminal's Ctrl-C reaches only the kernel, which then stops
+them. A worker that dies while the run is still going is replaced, up to a restart
+budget.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class LocalBackend(Backend):
         launch = self._launch
         assert launch is not None
         header = {"host": launch.host, "port": launch.port, "secret": launch.secret.hex(),
-                  "worker": worker_id, "sys_path": [p for p in sys.path if p]}
+                  "worker": worker_id, "sys_path": [p for p in sys.path if p],
+                  "fingerprint": launch.fingerprint}
         out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))))

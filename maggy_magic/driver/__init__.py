@@ -48,7 +48,8 @@ worker is aborted; then ``optimizer.gang_failed(trials, error)`` answers None (g
 may suggest a new gang) or the message the run fails with.
 
 Modules: :mod:`.loop` (:class:`Driver`: the decisions), :mod:`.eventloop` (posted and
-periodic calls), :mod:`.hub` (sockets and frames), :mod:`.settings` (:class:`DriverSettings`,
+periodic calls), :mod:`.hub` (sockets and frames), :mod:`.tls`
+(when to use TLS, the run's certificate), :mod:`.settings` (:class:`DriverSettings`,
 :class:`WorkerState`), :mod:`.trial_queue` (trials waiting, the optimizer behind them),
 :mod:`.assign` (queue-ahead / take-back), :mod:`.record` (trial states and their events),
 :mod:`.summary` (best trial, counts); gangs are scheduled by

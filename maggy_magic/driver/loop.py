@@ -25,6 +25,7 @@ from .eventloop import EventLoop
 from .hub import ConnectionHub
 from .record import RunRecord
 from .settings import DriverSettings, WorkerState
+from .tls import server_context, wants_tls
 from .trial_queue import TrialQueue
 
 #: How often the loop checks heartbeats, at most.
@@ -41,7 +42,7 @@ class Driver(EventLoop):
 
     def __init__(self, optimizer, earlystop, settings: DriverSettings, events: EventStream,
                  *, host: str = "127.0.0.1", secret: Optional[bytes] = None,
-                 trials: Optional[Dict[str, Trial]] = None):
+                 trials: Optional[Dict[str, Trial]] = None, tls: Any = "auto"):
         self.optimizer = optimizer
         self.earlystop = earlystop
         self.settings = settings
@@ -66,7 +67,14 @@ class Driver(EventLoop):
         self.assigner = Assigner(
             self.queue, self.idle, begin=self._begin, send=self._send,
             queue_ahead=settings.prefetch and getattr(optimizer, "prefetch", False))
-        self.hub = ConnectionHub(host, self.secret, self._handle, self._closed)
+        #: The pinned SHA-256 of this run's TLS certificate (None: no TLS); workers get it
+        #: through the launcher, with the secret.
+        self.fingerprint: Optional[str] = None
+        context = None
+        if wants_tls(host, tls):
+            context, self.fingerprint = server_context()
+        self.hub = ConnectionHub(host, self.secret, self._handle, self._closed,
+                                 ssl_context=context)
         self.address = self.hub.address
 
     # -- public, thread-safe ------------------------------------------------------------

@@ -138,7 +138,8 @@ class SparkBackend(Backend):
         self.shipped = shipper.shipped
         setup = TaskSetup(launch.host, launch.port, launch.secret,
                           _pickle_function(launch.function, by_value),
-                          maggy_magic.__version__, launch.extras)
+                          maggy_magic.__version__, launch.extras,
+                          fingerprint=launch.fingerprint)
         rdd = self.sc.parallelize(range(workers), workers)
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         if self.barrier:

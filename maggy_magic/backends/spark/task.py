@@ -36,8 +36,9 @@ class TaskSetup:
     """
 
     def __init__(self, host: str, port: int, secret: bytes, payload: bytes, version: str,
-                 extras: Optional[Dict[str, Any]] = None):
+                 extras: Optional[Dict[str, Any]] = None, fingerprint: Optional[str] = None):
         self.host, self.port, self.secret = host, port, secret
+        self.fingerprint = fingerprint  # the driver's pinned TLS certificate (or None)
         self.payload = payload
         self.version = version
         self.extras = dict(extras or {})
@@ -89,7 +90,8 @@ def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> 
     summary = {"worker": str(index), "attempt": context.attemptNumber() if context else 0,
                "pid": os.getpid(), "host": socket.gethostname(), "trials": 0, "exit": DONE}
     loop = WorkerLoop(setup.loader(), str(index), setup.host, setup.port, setup.secret,
-                      on_driver_lost="return", extras=dict(setup.extras, **extras))
+                      on_driver_lost="return", extras=dict(setup.extras, **extras),
+                      fingerprint=getattr(setup, "fingerprint", None))
     try:
         summary["trials"] = loop.run()
     except OSError as exc:
