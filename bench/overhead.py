@@ -12,6 +12,9 @@ Three figures, each printed with its target or theoretical minimum:
    per thread, plus the ``wall * jobs / N - objective time`` estimate for both.
 3. a 20 ms workload: 1000 trials of ``time.sleep(0.02)`` on 2 workers against the
    ideal ``1000 * 0.02 / 2 = 10 s``.
+4. the cost of TLS on the wire: the no-op run of [1] with TLS forced on (``tls=True``,
+   although the driver binds loopback) and off, interleaved, as a ratio, and each next
+   to the Optuna figure of [1].
 
 Usage::
 
@@ -146,13 +149,13 @@ def per_key_gaps(rows: List[tuple]) -> List[float]:
 
 
 # -- maggy -----------------------------------------------------------------------------
-def run_maggy(fn: Callable, n: int, name: str, root: str) -> Dict[str, Any]:
+def run_maggy(fn: Callable, n: int, name: str, root: str, tls: Any = "auto") -> Dict[str, Any]:
     """Run ``fn`` as an n-trial random search on WORKERS local workers; figures + journal."""
     from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 
     config = HyperparameterOptConfig(
         num_trials=n, optimizer="randomsearch", searchspace=Searchspace(x=("DOUBLE", [0.0, 1.0])),
-        es_policy="none", workers=WORKERS, name=name, root=root, seed=0)
+        es_policy="none", workers=WORKERS, name=name, root=root, seed=0, tls=tls)
     if IDLE_WAIT:
         wait_idle(IDLE_WAIT)
     gc.collect()
@@ -512,6 +515,39 @@ def main(argv: Optional[List[str]] = None) -> int:
             "target_over_pct": TARGET_OVER_IDEAL_PCT,
             "pass_e2e": over(ms["wall"]) <= TARGET_OVER_IDEAL_PCT,
             "pass_steady": over(ms["steady"]) <= TARGET_OVER_IDEAL_PCT}
+
+        # -- 4. TLS on the wire ----------------------------------------------------------
+        t_runs: Dict[bool, List[Dict[str, Any]]] = {False: [], True: []}
+        for _ in range(repeat):  # interleaved, so a noisy moment hits both
+            for tls in (False, True):
+                t_runs[tls].append(run_maggy(noop, n_noop, f"bench-tls-{tls}", root, tls=tls))
+        t_st = {tls: median_run(runs, "tput_steady") for tls, runs in t_runs.items()}
+        t_e2e = {tls: median_run(runs, "tput_e2e") for tls, runs in t_runs.items()}
+        cyc = {tls: maggy_latency(t_st[tls]["events"])["driver_cycle"] for tls in t_st}
+        r_tls_st = t_st[True]["tput_steady"] / t_st[False]["tput_steady"]
+        r_tls_e2e = t_e2e[True]["tput_e2e"] / t_e2e[False]["tput_e2e"]
+        p(f"[4] TLS on the wire: no-op, N={n_noop}, {WORKERS} workers, median of {repeat}; "
+          "TLS forced on over loopback (tls=True) against off, interleaved")
+        p(f"  {'figure':<47}{'trials/s':>10}{'cycle µs':>10}{'vs optuna':>11}{'others':>8}")
+        for tls, label in ((False, "maggy TLS off, steady"), (True, "maggy TLS on, steady")):
+            r = t_st[tls]
+            p(f"  {label:<47}{r['tput_steady']:>10.0f}{cyc[tls]['median'] * 1e6:>10.1f}"
+              f"{r['tput_steady'] / o['tput']:>10.2f}x{_fmt_foreign(r['foreign']):>8}")
+        for tls, label in ((False, "maggy TLS off, end-to-end"),
+                           (True, "maggy TLS on, end-to-end")):
+            r = t_e2e[tls]
+            p(f"  {label:<47}{r['tput_e2e']:>10.0f}{'':>10}{r['tput_e2e'] / o['tput']:>10.2f}x"
+              f"{_fmt_foreign(r['foreign']):>8}")
+        p(f"  TLS on / off: steady {r_tls_st:.3f}x, end-to-end {r_tls_e2e:.3f}x; start-up "
+          f"(lagom call → 1st trial_started) {t_e2e[False]['startup']:.3f} s off, "
+          f"{t_e2e[True]['startup']:.3f} s on (certificate + handshakes)")
+        p()
+        strip = ("events", "run_dir")
+        figures["tls"] = {
+            "runs_off": [{k: v for k, v in r.items() if k not in strip} for r in t_runs[False]],
+            "runs_on": [{k: v for k, v in r.items() if k not in strip} for r in t_runs[True]],
+            "ratio_steady": r_tls_st, "ratio_e2e": r_tls_e2e,
+            "cycle_off": cyc[False], "cycle_on": cyc[True], "optuna_tput": o["tput"]}
     finally:
         if args.keep_runs or args.root:
             p(f"run directories kept under {root}")
