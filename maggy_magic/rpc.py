@@ -127,7 +127,7 @@ class _Endpoint:
             raise FrameError("bad MAC")
         try:
             message = _loads(payload.decode())
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nesting too deep)
             raise FrameError("payload is not JSON") from None
         if not isinstance(message, dict) or message.get("n") != self.received:
             raise FrameError("frame out of sequence or not an object")
@@ -224,7 +224,7 @@ class ServerConnection:
                 if not isinstance(nonce, str) or len(nonce) < 16 or nonce in self._seen:
                     raise FrameError("missing or reused nonce")
                 self._seen.add(nonce)
-                self._ep.nonce = nonce.encode()
+                self._ep.nonce = nonce.encode("utf-8", "surrogatepass")
                 self.authenticated = True
             else:
                 message = self._ep.open(tag, payload)
