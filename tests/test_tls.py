@@ -240,3 +240,13 @@ def test_spark_executors_get_the_pin_through_the_task_closure(tmp_path):
     joined = [e for e in seen if e["type"] == "worker_joined"]
     assert joined and all(e["pid"] != os.getpid() for e in joined)
     assert not [e for e in seen if e["type"] == "frame_rejected"]
+
+
+def test_without_cryptography_tls_is_a_one_line_error(monkeypatch):
+    for name in [m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography fails
+    with pytest.raises(ConfigError, match="needs the 'cryptography' package.*tls=False"):
+        Driver(None, None, DriverSettings(), EventStream("r"), host="127.0.0.1", tls=True)
+    plain = Driver(None, None, DriverSettings(), EventStream("r"), host="127.0.0.1")
+    plain.hub.close_all()  # loopback, auto: no TLS, no cryptography needed

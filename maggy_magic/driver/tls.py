@@ -20,6 +20,8 @@ import ssl
 import tempfile
 from typing import Any, Tuple
 
+from ..errors import ConfigError
+
 #: How long a run's certificate is valid (a run that lasts longer keeps working: workers
 #: check the fingerprint, not the dates).
 VALIDITY = datetime.timedelta(days=1)
@@ -50,10 +52,16 @@ def wants_tls(host: str, tls: Any = "auto") -> bool:
 def server_context() -> Tuple[ssl.SSLContext, str]:
     """``(context, fingerprint)``: a TLS server context holding a fresh self-signed
     certificate, and the hex SHA-256 of the certificate's DER bytes."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:  # e.g. a cluster's driver (Livy) without it
+        raise ConfigError("TLS on the driver's socket needs the 'cryptography' package where "
+                          "the driver runs (pip install cryptography); tls='auto' turns TLS "
+                          "on for a driver bound beyond loopback, tls=False runs without "
+                          "it") from None
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maggy-magic driver")])
