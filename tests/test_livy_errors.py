@@ -11,6 +11,7 @@ of Livy would (``LivyServer.misbehave``). Every failure is a one-line ``LivyErro
 import json
 import os
 import re
+import time
 
 import pytest
 from conftest import journal
@@ -90,6 +91,10 @@ def test_a_session_made_from_url_runs_a_search_and_the_next_run_reuses_it(server
     made = sorted(set(server.sessions) - before)
     assert len(made) == 1, f"each run made its own session: {made}"
     session = made[0]
+    for _ in range(100):  # the last poll's statement may still be finishing: bounded wait
+        if server.sessions[session].state == "idle":
+            break
+        time.sleep(0.1)
     assert server.sessions[session].state == "idle"
     label = f"Livy session {session} at {server.url}"
     for var in ("one", "two"):

@@ -26,12 +26,10 @@ import pytest
 from livy_server import LivyServer
 
 import maggy_magic
-from maggy_magic import Searchspace, experiment
 from maggy_magic.backends.livy import bootstrap, bundle, statements
 from maggy_magic.backends.livy.client import LivyClient
 from maggy_magic.backends.livy.session import LivyTarget
 from maggy_magic.backends.spark.ship import Shipper, package_zip
-from maggy_magic.config import HyperparameterOptConfig
 from maggy_magic.errors import UnsafePathError
 
 UID = os.getuid()
@@ -302,32 +300,58 @@ def imported_where(x):
     return {"metric": x, "file": shipped.__file__}
 
 
+SPARK_RUN = """
+import json, os, sys, tempfile
+tempfile.tempdir = sys.argv[1]
+from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+from maggy_magic.backends.spark.context import resolve_context
+
+
+def imported_where(x):
+    import maggy_magic as shipped
+
+    return {"metric": x, "file": shipped.__file__}
+
+
+session, _ = resolve_context(None, "local[1]", None, "maggy-shipped-files")
+handles = {}
+try:
+    config = HyperparameterOptConfig(
+        num_trials=1, searchspace=Searchspace(x=("DOUBLE", [0.0, 1.0])), es_policy="none",
+        workers=1, backend="spark", backend_options={"spark": session, "ship": "always"})
+    result = experiment.run(imported_where, config,
+                            on_driver=lambda d, b: handles.update(backend=b))
+finally:
+    session.stop()
+print("RESULT", json.dumps({"shipped": handles["backend"].shipped,
+                            "finished": result.num_finished,
+                            "records": result.trial_records}, default=str))
+"""
+
+
 @pytest.mark.slow
 def test_spark_executors_import_the_genuine_zip_not_a_planted_one(shared_tmp, tmp_path):
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from maggy_magic.backends.spark.context import resolve_context
-
+    # a Spark application of its own (one JVM per process): its executors can import
+    # maggy_magic only from what the run ships
     genuine = package_zip()
     with open(genuine, "rb") as handle:
         wanted = handle.read()
     marker = tmp_path / "planted-code-ran"
     plant_zip(genuine, marker)
-    session, _ = resolve_context(None, "local[1]", None, "maggy-shipped-files")
-    try:
-        handles = {}
-        config = HyperparameterOptConfig(
-            num_trials=1, searchspace=Searchspace(x=("DOUBLE", [0.0, 1.0])),
-            es_policy="none", workers=1, backend="spark",
-            backend_options={"spark": session, "ship": "always"})
-        result = experiment.run(imported_where, config,
-                                on_driver=lambda d, b: handles.update(backend=b))
-    finally:
-        session.stop()
-    assert handles["backend"].shipped == genuine
+    script = tmp_path / "spark_run.py"
+    script.write_text(SPARK_RUN)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    done = subprocess.run([sys.executable, str(script), str(shared_tmp)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=240)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, done.stdout[-2000:] + done.stderr[-4000:]
+    outcome = json.loads(line[len("RESULT "):])
+    assert outcome["shipped"] == genuine
     with open(genuine, "rb") as handle:
         assert handle.read() == wanted
-    assert result.num_finished == 1, result.trial_records
-    (record,) = result.trial_records
+    assert outcome["finished"] == 1, outcome["records"]
+    (record,) = outcome["records"]
     # the executor's copy of the shipped zip is what its Python worker imported
     assert record["metrics"]["file"].endswith(
         os.path.join(os.path.basename(genuine), "maggy_magic", "__init__.py"))
