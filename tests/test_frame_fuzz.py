@@ -353,7 +353,10 @@ def test_hub_delivers_nothing_from_a_connection_after_its_frame_error(hub, case,
     client = socket.create_connection(hub.address, timeout=READ_WAIT)
     try:
         for chunk in chunks_of(cuts, stream):
-            client.sendall(chunk)
+            try:
+                client.sendall(chunk)
+            except OSError:  # the hub closed it already (an oversize length): see below
+                break
             hub.poll(0.01, lambda: True)
         expected = expected_end(frames, messages, bad)
         if expected is rpc.FrameError:
@@ -371,7 +374,7 @@ def test_hub_delivers_nothing_from_a_connection_after_its_frame_error(hub, case,
             assert hub.heard["closed"] == [True], kind
             got = hub.heard["messages"]
             assert len(got) <= bad and same(got, messages[:len(got)]), kind
-            assert client.recv(1) == b""
+            assert closed_by_driver(client), kind
         else:
             client.shutdown(socket.SHUT_WR)
             assert poll_until(hub, lambda: hub.heard["closed"]), kind
