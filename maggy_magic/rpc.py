@@ -154,6 +154,7 @@ class ServerConnection:
         self._outbuf = bytearray()
         self.authenticated = False
         self.closed = False
+        self._broken: Optional[str] = None  # why a frame was refused, once one was
         self.watching_write = False  # maintained by the driver's selector loop
         #: A TLS socket whose handshake is not done yet (see :meth:`handshake`).
         self.handshaking = isinstance(sock, ssl.SSLSocket)
@@ -202,6 +203,17 @@ class ServerConnection:
         return data
 
     def read(self) -> List[Dict[str, Any]]:
+        """The verified messages that arrived. After one :class:`FrameError` the
+        connection is untrusted for good: every later call raises it again."""
+        if self._broken is not None:
+            raise FrameError(f"connection already refused: {self._broken}")
+        try:
+            return self._read()
+        except FrameError as exc:
+            self._broken = str(exc)
+            raise
+
+    def _read(self) -> List[Dict[str, Any]]:
         data = self._recv()
         if not data:
             return []

@@ -385,8 +385,6 @@ def test_hub_delivers_nothing_from_a_connection_after_its_frame_error(hub, case,
         hub.poll(0.0, lambda: True)
 
 
-@pytest.mark.xfail(strict=True, reason="ServerConnection keeps decoding after a FrameError; "
-                   "only the hub's close stops it (a second read() accepts later frames)")
 def test_the_decoder_itself_refuses_everything_after_a_frame_error(listener):
     link = Link(listener)
     good = rpc.encode(SECRET, b"C", b"", {"type": "register", "nonce": "a" * 32, "n": 0})
