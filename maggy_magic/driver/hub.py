@@ -115,15 +115,8 @@ class ConnectionHub:
         peer's news before acting on another connection's)."""
         if conn.handshaking or conn.closed:
             return
-        try:
-            messages = conn.read()
-        except rpc.FrameError as exc:
-            self.close(conn)
-            self.on_closed(conn, str(exc), True)
-            return
-        except rpc.ConnectionLost as exc:
-            self.close(conn)
-            self.on_closed(conn, str(exc), False)
+        messages = self._guarded(conn, conn.read)
+        if messages is None:
             return
         if messages:
             self._strangers.pop(conn, None)  # authenticated: no longer a stranger
@@ -194,16 +187,22 @@ class ConnectionHub:
             self._sel.register(conn, selectors.EVENT_READ, conn)
             self._strangers[conn] = time.monotonic() + STRANGER_DEADLINE
 
-    def _handshake(self, conn: rpc.ServerConnection, keep_going: Callable[[], bool]) -> None:
+    def _guarded(self, conn: rpc.ServerConnection, step: Callable[[], Any]) -> Any:
+        """``step()`` on ``conn``; a connection it finds broken or untrusted is closed and
+        reported (``on_closed``), and the answer is None."""
         try:
-            done = conn.handshake()
+            return step()
         except rpc.FrameError as exc:
             self.close(conn)
             self.on_closed(conn, str(exc), True)
-            return
         except rpc.ConnectionLost as exc:
             self.close(conn)
             self.on_closed(conn, str(exc), False)
+        return None
+
+    def _handshake(self, conn: rpc.ServerConnection, keep_going: Callable[[], bool]) -> None:
+        done = self._guarded(conn, conn.handshake)
+        if done is None:
             return
         self._sync_interest(conn)
         if done:
