@@ -37,10 +37,6 @@ STRANGER = 65534
 #: Hang guard, not a speed bound: a Livy session or statement still going after this long.
 GUARD = 240.0
 
-needs_root = pytest.mark.skipif(UID != 0, reason="giving a folder to another uid (os.chown) "
-                                                 "needs root")
-
-
 # -- staging ----------------------------------------------------------------------------
 @pytest.fixture
 def shared_tmp(tmp_path, monkeypatch):
@@ -80,7 +76,7 @@ def make_unsafe(path, problem):
         os.chmod(path, {"group": 0o770, "world": 0o777, "world-sticky": 0o1777}[problem])
 
 
-PROBLEMS = [pytest.param("stranger", marks=needs_root), "group", "world", "world-sticky",
+PROBLEMS = ["stranger", "group", "world", "world-sticky",
             "symlink"]
 SAYS = {"stranger": f"belongs to uid {STRANGER}, not to you (uid {UID})",
         "group": "can be written by its group (mode 0770)",
@@ -182,7 +178,7 @@ def test_an_unsafe_zip_folder_is_refused_in_one_line(shared_tmp, tmp_path, level
         assert zf.namelist() == ["maggy_magic/__init__.py"]
 
 
-@pytest.mark.parametrize("problem", ["not sticky", pytest.param("stranger", marks=needs_root)])
+@pytest.mark.parametrize("problem", ["not sticky", "stranger"])
 def test_a_temporary_folder_where_others_can_rename_is_refused(shared_tmp, problem):
     if problem == "stranger":
         os.chown(shared_tmp, STRANGER, STRANGER)

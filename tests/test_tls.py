@@ -194,9 +194,10 @@ def test_a_wrong_pin_is_refused_by_the_worker_and_a_plain_client_by_the_driver(t
 def test_the_tls_decision_and_option():
     for host in ("127.0.0.1", "127.3.4.5", "::1", "localhost"):
         assert is_loopback(host) and not wants_tls(host, "auto"), host
-    for host in ("10.200.0.1", "0.0.0.0", "192.168.1.7", "2001:db8::1"):
+    # documentation addresses (RFC 5737, RFC 3849): only parsed, no traffic goes anywhere
+    for host in ("192.0.2.1", "0.0.0.0", "198.51.100.7", "2001:db8::1"):
         assert not is_loopback(host) and wants_tls(host, "auto"), host
-    assert wants_tls("127.0.0.1", True) and not wants_tls("10.200.0.1", False)
+    assert wants_tls("127.0.0.1", True) and not wants_tls("192.0.2.1", False)
     assert not is_loopback("no-such-host.invalid")  # unknown: assume it leaves the machine
     for value, normal in (("auto", "auto"), ("AUTO", "auto"), (True, True), ("on", True),
                           (False, False), ("false", False)):
