@@ -109,3 +109,15 @@ def pid_alive(pid):
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def hpo_config(**kwargs):
+    """A small search for engine tests: one DOUBLE ``x`` in [0, 1], no early stopping,
+    one worker, seed 1; every keyword overrides."""
+    from maggy_magic import HyperparameterOptConfig, Searchspace
+
+    kwargs.setdefault("searchspace", Searchspace(x=("DOUBLE", [0.0, 1.0])))
+    kwargs.setdefault("es_policy", "none")
+    kwargs.setdefault("workers", 1)
+    kwargs.setdefault("seed", 1)
+    return HyperparameterOptConfig(**kwargs)

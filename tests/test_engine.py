@@ -11,18 +11,15 @@ import threading
 import time
 
 import pytest
-from conftest import journal, pid_alive
+from conftest import hpo_config, journal, pid_alive
 
-from maggy_magic import ExperimentFailed, HyperparameterOptConfig, Searchspace, experiment, rpc
+from maggy_magic import ExperimentFailed, Searchspace, experiment, rpc
 from maggy_magic.trial import Trial
 
 
 def config(**kwargs):
-    kwargs.setdefault("searchspace", Searchspace(x=("DOUBLE", [0.0, 1.0])))
-    kwargs.setdefault("es_policy", "none")
     kwargs.setdefault("workers", 2)
-    kwargs.setdefault("seed", 1)
-    return HyperparameterOptConfig(**kwargs)
+    return hpo_config(**kwargs)
 
 
 # -- training functions (module level: workers import this module) ---------------------

@@ -12,7 +12,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import journal
+from conftest import hpo_config, journal
 
 from maggy_magic import (
     ConfigError,
@@ -23,20 +23,15 @@ from maggy_magic import (
     experiment,
 )
 
-SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
-
 
 def identity(x):
     return x
 
 
 def run(fn=identity, **kwargs):
-    kwargs.setdefault("searchspace", SPACE)
-    kwargs.setdefault("es_policy", "none")
-    kwargs.setdefault("workers", 1)
     kwargs.setdefault("num_trials", 2)
     kwargs.setdefault("name", "failures")
-    return experiment.lagom(fn, HyperparameterOptConfig(**kwargs))
+    return experiment.lagom(fn, hpo_config(**kwargs))
 
 
 def kinds(run_dir):

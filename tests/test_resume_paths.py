@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import journal
+from conftest import hpo_config, journal
 
 from maggy_magic import (
     EarlyStopException,
@@ -22,21 +22,16 @@ from maggy_magic.errors import ResumeError
 from maggy_magic.runs import RunNotFoundError
 from maggy_magic.store import JOURNAL, load_trials
 
-SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
-
 
 def identity(x):
     return x
 
 
 def run(fn=identity, **kwargs):
-    kwargs.setdefault("searchspace", SPACE)
-    kwargs.setdefault("es_policy", "none")
-    kwargs.setdefault("workers", 1)
     kwargs.setdefault("num_trials", 2)
     kwargs.setdefault("seed", 3)
     kwargs.setdefault("name", "paths")
-    return experiment.lagom(fn, HyperparameterOptConfig(**kwargs))
+    return experiment.lagom(fn, hpo_config(**kwargs))
 
 
 def journal_bytes(run_dir):

@@ -9,19 +9,13 @@ import threading
 import time
 
 import pytest
-from conftest import journal
+from conftest import hpo_config, journal
 
-from maggy_magic import ExperimentFailed, HyperparameterOptConfig, Searchspace, experiment, rpc
+from maggy_magic import ExperimentFailed, experiment, rpc
 from maggy_magic.reporter import MAX_LINE_CHARS, thin
 from maggy_magic.worker import WorkerLoop
 
-
-def config(**kwargs):
-    kwargs.setdefault("searchspace", Searchspace(x=("DOUBLE", [0.0, 1.0])))
-    kwargs.setdefault("es_policy", "none")
-    kwargs.setdefault("workers", 1)
-    kwargs.setdefault("seed", 1)
-    return HyperparameterOptConfig(**kwargs)
+config = hpo_config
 
 
 # -- a function that takes a while to load (unpickling it sleeps) ---------------------
