@@ -121,3 +121,13 @@ def hpo_config(**kwargs):
     kwargs.setdefault("workers", 1)
     kwargs.setdefault("seed", 1)
     return HyperparameterOptConfig(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def netcluster():
+    """A Spark standalone cluster of two namespaced hosts (``tests/netcluster.py``), shared
+    by the session; a test that kills hosts calls ``ensure_hosts(2)`` before it ends."""
+    from netcluster import NamespacedCluster
+
+    with NamespacedCluster(hosts=2) as cluster:
+        yield cluster
