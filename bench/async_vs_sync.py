@@ -41,7 +41,9 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-MASTER = "local-cluster[2,1,1024]"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clusters  # noqa: E402  (this folder's helper: --master or --netcluster)
+
 STEP = 0.05
 ES_MIN = 4
 TARGET_LESS_WALL = 0.30
@@ -165,7 +167,7 @@ def summarize(label: str, spans: List[List[float]], workers: int, wall: float,
 def main(argv: Optional[List[str]] = None, spark=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run (< 60 s)")
-    parser.add_argument("--master", default=MASTER, help=f"Spark master (default {MASTER})")
+    clusters.add_arguments(parser)
     parser.add_argument("--trials", type=int, help="default 40; quick 14")
     parser.add_argument("--median", type=float, help="median trial duration, s (default 0.6; "
                                                       "quick 0.4)")
@@ -177,18 +179,21 @@ def main(argv: Optional[List[str]] = None, spark=None) -> int:
     n = args.trials or (14 if args.quick else 40)
     median = args.median or (0.4 if args.quick else 0.6)
 
+    t_start = time.perf_counter()
+    close = None
+    if spark is None:
+        spark, close = clusters.open_session(args)
+    try:
+        return _run(args, spark.sparkContext, n, median, t_start)
+    finally:
+        if close is not None:
+            close()
+
+
+def _run(args: argparse.Namespace, sc: Any, n: int, median: float, t_start: float) -> int:
     import pyspark
 
     import maggy_magic
-
-    t_start = time.perf_counter()
-    if spark is None:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        from maggy_magic.backends.spark import SparkBackend
-
-        sc = SparkBackend(master=args.master).sc
-    else:
-        sc = spark.sparkContext
     from maggy_magic.backends.spark.context import task_slots
 
     workers = task_slots(sc)

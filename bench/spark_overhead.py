@@ -39,8 +39,10 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clusters  # noqa: E402  (this folder's helper: --master or --netcluster)
+
 TARGET_RATIO = 50.0
-MASTER = "local-cluster[2,1,1024]"
 
 
 def noop(x):
@@ -52,21 +54,6 @@ def noop_loss(params):
 
 
 # -- sessions ---------------------------------------------------------------------------
-def session_for(master: str):
-    """A SparkSession made the way the spark backend makes one (or the running one)."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from maggy_magic.backends.spark import SparkBackend
-
-    backend = SparkBackend(master=master)
-    return backend.session or _session_of(backend.sc)
-
-
-def _session_of(sc):
-    from pyspark.sql import SparkSession
-
-    return SparkSession(sc)
-
-
 def slots(sc) -> int:
     from maggy_magic.backends.spark.context import task_slots
 
@@ -171,7 +158,7 @@ def round_trip(sc, host: str, repeat: int) -> float:
 def main(argv: Optional[List[str]] = None, spark=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run (< 60 s)")
-    parser.add_argument("--master", default=MASTER, help=f"Spark master (default {MASTER})")
+    clusters.add_arguments(parser)
     parser.add_argument("--maggy-trials", type=int, help="default 3000; quick 300")
     parser.add_argument("--hyperopt-trials", type=int, help="default 30; quick 6")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -180,14 +167,25 @@ def main(argv: Optional[List[str]] = None, spark=None) -> int:
     n_maggy = args.maggy_trials or (300 if args.quick else 3000)
     n_hyper = args.hyperopt_trials or (6 if args.quick else 30)
 
+    t_start = time.perf_counter()
+    close = None
+    if spark is None:
+        spark, close = clusters.open_session(args)
+    try:
+        return _run(args, spark, n_maggy, n_hyper, t_start)
+    finally:
+        if close is not None:
+            close()
+
+
+def _run(args: argparse.Namespace, spark: Any, n_maggy: int, n_hyper: int,
+         t_start: float) -> int:
     import hyperopt
     import pyspark
 
     import maggy_magic
 
     p = print
-    t_start = time.perf_counter()
-    spark = spark or session_for(args.master)
     sc = spark.sparkContext
     workers = slots(sc)
     root = tempfile.mkdtemp(prefix="maggy-spark-bench-")
