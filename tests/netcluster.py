@@ -82,6 +82,7 @@ class Host:
         self.name, self.netns, self.address, self.veth = name, netns, address, veth
         self.process: Optional[subprocess.Popen] = None
         self.log = ""
+        self.killed = False
 
     def pids(self) -> List[int]:
         done = _sh("ip", "netns", "pids", self.netns, check=False)
@@ -198,6 +199,7 @@ class NamespacedCluster:
         return self._kill(self.hosts[name])
 
     def _kill(self, host: Host) -> List[int]:
+        host.killed = True
         pids = host.pids()
         for pid in pids:
             try:
@@ -244,7 +246,8 @@ class NamespacedCluster:
             if self.master is not None and self.master.poll() is not None:
                 raise ClusterUnavailable(f"the Spark master exited: {self._tail('master')}")
             for host in self.hosts.values():
-                if host.process is not None and host.process.poll() is not None:
+                if not host.killed and host.process is not None \
+                        and host.process.poll() is not None:
                     raise ClusterUnavailable(f"the worker of {host.name} exited: "
                                              f"{self._tail(host.name)}")
             if time.monotonic() > deadline:
