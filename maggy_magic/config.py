@@ -21,7 +21,9 @@ from typing import Any, Callable, Dict, Optional
 from .errors import ConfigError, did_you_mean
 from .searchspace import Searchspace
 from .validation import (
+    address_option,
     nonnegative_int,
+    port_option,
     positive_int,
     positive_number,
     tls_option,
@@ -37,7 +39,8 @@ class RunOptions:
                  stop_grace: float = 30.0, seed: Optional[int] = None,
                  resume: Optional[str] = None, root: str = "maggy_experiments",
                  run_id: Optional[str] = None, backend_options: Optional[dict] = None,
-                 tls: Any = "auto"):
+                 tls: Any = "auto", driver_host: Optional[str] = None,
+                 driver_bind: Optional[str] = None, driver_port: Any = None):
         self.backend = backend
         self.workers = workers
         self.max_failures = max_failures
@@ -51,11 +54,19 @@ class RunOptions:
         self.backend_options = dict(backend_options or {})
         #: TLS on the driver's socket: True, False or "auto" (on unless it binds loopback).
         self.tls = tls
+        #: The driver's address as workers are told it (default: the backend's, e.g.
+        #: spark.driver.host), the address it listens on (default: driver_host; 0.0.0.0
+        #: for every interface) and its port or port range (default: any free port).
+        self.driver_host, self.driver_bind, self.driver_port = \
+            driver_host, driver_bind, driver_port
 
     def validate_run_options(self) -> None:
         if self.workers is not None:
             positive_int("workers", self.workers)
         self.tls = tls_option(self.tls)
+        self.driver_host = address_option("driver_host", self.driver_host)
+        self.driver_bind = address_option("driver_bind", self.driver_bind)
+        self.driver_port = port_option("driver_port", self.driver_port)
         nonnegative_int("max_failures", self.max_failures)
         nonnegative_int("max_retries", self.max_retries)
         positive_number("hb_timeout", self.hb_timeout)

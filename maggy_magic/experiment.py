@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .backends import get_backend
 from .driver import Driver, DriverSettings
+from .driver.address import driver_address
 from .earlystop import get_earlystop
 from .errors import ExperimentInterrupted, ResumeError, RunStoreError, error_class
 from .events import EventStream, Listener
@@ -61,6 +62,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     if hasattr(backend, "run_experiment"):  # the whole experiment runs elsewhere (livy)
         return backend.run_experiment(config, payload, train_fn=train_fn, listeners=listeners,
                                       on_driver=on_driver, wait=wait, source=source)
+    address = driver_address(config, backend)  # a bad address fails before the run exists
 
     trials, first_seq = {}, 0
     if config.resume:
@@ -83,7 +85,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False),
         rendezvous_timeout=getattr(config, "rendezvous_timeout", 300.0),
         abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path)
-    driver = Driver(optimizer, earlystop, settings, events, host=backend.driver_host(),
+    driver = Driver(optimizer, earlystop, settings, events, host=address,
                     trials=trials, tls=getattr(config, "tls", "auto"))
 
     def tell_backend(event: dict) -> None:

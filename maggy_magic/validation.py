@@ -4,8 +4,10 @@ takes."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from typing import Any
+import re
+from typing import Any, Optional, Tuple
 
 from .errors import ConfigError, did_you_mean
 
@@ -35,6 +37,60 @@ def tls_option(value: Any) -> Any:
         return {"auto": "auto", "true": True, "on": True}.get(value.lower(), False)
     raise ConfigError(f"tls must be True, False or 'auto' (TLS unless the driver binds a "
                       f"loopback address), got {value!r}")
+
+
+#: A host name: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def address_option(name: str, value: Any) -> Optional[str]:
+    """``value`` of option ``name`` (``driver_host``, ``driver_bind``) is None or an IP
+    address / host name; returns it stripped (an IPv6 address without brackets)."""
+    if value is None:
+        return None
+    flag = "--" + name.replace("_", "-")
+    text = value.strip() if isinstance(value, str) else ""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if text.count(":") == 1 and text.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"{name} ({flag}) takes an address without a port, got {value!r}; "
+                          "give the port as driver_port (--driver-port)")
+    if not text or re.fullmatch(r"[0-9.]+", text) or len(text) > 253 or \
+            not _HOSTNAME.fullmatch(text):
+        raise ConfigError(f"{name} ({flag}) must be an IP address or a host name (e.g. "
+                          f"10.0.0.5, 0.0.0.0 or node1.example.com), got {value!r}")
+    return text
+
+
+def port_option(name: str, value: Any) -> Optional[Tuple[int, int]]:
+    """``value`` of option ``name`` (``driver_port``) is None (any free port), a port, or a
+    range ``"50000-50100"`` / ``(50000, 50100)``; returns ``(first, last)``."""
+    if value is None:
+        return None
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", value):
+        bounds = [int(part) for part in value.split("-")]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        bounds = [value]
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        bounds = list(value)
+    else:
+        raise ConfigError(f"{name} ({flag}) takes a port (50000) or a range of ports "
+                          f"(50000-50100), got {value!r}")
+    for port in bounds:
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{name} ({flag}) port {port} is out of range; ports are "
+                              "1-65535 (leave it unset for any free port)")
+    first, last = bounds[0], bounds[-1]
+    if first > last:
+        raise ConfigError(f"{name} ({flag}) range {first}-{last} is reversed; write "
+                          f"{last}-{first}")
+    return first, last
 
 
 def positive_int(name: str, value: Any) -> None:

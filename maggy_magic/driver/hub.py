@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Optional
 
 from .. import rpc
 from ..logs import logger
+from .address import listen
 
 #: Connections held at once that have not authenticated yet.
 MAX_STRANGERS = 64
@@ -49,7 +50,7 @@ ClosedHandler = Callable[[rpc.ServerConnection, str, bool], None]
 class ConnectionHub:
     """Accepts worker connections on ``host`` (a free port) and moves their frames."""
 
-    def __init__(self, host: str, secret: bytes, on_message: MessageHandler,
+    def __init__(self, host: Any, secret: bytes, on_message: MessageHandler,
                  on_closed: ClosedHandler, backlog: int = 128,
                  ssl_context: Optional[ssl.SSLContext] = None):
         self.secret = secret
@@ -57,10 +58,11 @@ class ConnectionHub:
         self.on_message, self.on_closed = on_message, on_closed
         self._nonces: set = set()
         self._sel = selectors.DefaultSelector()
-        self._listener = socket.create_server((host, 0), backlog=backlog)
+        # ``host``: an address, or a DriverAddress (bind one, advertise another, a port range)
+        self._listener, advertised = listen(host, backlog)
         self._listener.setblocking(False)
         #: ``(host, port)`` that workers connect to.
-        self.address = (host, self._listener.getsockname()[1])
+        self.address = (advertised, self._listener.getsockname()[1])
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

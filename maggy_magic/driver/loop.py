@@ -41,7 +41,7 @@ class Driver(EventLoop):
     """
 
     def __init__(self, optimizer, earlystop, settings: DriverSettings, events: EventStream,
-                 *, host: str = "127.0.0.1", secret: Optional[bytes] = None,
+                 *, host: Any = "127.0.0.1", secret: Optional[bytes] = None,
                  trials: Optional[Dict[str, Trial]] = None, tls: Any = "auto"):
         self.optimizer = optimizer
         self.earlystop = earlystop

@@ -1,7 +1,8 @@
 """TLS for the driver's socket: when to use it, and the run's own certificate.
 
 :func:`wants_tls` decides: ``tls=True``/``False`` as given; ``"auto"`` (the default) is on
-unless the driver binds a loopback address (traffic that never leaves the machine).
+unless the driver binds, and advertises, a loopback address (traffic that never leaves the
+machine).
 :func:`server_context` makes a self-signed certificate for one run (an EC P-256 key, valid
 for a day) and a server context that speaks TLS 1.2 or later; workers pin the
 certificate by its SHA-256 fingerprint, which the launcher hands them with the secret
@@ -42,11 +43,12 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
-def wants_tls(host: str, tls: Any = "auto") -> bool:
-    """Whether a driver bound to ``host`` uses TLS for option value ``tls``."""
+def wants_tls(host: Any, tls: Any = "auto") -> bool:
+    """Whether a driver at ``host`` (an address, or a ``DriverAddress``: on unless both the
+    bound and the advertised address are loopback) uses TLS for option value ``tls``."""
     if tls is True or tls is False:
         return tls
-    return not is_loopback(host)
+    return not all(is_loopback(h) for h in getattr(host, "hosts", (host,)))
 
 
 def server_context() -> Tuple[ssl.SSLContext, str]:
