@@ -69,10 +69,13 @@ def executor_python() -> str:
 
 def hidden_paths() -> List[str]:
     """What the hosts must not see of this machine besides ``/tmp``: the checkout, or, if
-    the venv lives inside it, the checkout's code folders."""
+    the venv lives inside it, the checkout's code folders (unless under ``/tmp``)."""
     if os.path.realpath(sys.prefix).startswith(os.path.realpath(ROOT) + os.sep):
-        return [os.path.join(ROOT, d) for d in ("maggy_magic", "tests", "notebooks")]
-    return [ROOT]
+        paths = [os.path.join(ROOT, d) for d in ("maggy_magic", "tests", "notebooks")]
+    else:
+        paths = [ROOT]
+    # what lies under /tmp is hidden already by the hosts' own /tmp
+    return [p for p in paths if not os.path.realpath(p).startswith("/tmp/")]
 
 
 class Host:

@@ -135,3 +135,94 @@ def test_a_host_killed_whole_mid_trial_loses_one_worker_and_the_run_finishes(ses
     assert runs[killed["trial"]][-1] == "host1", runs[killed["trial"]]
     assert all(hosts[-1] == "host1" for trial, hosts in runs.items() if int(trial) >= 4)
     netcluster.ensure_hosts(2)
+
+
+# -- dist gangs across the two hosts --------------------------------------------------------
+def torch_across(module, train_set, lr, reporter):
+    """A few SGD steps under DDP; prints where each rank ran, its MASTER_ADDR and its
+    final weights."""
+    import json
+    import os
+    import socket
+
+    import torch
+
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    loss = None
+    for x, y in torch.utils.data.DataLoader(train_set, batch_size=8):
+        loss = torch.nn.functional.mse_loss(module(x).squeeze(-1), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    weights = [p.detach().tolist() for p in module.parameters()]
+    print("rank " + json.dumps({"rank": int(os.environ["RANK"]), "host": socket.gethostname(),
+                                "master": os.environ["MASTER_ADDR"], "weights": weights}))
+    return -loss.item()
+
+
+def test_a_torch_gang_spans_both_hosts(session):
+    import json
+
+    import torch
+
+    from maggy_magic import TorchDistributedConfig
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=generator)
+    data = torch.utils.data.TensorDataset(x, x @ torch.tensor([2.0, -1.0, 0.5]))
+    torch.manual_seed(1)
+    result = experiment.lagom(torch_across, TorchDistributedConfig(
+        module=torch.nn.Linear(3, 1), dataset=[data], hparams={"lr": 0.1}, workers=2,
+        backend="spark", backend_options={"spark": session}, hb_interval=0.2))
+    assert result.state == "finished", result
+    ranks = {r["rank"]: r for r in (json.loads(line[5:]) for _, line in
+                                    log_lines(result.run_dir) if line.startswith("rank {"))}
+    assert sorted(ranks) == [0, 1]
+    assert {ranks[0]["host"], ranks[1]["host"]} == {"host1", "host2"}
+    # the chief's address on the cluster network, not a loopback or this machine's
+    chief = ranks[0]["master"]
+    assert chief.startswith(netcluster_prefix(session)) and chief == ranks[1]["master"]
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # one model, all-reduced
+
+
+def netcluster_prefix(session):
+    """``10.213.N.`` of the cluster the session runs on (its driver's address)."""
+    return session.sparkContext.getConf().get("spark.driver.host").rsplit(".", 1)[0] + "."
+
+
+def tf_across(lr, epochs, out_dir, dist_context=None):
+    """``tf_dist_fns.train_fit`` (a module of the tests folder, which the hosts cannot
+    see: it travels with the function), printing TF_CONFIG and the host."""
+    import json
+    import os
+    import socket
+
+    import tf_dist_fns
+
+    result = tf_dist_fns.train_fit(lr, epochs, out_dir, dist_context)
+    print("tf " + json.dumps({"host": socket.gethostname(), "rank": result["rank"],
+                              "tf_config": json.loads(os.environ["TF_CONFIG"]),
+                              "losses": result["losses"]}))
+    return result
+
+
+def test_a_tensorflow_gang_spans_both_hosts(session):
+    import json
+
+    from maggy_magic.distributed.config import TfDistributedConfig
+
+    result = experiment.lagom(tf_across, TfDistributedConfig(
+        hparams={"lr": 0.5, "epochs": 2, "out_dir": "/tmp"}, workers=2,
+        optimization_key="loss", direction="min", backend="spark",
+        backend_options={"spark": session}, hb_interval=0.2, hb_timeout=60))
+    assert result.state == "finished" and result.metrics["replicas"] == 2
+    ranks = {r["rank"]: r for r in (json.loads(line[3:]) for _, line in
+                                    log_lines(result.run_dir) if line.startswith("tf {"))}
+    assert sorted(ranks) == [0, 1]
+    assert {ranks[0]["host"], ranks[1]["host"]} == {"host1", "host2"}
+    workers = ranks[0]["tf_config"]["cluster"]["worker"]
+    assert workers == ranks[1]["tf_config"]["cluster"]["worker"]
+    hosts = [w.rsplit(":", 1)[0] for w in workers]
+    assert len(set(hosts)) == 2 and all(h.startswith(netcluster_prefix(session))
+                                        for h in hosts), workers
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # the same all-reduced model

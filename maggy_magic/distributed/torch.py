@@ -2,11 +2,13 @@
 
 On each rank :func:`session` sets ``MASTER_ADDR``/``MASTER_PORT`` (the chief's address and
 the port it reserved, shared through the rendezvous), ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``; starts the process group (gloo on CPU, nccl on
-GPU, with this rank's GPU selected); builds the module (an instance, or a class
-instantiated with the hyperparameters its constructor names), moves it to the device and
-wraps it in ``DistributedDataParallel``; gives the rank its shard of the training set;
-and destroys the process group when the training function returns.
+``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``, and (unless set) ``GLOO_SOCKET_IFNAME`` /
+``NCCL_SOCKET_IFNAME`` to the interface holding the address peers reach; starts the
+process group (gloo on CPU, nccl on GPU, with this rank's GPU selected); builds the module
+(an instance, or a class instantiated with the hyperparameters its constructor names),
+moves it to the device and wraps it in ``DistributedDataParallel``; gives the rank its
+shard of the training set; and destroys the process group when the training function
+returns.
 
 Helpers for the training function (they also work outside a dist run, so the same function
 runs as a hyperparameter trial): :func:`sampler` / :func:`loader` (per-epoch shuffling
@@ -26,6 +28,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError
 from .context import DistContext, current
+from .netif import interface_of
 
 #: How long a collective operation may wait for a peer before torch gives up (the driver
 #: aborts a failed gang long before; this bounds a rank whose driver vanished).
@@ -87,6 +90,10 @@ def session(context: DistContext, module: Any, dataset: Any, hparams: Dict[str, 
                       RANK=str(context.rank), WORLD_SIZE=str(context.world_size),
                       LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(context.local_world_size))
+    interface = interface_of(context.host)  # the one peers reach, not the host name's
+    if interface is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
     use_gpu = torch.cuda.is_available()
     if use_gpu:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
