@@ -226,3 +226,18 @@ def test_a_tensorflow_gang_spans_both_hosts(session):
     assert len(set(hosts)) == 2 and all(h.startswith(netcluster_prefix(session))
                                         for h in hosts), workers
     assert ranks[0]["losses"] == ranks[1]["losses"]  # the same all-reduced model
+
+
+def test_the_interface_of_an_address_is_the_one_that_holds_it(netcluster):
+    import subprocess
+
+    from maggy_magic.distributed.netif import interface_of
+
+    host = next(iter(netcluster.hosts.values()))
+    probe = ("from maggy_magic.distributed.netif import interface_of as f; "
+             f"print(f('{host.address}'), f('127.0.0.1'), f('{netcluster.prefix}.250'))")
+    inside = subprocess.run(["ip", "netns", "exec", host.netns, __import__("sys").executable,
+                             "-c", probe], capture_output=True, text=True, timeout=60)
+    assert inside.stdout.split() == ["eth0", "None", "None"], inside.stderr
+    assert interface_of(netcluster.driver_address) == netcluster.bridge
+    assert interface_of(host.address) is None  # not an address of this namespace
