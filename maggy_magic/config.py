@@ -40,7 +40,8 @@ class RunOptions:
                  resume: Optional[str] = None, root: str = "maggy_experiments",
                  run_id: Optional[str] = None, backend_options: Optional[dict] = None,
                  tls: Any = "auto", driver_host: Optional[str] = None,
-                 driver_bind: Optional[str] = None, driver_port: Any = None):
+                 driver_bind: Optional[str] = None, driver_port: Any = None,
+                 storage: Optional[str] = None, files_limit_mb: float = 256):
         self.backend = backend
         self.workers = workers
         self.max_failures = max_failures
@@ -54,6 +55,10 @@ class RunOptions:
         self.backend_options = dict(backend_options or {})
         #: TLS on the driver's socket: True, False or "auto" (on unless it binds loopback).
         self.tls = tls
+        #: Shared storage (a URI fsspec opens) for the files of workers that do not share
+        #: the driver's disk, and how many MiB of files per trial (or per recorded
+        #: checkpoint) may otherwise travel to the driver over the wire.
+        self.storage, self.files_limit_mb = storage, files_limit_mb
         #: The driver's address as workers are told it (default: the backend's, e.g.
         #: spark.driver.host), the address it listens on (default: driver_host; 0.0.0.0
         #: for every interface) and its port or port range (default: any free port).
@@ -64,6 +69,15 @@ class RunOptions:
         if self.workers is not None:
             positive_int("workers", self.workers)
         self.tls = tls_option(self.tls)
+        if isinstance(self.files_limit_mb, bool) or \
+                not isinstance(self.files_limit_mb, (int, float)) or \
+                not 0 < self.files_limit_mb < float("inf"):
+            raise ConfigError(f"files_limit_mb must be a positive number of MiB, got "
+                              f"{self.files_limit_mb!r}")
+        if self.storage is not None:
+            from .storage import check
+
+            self.storage = check(self.storage)
         self.driver_host = address_option("driver_host", self.driver_host)
         self.driver_bind = address_option("driver_bind", self.driver_bind)
         self.driver_port = port_option("driver_port", self.driver_port)

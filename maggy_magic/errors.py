@@ -163,3 +163,15 @@ class UnsafePathError(MaggyError, OSError):
     executors, the install folder on a Livy driver) could be written by another user: it
     belongs to another uid, group or others may write it, or it is a symbolic link. The
     message names the folder and what to do (remove it, or set ``TMPDIR``)."""
+
+
+class CheckpointDirError(ConfigError):
+    """The ``checkpoint_dir`` of a dist run is not one folder that every rank sees (e.g. a
+    path under each host's own ``/tmp``): a restarted gang could not find its checkpoint.
+    Use a path every rank sees, ``storage=``, or leave ``checkpoint_dir`` unset (the
+    checkpoints then travel through the driver)."""
+
+
+class FilesLimitError(MaggyError):
+    """What a trial asked to send to the driver (a recorded checkpoint) is over the run's
+    ``files_limit_mb``."""

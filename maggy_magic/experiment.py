@@ -84,7 +84,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         hb_interval=config.hb_interval, hb_timeout=config.hb_timeout,
         stop_grace=config.stop_grace, prefetch=not getattr(backend, "barrier", False),
         rendezvous_timeout=getattr(config, "rendezvous_timeout", 300.0),
-        abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path)
+        abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path,
+        files_limit=int(getattr(config, "files_limit_mb", 256) * 2**20),
+        storage=getattr(config, "storage", None))
     driver = Driver(optimizer, earlystop, settings, events, host=address,
                     trials=trials, tls=getattr(config, "tls", "auto"))
 
@@ -132,6 +134,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         backend.stop(INTERRUPT_GRACE if interrupted else 5.0)
         loop.join(INTERRUPT_GRACE)
         unwritten = store.close()
+    driver.files.finish()  # trial folders uploaded to storage come into the run dir
 
     result = getattr(config, "result_class", ExperimentResult).from_trials(
         [t for t in driver.trials.values() if t.start is not None],  # others never ran

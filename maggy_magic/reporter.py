@@ -11,10 +11,11 @@ without arguments). Stdlib-only (it runs on Spark executors).
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import BroadcastError, EarlyStopException
+from .errors import BroadcastError, EarlyStopException, NotInTrialError
 
 #: At most this many metric points travel per message; more are thinned evenly (the
 #: best, the worst and the last point always travel).
@@ -111,10 +112,16 @@ class Reporter:
     """
 
     def __init__(self, trial_id: str, outbox: Outbox, budget: Any = None,
-                 params: Optional[dict] = None, run_dir: Optional[str] = None):
+                 params: Optional[dict] = None, run_dir: Optional[str] = None,
+                 files_root: Optional[str] = None):
         self.trial_id = trial_id
         #: The run directory as the driver told the worker (None if it did not).
         self.run_dir = run_dir
+        #: Where this trial's folders are written: the run directory when this worker
+        #: shares the driver's disk, else a staging folder laid out like it, whose trial
+        #: folders travel to the run directory when the trial ends
+        #: (see :mod:`maggy_magic.trial_files`).
+        self.files_root = files_root if files_root is not None else run_dir
         self.budget = budget
         self.params = dict(params or {})
         self._outbox = outbox
@@ -157,6 +164,16 @@ class Reporter:
 
     def get_trial_id(self) -> str:
         return self.trial_id
+
+    def trial_dir(self) -> str:
+        """This trial's own folder for files it produces (created if missing):
+        ``<run dir>/trials/<trial id>/files`` when the run ends, wherever the trial ran."""
+        if not self.files_root:
+            raise NotInTrialError("this trial's driver did not tell its run directory, so "
+                                  "there is no trial folder to give")
+        path = os.path.join(self.files_root, "trials", str(self.trial_id), "files")
+        os.makedirs(path, exist_ok=True)
+        return path
 
     # -- driver side --------------------------------------------------------------------
     @property

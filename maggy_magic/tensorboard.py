@@ -2,8 +2,10 @@
 
 Inside a training function, ``logdir()`` is the running trial's own folder,
 ``<run dir>/tensorboard/<trial id>``: point a ``tf.summary`` writer, Keras'
-``TensorBoard`` callback or torch's ``SummaryWriter`` there. When the run ends, the
-experiment writes an HParams summary into ``<run dir>/tensorboard`` (see
+``TensorBoard`` callback or torch's ``SummaryWriter`` there. On a worker that does not
+share the driver's disk it is the same folder of a local staging folder, whose files
+travel to the run directory when the trial ends (see :mod:`maggy_magic.trial_files`).
+When the run ends, the experiment writes an HParams summary into ``<run dir>/tensorboard`` (see
 :mod:`maggy_magic.hparams_summary`), so ``tensorboard --logdir <run dir>/tensorboard``
 shows every trial's curves and, in the HParams tab, its parameters and metric.
 
@@ -46,7 +48,7 @@ def logdir() -> str:
         raise NotInTrialError("this trial's driver did not tell its run directory, so "
                               "tensorboard.logdir() has no folder to give; run the "
                               "experiment with the same maggy-magic version on both sides")
-    path = trial_logdir(reporter.run_dir, reporter.trial_id)
+    path = trial_logdir(reporter.files_root or reporter.run_dir, reporter.trial_id)
     os.makedirs(path, exist_ok=True)
     return path
 

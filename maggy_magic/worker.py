@@ -30,6 +30,7 @@ from .errors import (
 )
 from .reporter import Outbox, Reporter, activate, deactivate
 from .trainfn import build_kwargs, call_plan, final_metric
+from .trial_files import ABORT_SEND, TrialFiles
 from .worker_output import FdCapture, LineRouter
 
 #: Log lines are sent at most this long after they were written.
@@ -57,6 +58,8 @@ class TrialContext:
         self._loop = loop
         self.trial_id = trial_id
         self.info = dict(info or {})
+        #: This worker's :class:`~maggy_magic.trial_files.TrialFiles` (checkpoint relay).
+        self.files = loop.files
 
     @property
     def host(self) -> str:
@@ -117,6 +120,8 @@ class WorkerLoop:
         self._waiters_lock = threading.Lock()
         self._done = threading.Event()
         self._client: Optional[rpc.Client] = None
+        #: The trial's folders: the run directory, or staged here and sent home.
+        self.files = TrialFiles(self._send)
         #: Called before a trial's end is reported (collects output still in flight).
         self.before_report: Callable[[], Any] = lambda: None
 
@@ -154,6 +159,7 @@ class WorkerLoop:
             pass
         finally:
             self._done.set()
+            self.files.cleanup()
             if self.route_output:
                 sys.stdout.flush()
                 sys.stdout, sys.stderr = old_streams
@@ -185,7 +191,7 @@ class WorkerLoop:
     def _run_trial(self, fn: Callable, msg: dict) -> dict:
         trial_id = msg["trial"]
         reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"),
-                            run_dir=self.run_dir)
+                            run_dir=self.run_dir, files_root=self.files.root)
         with self._claim_lock:
             self.reporter, self.current_trial = reporter, trial_id
             if trial_id in self._stop_early:
@@ -218,7 +224,8 @@ class WorkerLoop:
             if self.route_output:
                 sys.stdout.flush()
             self.before_report()
-            deactivate(reporter)
+            self.files.send_home(trial_id)  # before the end is reported: the driver
+            deactivate(reporter)              # records the trial's files first
             self.reporter, self.current_trial = None, None
         return reply
 
@@ -244,12 +251,21 @@ class WorkerLoop:
                 elif kind == "abort":
                     # a peer of this worker's gang failed: peers may be blocked inside a
                     # collective operation, so the process leaves now and is replaced
+                    try:  # with its trial's files, if that is quick
+                        if self.current_trial is not None:
+                            self.files.send_home(self.current_trial,
+                                                 time.monotonic() + ABORT_SEND)
+                    except Exception:  # noqa: BLE001, S110 - leaving is what matters
+                        pass
                     os._exit(ABORT_EXIT)
+                elif kind in ("files", "chunk"):
+                    self.files.deliver(msg)
                 elif kind == "welcome":
                     self.hb_interval = float(msg.get("hb_interval") or 1.0)
                     self.optimization_key = msg.get("optimization_key") or "metric"
                     self.rendezvous_timeout = float(msg.get("rendezvous_timeout") or 300.0)
                     self.run_dir = msg.get("run_dir")
+                    self.files.welcome(msg)
                 elif kind == "shutdown":
                     break
         except (rpc.ConnectionLost, rpc.FrameError):
@@ -257,6 +273,7 @@ class WorkerLoop:
                 os._exit(DRIVER_LOST_EXIT)
         self._ending.set()
         self._answer_all("the driver ended the run")
+        self.files.close("the driver ended the run")
         reporter = self.reporter
         if reporter is not None:
             reporter.stop()

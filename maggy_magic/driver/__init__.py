@@ -13,8 +13,9 @@ stopping, journal flushes) are deadlines of the loop's ``select``; nothing sleep
 Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
 
 - → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key,
-  run_dir}``;
-  registering also asks for a trial.
+  run_dir, run_token, files_limit, storage}``;
+  registering also asks for a trial. ``run_token`` is what the driver wrote into
+  ``<run_dir>/.maggy-token``: a worker that reads it there shares the driver's disk.
 - ← ``trial {trial, params, budget, info}`` whenever the worker is idle and a trial is
   ready (an ask is parked until then). Optimizers that do not learn from results
   (``prefetch = True``: random and grid search) also get one trial queued on each worker
@@ -29,6 +30,22 @@ Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
   → ``error {trial, error, error_type, traceback, points, logs}``: the trial ended; this
   also asks for the next one, so a trial costs one round trip.
 - → ``fatal {error}``: the worker cannot run anything (cannot load the function).
+
+Trial files (:mod:`.artifacts`, :mod:`maggy_magic.trial_files`), from workers that do not
+share the driver's disk, before the trial's ``final`` / ``error``:
+
+- → ``artifact {trial, batch, path, offset, data, last}``: ``data`` (base64, at most 1 MiB)
+  of the file ``path`` (relative to the run directory, inside the trial's own folders or,
+  for a chief, ``checkpoints/``) at ``offset``; chunks of a batch are staged.
+- → ``artifacts_done {trial, batch, files, left, skipped, limit, checkpoint, stored}``: the
+  batch is complete; the driver moves its files into place (a ``checkpoint`` replaces its
+  folder whole and becomes the trial's ``info_dict["checkpoint"]``) and logs what was
+  ``left`` (over ``files_limit``) or ``skipped`` (links); ``stored``: the files went to
+  ``storage`` instead.
+- → ``fetch {trial, path}``; ← ``files {trial, path, files: [[path, size]], error}``;
+  → ``fetch {trial, path, offset}``; ← ``chunk {trial, path, offset, data, eof, error}``:
+  a restarted rank copies a relayed checkpoint (under ``checkpoints/``) from the run
+  directory.
 - ← ``shutdown {}``: the experiment is over; the worker exits.
 
 Gangs (trials that must run together, e.g. the ranks of data-parallel training): an
@@ -49,7 +66,8 @@ may suggest a new gang) or the message the run fails with.
 
 Modules: :mod:`.loop` (:class:`Driver`: the decisions), :mod:`.eventloop` (posted and
 periodic calls), :mod:`.hub` (sockets and frames), :mod:`.tls`
-(when to use TLS, the run's certificate), :mod:`.settings` (:class:`DriverSettings`,
+(when to use TLS, the run's certificate), :mod:`.artifacts` (trial files and relayed
+checkpoints), :mod:`.settings` (:class:`DriverSettings`,
 :class:`WorkerState`), :mod:`.trial_queue` (trials waiting, the optimizer behind them),
 :mod:`.assign` (queue-ahead / take-back), :mod:`.record` (trial states and their events),
 :mod:`.summary` (best trial, counts); gangs are scheduled by

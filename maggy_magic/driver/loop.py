@@ -20,6 +20,7 @@ from ..errors import is_maggy_error
 from ..events import EventStream
 from ..trial import Trial
 from . import summary
+from .artifacts import FILE_MESSAGES, RunFiles
 from .assign import Assigner
 from .eventloop import EventLoop
 from .hub import ConnectionHub
@@ -52,6 +53,7 @@ class Driver(EventLoop):
         self.queue = TrialQueue(optimizer, self.trials,
                                 (t for t in self.trials.values() if not t.done))
         self.record = RunRecord(self.trials, events, self.queue)
+        self.files = RunFiles(settings.run_dir, events, settings.files_limit, settings.storage)
         #: The ended trials, in the order they ended (the optimizer's ``final_store``).
         self.final = self.record.final
         size = getattr(optimizer, "gang_size", 1)
@@ -149,6 +151,9 @@ class Driver(EventLoop):
         self.record.absorb(worker.id, trial, msg)
         if kind == "heartbeat":
             return
+        if kind in FILE_MESSAGES:  # trial files and checkpoints (see .artifacts)
+            self.files.handle(worker, self.trials.get(str(msg.get("trial"))), msg, self._send)
+            return
         if kind == "rendezvous":
             self._rendezvous(worker, trial, msg)
             return
@@ -190,7 +195,7 @@ class Driver(EventLoop):
         self._send(worker, {"type": "welcome", "hb_interval": self.settings.hb_interval,
                             "optimization_key": self.settings.optimization_key,
                             "rendezvous_timeout": self.settings.rendezvous_timeout,
-                            "run_dir": self.settings.run_dir})
+                            "run_dir": self.settings.run_dir, **self.files.welcome()})
         self.idle.append(worker)
         self._dispatch()
 

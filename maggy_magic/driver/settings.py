@@ -33,7 +33,8 @@ class DriverSettings:
                  max_retries: int = 2, hb_interval: float = 1.0, hb_timeout: float = 60.0,
                  stop_grace: float = 30.0, prefetch: bool = True,
                  rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
-                 run_dir: Optional[str] = None):
+                 run_dir: Optional[str] = None, files_limit: int = 256 * 1024 * 1024,
+                 storage: Optional[str] = None):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -52,3 +53,6 @@ class DriverSettings:
         self.abort_timeout = abort_timeout
         #: The run directory, told to workers (trials find their TensorBoard folder there).
         self.run_dir = run_dir
+        #: Bytes of files one trial (or one recorded checkpoint) may send to the driver,
+        #: and the storage URI that workers not sharing the driver's disk upload to.
+        self.files_limit, self.storage = files_limit, storage
