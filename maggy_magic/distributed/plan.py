@@ -11,6 +11,7 @@ with the rank's error and what would have let it restart.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from ..optimizers.base import AbstractOptimizer, Suggestion
@@ -73,6 +74,8 @@ class DistPlan(AbstractOptimizer):
 
     def gang_failed(self, trials: List[Trial], error: str) -> Optional[str]:
         attempt = max(int(t.info_dict.get("attempt", 0)) for t in trials)
+        if any(t.info_dict.get("error_type") == "CheckpointDirError" for t in trials):
+            return re.sub(r"^rank \d+ failed: ", "", error)  # no restart can help
         checkpoint = self.last_checkpoint()
         if attempt < self.max_restarts and checkpoint:
             self._restart, self._restart_from = True, checkpoint

@@ -19,6 +19,7 @@ import importlib
 from typing import Any, Callable, Dict
 
 from . import FRAMEWORKS
+from .checkpoints import check_visible, needs_check, rank_paths, recorder
 from .context import DistContext, activate
 
 #: Argument names the training function of a dist run may take besides hyperparameters,
@@ -43,12 +44,17 @@ class DistRunner:
         from ..trainfn import build_kwargs
 
         info = trial_context.info
+        # on a host that does not share the driver's disk: a local checkpoint_dir, and the
+        # checkpoint to resume from fetched into it (see .checkpoints)
+        checkpoint_dir, resume_from = rank_paths(trial_context, info)
         context = DistContext(
             rank=info["rank"], world_size=info["world_size"], attempt=info.get("attempt", 0),
             gang=info.get("gang", ""), host=trial_context.host,
-            checkpoint_dir=info.get("checkpoint_dir"), resume_from=info.get("resume_from"),
+            checkpoint_dir=checkpoint_dir, resume_from=resume_from,
             exchange=lambda key, value, timeout: trial_context.rendezvous(key, value, timeout),
-            note=trial_context.note)
+            note=recorder(trial_context))
+        if needs_check(trial_context, info.get("checkpoint_dir")):  # the user's own
+            check_visible(context, checkpoint_dir)
         runtime = importlib.import_module(FRAMEWORKS[self.framework])
         activate(context)
         try:
