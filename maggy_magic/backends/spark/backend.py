@@ -133,13 +133,14 @@ class SparkBackend(Backend):
                                   f"cluster has {slots} task slot(s); set workers <= {slots} "
                                   "or add executors")
         self._launch = launch
-        shipper = Shipper(self.sc, self.ship)
+        shipper = Shipper(self.sc, self.ship, launch.function)  # + its local modules
         by_value = self._prepare(shipper, [_module_of(launch.function)])
-        self.shipped = shipper.shipped
+        self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
                           _pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
+        setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         rdd = self.sc.parallelize(range(workers), workers)
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         if self.barrier:
@@ -229,6 +230,8 @@ class SparkBackend(Backend):
                 f"the Spark job probing the executors did not finish within "
                 f"{self.start_timeout:g} s (the cluster has {task_slots(self.sc)} task slot(s) "
                 "now); check that executors are running and free, or raise start_timeout")
+        if isinstance(outcome.get("error"), ConfigError):  # a package the cluster lacks
+            raise outcome["error"]
         if "error" in outcome:
             raise ExperimentFailed(f"the Spark job probing the executors failed: "
                                    f"{spark_error(outcome['error'])}")

@@ -6,12 +6,14 @@ hash to its name). ``probe_modules(sc, names)`` asks one executor which of ``nam
 can import, without importing them there (an import would pin that module in the reused
 Python worker, shadowing a zip added later). ``Shipper`` combines both for one
 SparkContext and remembers, per Spark application, what it already probed and shipped.
+Given the training function, it also adds the zip of the function's local modules
+(:mod:`maggy_magic.codeship`) and checks that the executors can import the installed
+packages the function needs (one they cannot is a one-line ``ConfigError``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 import zipfile
@@ -19,7 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import maggy_magic
 
-from ...private_dirs import install_file, private_dir, user_tag
+from ...codeship import code_zips, find_needs, store_zip, zip_bytes
+from ...errors import ConfigError
 
 PACKAGE = "maggy_magic"
 _cache_lock = threading.Lock()
@@ -54,16 +57,8 @@ def _enclosing_archive(path: str) -> Optional[str]:
 def _zip_bytes(root: str, files: List[str]) -> bytes:
     """The zip of ``files`` (under ``root``) as ``maggy_magic/...``: the same bytes for
     the same files (fixed timestamps and modes), so its hash names its contents."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in files:
-            arcname = "/".join([PACKAGE] + os.path.relpath(path, root).split(os.sep))
-            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with open(path, "rb") as handle:
-                zf.writestr(info, handle.read())
-    return buffer.getvalue()
+    return zip_bytes(("/".join([PACKAGE] + os.path.relpath(path, root).split(os.sep)), path)
+                     for path in files)
 
 
 def package_zip(cache_dir: Optional[str] = None) -> str:
@@ -85,12 +80,7 @@ def package_zip(cache_dir: Optional[str] = None) -> str:
         return archive
     data = _zip_bytes(root, _sources(root))
     name = f"{PACKAGE}-{maggy_magic.__version__}-{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    if cache_dir is None:
-        folder = private_dir(f"maggy-magic-{user_tag()}", "zips")
-    else:
-        folder = private_dir(os.path.basename(os.path.normpath(cache_dir)),
-                             base=os.path.dirname(os.path.abspath(cache_dir)))
-    return install_file(folder, name, data)
+    return store_zip(name, data, cache_dir)
 
 
 def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
@@ -139,16 +129,25 @@ class Shipper:
 
     MODES = ("auto", "always", "never")
 
-    def __init__(self, sc: Any, mode: str = "auto"):
+    def __init__(self, sc: Any, mode: str = "auto", function: Any = None):
         self.sc = sc
         self.mode = mode
         self.shipped: Optional[str] = None
+        #: What ``function`` needs (:func:`maggy_magic.codeship.find_needs`), if given.
+        self.needs = find_needs(function) if function is not None else None
+        #: The zips of the function's local modules, added before the workers start.
+        self.code: List[str] = []
 
     def prepare(self, extra_modules: Iterable[str] = ()) -> List[str]:
+        """Probe, then add the function's local modules and maggy_magic if needed;
+        returns the ``extra_modules`` the executors cannot import. An installed package
+        the function needs that the executors cannot import is a :class:`ConfigError`."""
         app = self.sc.applicationId
         extra = [m for m in dict.fromkeys(extra_modules) if m and m != "__main__"]
+        installed = [m for m in (self.needs.installed if self.needs else ())
+                     if m not in extra and m != PACKAGE]
         with _cache_lock:
-            unknown = [m for m in extra if (app, m) not in _known]
+            unknown = [m for m in extra + installed if (app, m) not in _known]
             probe_package = self.mode == "auto" and (app, PACKAGE) not in _known
         names = ([PACKAGE] if probe_package else []) + unknown
         if names:
@@ -156,6 +155,14 @@ class Shipper:
             with _cache_lock:
                 for name, answer in answers.items():
                     _known[(app, name)] = answer
+        with _cache_lock:  # a missing package is asked again next time (added since?)
+            missing = [m for m in installed if not _known[(app, m)][0]]
+            for name in missing:
+                del _known[(app, name)]
+        if missing:
+            raise ConfigError(missing_message(missing))
+        if self.needs is not None:
+            self.code = [self._add(app, path) for path in code_zips(self.needs)]
         ship = self.mode == "always"
         if self.mode == "auto":
             with _cache_lock:
@@ -167,13 +174,26 @@ class Shipper:
             return [m for m in extra if not _known[(app, m)][0]]
 
     def _ship(self, app: str) -> None:
-        path = package_zip()
+        self.shipped = self._add(app, package_zip())
+        if self.mode == "auto":
+            with _cache_lock:
+                _known[(app, PACKAGE)] = (True, maggy_magic.__version__)
+
+    def _add(self, app: str, path: str) -> str:
+        """``sc.addPyFile(path)`` once per Spark application and zip (named by its hash)."""
         key = (app, "zip:" + os.path.basename(path))
         with _cache_lock:
             done = key in _known
             _known[key] = True
-            if self.mode == "auto":
-                _known[(app, PACKAGE)] = (True, maggy_magic.__version__)
         if not done:
             self.sc.addPyFile(path)
-        self.shipped = path
+        return path
+
+
+def missing_message(names: List[str], where: str = "the Spark executors") -> str:
+    """One line: installed packages the code needs are missing where it runs, and how to
+    provide them."""
+    them = "it" if len(names) == 1 else "them"
+    return (f"the training function needs {', '.join(names)}, which {where} cannot "
+            f"import; provide {them} with spark.archives (a packed environment), --py-files "
+            f"/ spark.submit.pyFiles, or install {them} on the cluster")

@@ -11,10 +11,12 @@ Spark task closure; only JSON travels over the driver's socket.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import pickle
 import socket
-from typing import Any, Callable, Dict, Iterator, List, Optional
+import sys
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 #: ``exit`` values of a task's summary: the loop ended (driver said shutdown or dropped
 #: the connection), nothing listened at the driver's address, the connection broke at once.
@@ -45,9 +47,21 @@ class TaskSetup:
 
     def loader(self) -> Callable[[], Callable]:
         def load() -> Callable:
+            forget_modules(getattr(self, "local_modules", ()))
             return pickle.loads(self.payload)
 
         return load
+
+
+def forget_modules(names: Iterable[str]) -> None:
+    """Drop the copies of the user's local modules ``names`` that this Python worker (Spark
+    reuses them) imported for an earlier run: loading the function imports them again,
+    from the newest zip of them, which Spark put first on ``sys.path``."""
+    names = set(names)
+    for name in [m for m in sys.modules if m.split(".")[0] in names]:
+        del sys.modules[name]
+    if names:
+        importlib.invalidate_caches()
 
 
 def serve(setup: TaskSetup, index: int, iterator: Iterator[Any]) -> Iterator[Dict[str, Any]]:
