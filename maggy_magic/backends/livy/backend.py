@@ -109,6 +109,7 @@ class LivyBackend:
         target = find_session(settings)
         timeout = settings.statement_timeout
         bootstrap.prepare(target, settings.ship, timeout)
+        bootstrap.ship_code(target, train_fn, timeout)  # the function's local modules
 
         store = RunStore.create(config.root, config.name, run_id)
         store.write_json("config.json", dict(config.to_dict(), backend="livy",

@@ -5,8 +5,9 @@ anything there: a different Python minor version is a :class:`LivyVersionError` 
 anything runs; a missing or different maggy_magic gets the package zip (the one the
 spark backend builds) uploaded in base64 chunks, written to a folder on the driver that
 only the session's user can write (else an :class:`~maggy_magic.errors.UnsafePathError`),
-put on its ``sys.path`` and ``sc.addPyFile``'d for the executors. ``upload``
-sends any bytes in chunks small enough for a sane statement.
+put on its ``sys.path`` and ``sc.addPyFile``'d for the executors. ``ship_code`` does the
+same with the zip of the training function's local modules. ``upload`` sends any bytes
+in chunks small enough for a sane statement.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ...errors import LivyError, LivyStatementError, LivyVersionError, error_class
 from . import statements
@@ -85,3 +86,30 @@ def prepare(target: Any, ship: str, timeout: float) -> Dict[str, Any]:
         raise LivyError(f"the cluster imported maggy_magic {done.get('version')} after the "
                         f"upload of {maggy_magic.__version__}; restart the Livy session")
     return {"shipped": name, "python": remote}
+
+
+def ship_code(target: Any, fn: Any, timeout: float) -> List[str]:
+    """Send the zips of ``fn``'s local modules (:mod:`maggy_magic.codeship`) to the session,
+    each once: uploaded in chunks, hash checked, written next to the package zip, first on
+    the driver's ``sys.path`` and ``sc.addPyFile``'d for the executors. Returns the names
+    of the zips sent this time."""
+    from ...codeship import code_zips, find_needs
+
+    needs = find_needs(fn)
+    sent = []
+    for path in code_zips(needs):
+        name = os.path.basename(path)
+        if call(target, statements.has_code(name), timeout, "code check").get("have"):
+            continue
+        with open(path, "rb") as handle:
+            data = handle.read()
+        key = "code:" + name
+        upload(target, key, data, timeout, "code upload")
+        modules = [] if path in needs.archives else list(needs.local)
+        done = call(target, statements.install_code(key, name, hashlib.sha256(data).hexdigest(),
+                                                    modules), timeout, "code install")
+        failed = done.get("error")
+        if failed:
+            raise error_class(failed.get("type"), LivyError)(failed.get("message"))
+        sent.append(name)
+    return sent

@@ -8,7 +8,7 @@ alone (they run before maggy_magic is importable there); the others call
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from .bundle import REPLY_END, REPLY_START
 
@@ -98,6 +98,54 @@ def install(key: str, name: str, digest: Optional[str] = None) -> str:
     bytes are the upload's. ``digest``, the upload's sha256, is checked first if given."""
     return _INSTALL.format(key=key, name=name, digest=digest,
                            private_dirs=_private_dirs_source(), **_framing())
+
+
+_HAS_CODE = """\
+print({start!r} + ('{{"have": true}}' if {name!r} in (globals().get({state!r}) or {{}})\
+.get("code", {{}}) else '{{"have": false}}') + {end!r})
+"""
+
+_INSTALL_CODE = """\
+def _maggy_code():
+    import base64, hashlib, importlib, json, sys
+    from pyspark import SparkContext
+    state = globals()[{state!r}]
+    data = base64.b64decode("".join(state["uploads"].pop({key!r})))
+    if hashlib.sha256(data).hexdigest() != {digest!r}:
+        return json.dumps({{"error": {{"type": "LivyError", "message": "the upload of the "
+            "training function's modules arrived damaged on the cluster; run again"}}}})
+    private = {{"__name__": "_maggy_private_dirs", "__package__": ""}}
+    exec(compile({private_dirs!r}, "<maggy_magic.private_dirs>", "exec"), private)
+    try:
+        folder = private["private_dir"]("maggy-livy-" + private["user_tag"]())
+        path = private["install_file"](folder, {name!r}, data)
+    except private["UnsafePathError"] as exc:
+        return json.dumps({{"error": {{"type": "UnsafePathError", "message": str(exc)}}}})
+    for module in [m for m in sys.modules if m.split(".")[0] in {modules!r}]:
+        del sys.modules[module]  # an earlier copy: the next import reads this zip
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    importlib.invalidate_caches()
+    SparkContext.getOrCreate().addPyFile(path)
+    state.setdefault("code", {{}})[{name!r}] = path
+    return json.dumps({{"path": path}})
+print({start!r} + _maggy_code() + {end!r})
+del _maggy_code
+"""
+
+
+def has_code(name: str) -> str:
+    """Reply ``{have}``: whether the session installed the code zip ``name`` already."""
+    return _HAS_CODE.format(name=name, **_framing())
+
+
+def install_code(key: str, name: str, digest: str, modules: List[str]) -> str:
+    """Write the upload ``key`` (sha256 ``digest``, checked) as the zip ``name`` of the
+    training function's local modules next to the package zip, forget the earlier
+    copies of ``modules`` the driver imported, put the zip first on its sys.path and
+    ``sc.addPyFile`` it; reply ``{path}`` or ``{error}``."""
+    return _INSTALL_CODE.format(key=key, name=name, digest=digest, modules=sorted(modules),
+                                private_dirs=_private_dirs_source(), **_framing())
 
 
 def _private_dirs_source() -> str:
