@@ -70,6 +70,12 @@ def writes_too_much(x, reporter):
     return x
 
 
+def writes_here(x, reporter):
+    with open(os.path.join(reporter.trial_dir(), "here"), "w") as handle:
+        handle.write("here")
+    return {"metric": x, "dir": reporter.trial_dir(), "logdir": tensorboard.logdir()}
+
+
 # -- over the wire -----------------------------------------------------------------------
 def test_trial_folders_travel_home_from_workers_that_do_not_share_the_disk(
         tmp_path, monkeypatch):
@@ -80,8 +86,19 @@ def test_trial_folders_travel_home_from_workers_that_do_not_share_the_disk(
         num_trials=3, optimizer="gridsearch",
         searchspace=Searchspace(n=("DISCRETE", [1, 2, 3])), es_policy="none", workers=2,
         max_failures=1, name="files", root=str(runs))
-    result = experiment.lagom(writes_files, config)
+    in_place = {}
+
+    def at_the_end(event):  # listeners run on the driver's thread, as the end is recorded
+        if event["type"] in ("trial_finished", "trial_failed"):
+            run_dir = os.path.join(str(runs), "files", event["run"])
+            in_place[event["trial"]] = all(os.path.exists(os.path.join(run_dir, *path)) for
+                                           path in (("tensorboard", event["trial"], "big.bin"),
+                                                    ("trials", event["trial"], "files",
+                                                     "model.txt")))
+
+    result = experiment.lagom(writes_files, config, listeners=[at_the_end])
     assert result.num_finished == 2 and result.num_failed == 1
+    assert len(in_place) == 3 and all(in_place.values()), in_place
     trials = {t["trial"]: t for t in result.trial_records}
     assert len(trials) == 3
     for trial_id, record in trials.items():
@@ -127,10 +144,14 @@ def test_files_over_the_limit_stay_behind_and_the_run_says_which(tmp_path, monke
 
 
 def test_a_worker_that_shares_the_disk_writes_into_the_run_directory(tmp_path):
-    result = experiment.lagom(writes_too_much, hpo_config(num_trials=1, name="shared",
-                                                          root=str(tmp_path / "runs")))
-    folder = os.path.join(result.run_dir, "trials", result.trial_records[0]["trial"], "files")
-    assert sorted(os.listdir(folder)) == ["a-small", "b-900k", "c-600k"]
+    result = experiment.lagom(writes_here, hpo_config(num_trials=1, name="shared",
+                                                      root=str(tmp_path / "runs")))
+    trial = result.trial_records[0]["trial"]
+    folder = os.path.join(result.run_dir, "trials", trial, "files")
+    assert os.listdir(folder) == ["here"]
+    metrics = result.trial_records[0]["metrics"]
+    assert metrics["dir"] == folder  # written in place, not staged and sent
+    assert metrics["logdir"] == tensorboard.trial_logdir(result.run_dir, trial)
     token = open(os.path.join(result.run_dir, TOKEN_FILE)).read()
     assert shares_disk(result.run_dir, token) and not shares_disk(result.run_dir, "0" * 32)
     assert not shares_disk(str(tmp_path / "elsewhere"), token)
