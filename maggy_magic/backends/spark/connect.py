@@ -1,0 +1,339 @@
+"""``SparkConnectBackend``: the spark backend on a Spark Connect session (no SparkContext).
+
+The same long-running worker tasks as :class:`~.backend.SparkBackend`, launched through the
+DataFrame API: one row per worker, ``mapInArrow`` (``barrier=True`` in barrier mode) over
+``spark.range(W, numPartitions=W)``, collected in a background thread under a tag of this
+run (``addTag``); ``stop`` and ``cancel`` interrupt that tag. Each task runs
+:func:`.task.serve` (or :func:`.task.serve_barrier`) and returns its summary as one JSON
+string. maggy_magic ships as a Connect artifact (``addArtifacts(..., pyfile=True)``) when
+an executor cannot import this version; what it can import is probed by a tiny
+``mapInArrow`` job whose function uses only the standard library and pyarrow (which every
+Connect executor has).
+
+What Connect does not offer and this backend therefore does not do: killing one task
+attempt (a worker the driver gave up on keeps its task until the run ends; its trial is
+retried on another worker), per-task status (the start watcher only times out).
+
+The driver's address for the executors is this machine's address on the route to the
+Connect server (what the server and its executors see), unless ``driver_host`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import threading
+import uuid
+from typing import Any, Dict, List, Optional
+
+import maggy_magic
+
+from ...errors import ConfigError, ExperimentFailed
+from ...logs import logger
+from ..base import Backend, Launch
+from .context import expected_slots
+from .failures import spark_error
+from .ship import PACKAGE, package_zip
+from .task import REFUSED, TaskSetup
+
+#: After interrupting, how long ``stop`` waits for the collect to return.
+CANCEL_WAIT = 30.0
+_known_lock = threading.Lock()
+#: (session id, what) -> answer: probe results and artifacts already added.
+_known: Dict[tuple, Any] = {}
+
+
+def is_connect_session(obj: Any) -> bool:
+    """Whether ``obj`` is a Spark Connect SparkSession (without importing Connect)."""
+    return type(obj).__module__.startswith("pyspark.sql.connect")
+
+
+def active_connect_session(remote: Optional[str] = None) -> Any:
+    """The Connect session to use: one for ``remote`` (``sc://host:port``), else the active
+    session if it is a Connect one, else None."""
+    from pyspark.sql import SparkSession
+
+    if remote is not None:
+        if not str(remote).startswith("sc://"):
+            raise ConfigError(f"spark backend option remote must be a Spark Connect URL "
+                              f"such as sc://host:15002, got {remote!r}")
+        try:
+            return SparkSession.builder.remote(str(remote)).getOrCreate()
+        except ImportError as exc:
+            raise ConfigError(f"a Spark Connect session needs the Connect client "
+                              f"({exc.name or exc} is missing); install "
+                              "maggy-magic[connect]") from None
+    active = SparkSession.getActiveSession()
+    return active if is_connect_session(active) else None
+
+
+def connect_slots(session: Any) -> int:
+    """Task slots the session's settings promise (``spark.master``, executor instances ×
+    cores); at least 1."""
+    conf = session.conf
+    master = str(conf.get("spark.master", "") or "")
+    return max(expected_slots(master, conf), 1)
+
+
+def local_address_towards(session: Any) -> str:
+    """This machine's address on the route to the Connect server (no packet is sent)."""
+    client = session.client
+    host = getattr(client, "host", None) or "127.0.0.1"
+    port = int(getattr(client, "port", None) or 15002)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((socket.gethostbyname(host), port))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+# -- what runs on the executors ----------------------------------------------------------
+def serve_arrow(setup: TaskSetup, barrier: bool, batches: Any) -> Any:
+    """``mapInArrow`` body: the partition's worker loop; yields its summary as JSON."""
+    import pyarrow
+    from pyspark import TaskContext
+
+    from .task import serve, serve_barrier
+
+    for _ in batches:  # the one input row (the worker id is the partition id)
+        pass
+    if barrier:
+        summaries = serve_barrier(setup, iter(()))
+    else:
+        summaries = serve(setup, TaskContext.get().partitionId(), iter(()))
+    for summary in summaries:
+        yield pyarrow.RecordBatch.from_pylist([{"summary": json.dumps(summary)}])
+
+
+def _probe_function(names: List[str]):
+    """A ``mapInArrow`` function, stdlib and pyarrow only, answering which of ``names``
+    the executor's Python can import (without importing them) and their ``__version__``."""
+
+    def probe(batches: Any) -> Any:
+        import importlib.util
+        import json as _json
+        import re as _re
+
+        import pyarrow as _pa
+
+        for _ in batches:
+            pass
+        found = {}
+        for module in names:
+            try:
+                spec = importlib.util.find_spec(module)
+            except Exception:  # noqa: BLE001 - a parent package failed to import
+                spec = None
+            version = None
+            if spec is not None and spec.loader is not None and "." not in module:
+                try:
+                    source = spec.loader.get_source(module) or ""
+                    match = _re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", source,
+                                       _re.M)
+                    version = match.group(1) if match else None
+                except Exception:  # noqa: BLE001 - no source (compiled only)
+                    pass
+            found[module] = [spec is not None, version]
+        yield _pa.RecordBatch.from_pylist([{"answer": _json.dumps(found)}])
+
+    return probe
+
+
+def probe_connect(session: Any, names: List[str]) -> Dict[str, tuple]:
+    """``name -> (importable, version)`` as one executor of ``session`` sees them."""
+    rows = session.range(1, numPartitions=1).mapInArrow(
+        _probe_function(list(names)), "answer string").collect()
+    return {name: (bool(ok), version)
+            for name, (ok, version) in json.loads(rows[0]["answer"]).items()}
+
+
+class SparkConnectBackend(Backend):
+    """Workers are long-running tasks of one DataFrame job on a Spark Connect session.
+
+    Options as :class:`~.backend.SparkBackend`'s that apply here: ``barrier``, ``ship``
+    (``auto``/``always``/``never``), ``start_timeout``. Thread safety: ``start``/``stop``
+    from the experiment's thread, ``worker_*`` from the driver's; state under a lock.
+    """
+
+    name = "spark"
+
+    def __init__(self, session: Any, barrier: bool = False, ship: str = "auto",
+                 start_timeout: float = 300.0):
+        self.session = session
+        self.barrier = barrier
+        self.ship = ship
+        self.start_timeout = float(start_timeout)
+        self.tag: Optional[str] = None
+        self.task_results: List[Dict[str, Any]] = []
+        self.shipped: Optional[str] = None
+        self._host = local_address_towards(session)
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self._job_done = threading.Event()
+        self._first_worker = threading.Event()
+        self._launch: Optional[Launch] = None
+
+    def default_workers(self) -> int:
+        return connect_slots(self.session)
+
+    def capacity(self) -> int:
+        return connect_slots(self.session)
+
+    def driver_host(self) -> str:
+        return self._host
+
+    def start(self, launch: Launch) -> None:
+        workers = launch.num_workers
+        if self.barrier and workers > connect_slots(self.session):
+            raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
+                              f"cluster has {connect_slots(self.session)} task slot(s); set "
+                              "workers <= that or add executors")
+        self._launch = launch
+        by_value = self._prepare([_module_of(launch.function)])
+        setup = TaskSetup(launch.host, launch.port, launch.secret,
+                          pickle_function(launch.function, by_value),
+                          maggy_magic.__version__, launch.extras,
+                          fingerprint=launch.fingerprint)
+        run_id = os.path.basename(os.path.normpath(launch.run_dir))
+        self.tag = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
+        frame = self.session.range(workers, numPartitions=workers).mapInArrow(
+            functools.partial(serve_arrow, setup, self.barrier), "summary string",
+            barrier=self.barrier)
+        self._thread = threading.Thread(target=self._run_job, args=(frame,),
+                                        name="maggy-connect-job", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self._watch_start, name="maggy-connect-start",
+                         daemon=True).start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Wait up to ``grace`` s for the tasks to end, then interrupt the run's tag."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._first_worker.set()
+        if thread is None:
+            return
+        if not self._job_done.wait(grace):
+            self.cancel()
+            self._job_done.wait(CANCEL_WAIT)
+        thread.join(CANCEL_WAIT)
+
+    def cancel(self) -> None:
+        if self.tag is not None:
+            self.session.interruptTag(self.tag)
+
+    def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
+        self._first_worker.set()
+
+    def worker_lost(self, worker_id: str) -> None:
+        logger(__name__).info("worker %s lost: Spark Connect cannot kill its task alone; it "
+                              "ends with the run", worker_id)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"backend": self.name, "connect": True, "barrier": self.barrier,
+                "master": str(self.session.conf.get("spark.master", "") or "")}
+
+    # -- internals ------------------------------------------------------------------------
+    def _prepare(self, modules: List[Optional[str]]) -> List[str]:
+        """Ship maggy_magic if needed; the subset of ``modules`` executors cannot import."""
+        sid = self.session.session_id
+        extra = [m for m in dict.fromkeys(modules) if m and m != "__main__"]
+        with _known_lock:
+            unknown = [m for m in [PACKAGE] + extra if (sid, m) not in _known]
+        if unknown:
+            try:
+                answers = probe_connect(self.session, unknown)
+            except Exception as exc:  # noqa: BLE001 - one line below
+                raise ExperimentFailed(f"the Spark Connect job probing the executors failed: "
+                                       f"{spark_error(exc)}") from None
+            with _known_lock:
+                _known.update({(sid, name): answer for name, answer in answers.items()})
+        with _known_lock:
+            importable, version = _known[(sid, PACKAGE)]
+        if self.ship == "always" or (self.ship == "auto" and (
+                not importable or version != maggy_magic.__version__)):
+            self._ship(sid)
+        with _known_lock:
+            return [m for m in extra if not _known[(sid, m)][0]]
+
+    def _ship(self, sid: str) -> None:
+        path = package_zip()
+        key = (sid, "zip:" + os.path.basename(path))
+        with _known_lock:
+            done = key in _known
+            _known[key] = True
+            _known[(sid, PACKAGE)] = (True, maggy_magic.__version__)
+        if not done:
+            self.session.addArtifacts(path, pyfile=True)
+        self.shipped = path
+
+    def _run_job(self, frame: Any) -> None:
+        error: Optional[BaseException] = None
+        try:
+            with self._lock:
+                if self._stopping:
+                    return
+            self.session.addTag(self.tag)
+            try:
+                rows = frame.collect()
+            finally:
+                self.session.removeTag(self.tag)
+            self.task_results = [json.loads(row["summary"]) for row in rows]
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver below
+            error = exc
+        finally:
+            self._job_done.set()
+        launch = self._launch
+        with self._lock:
+            if self._stopping or launch is None:
+                return
+        if error is not None:
+            launch.fail(f"the Spark Connect job running the workers failed: "
+                        f"{spark_error(error)}")
+        elif [r for r in self.task_results if r.get("exit") == REFUSED]:
+            launch.fail(f"Spark worker tasks found nothing listening at the driver's address "
+                        f"{launch.host}:{launch.port}; set driver_host to this machine's "
+                        "address as the executors see it")
+        else:
+            launch.fail("every Spark worker task ended before the experiment did (the driver "
+                        "dropped their connections; see the worker_lost events)")
+
+    def _watch_start(self) -> None:
+        if self._first_worker.wait(self.start_timeout):
+            return
+        launch = self._launch
+        with self._lock:
+            if self._stopping or self._job_done.is_set() or launch is None:
+                return
+        launch.fail(f"no Spark worker task started within {self.start_timeout:g} s on the "
+                    "Spark Connect session; check that executors are running and free, or "
+                    "raise start_timeout")
+        self.cancel()
+
+
+def _module_of(fn: Any) -> Optional[str]:
+    return getattr(getattr(fn, "func", fn), "__module__", None)
+
+
+def pickle_function(fn: Any, by_value: List[str]) -> bytes:
+    """``fn`` pickled by ``pyspark.cloudpickle``, the modules in ``by_value`` by value."""
+    import sys
+
+    from pyspark import cloudpickle
+
+    added = []
+    try:
+        for name in by_value:
+            module = sys.modules.get(name)
+            if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        return cloudpickle.dumps(fn)
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)

@@ -1,0 +1,267 @@
+"""The spark backend on a Spark Connect session: a real Connect server started from
+pyspark's own script on ``local-cluster[2,1,1024]`` (``tests/connect_server.py``), whose
+executors cannot import maggy_magic or this module; the client is this process.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import journal
+from connect_server import ConnectServer
+
+from maggy_magic import (
+    AblationConfig,
+    ConfigError,
+    ExperimentFailed,
+    HyperparameterOptConfig,
+    Searchspace,
+    experiment,
+)
+from maggy_magic.trial import Trial
+
+pytestmark = pytest.mark.slow
+
+#: Hang guard, not a speed bound.
+HANG_GUARD = 90.0
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark import SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:  # a classic session of another module: not this one's
+        active.stop()
+    with ConnectServer() as server:
+        session = server.session()
+        yield session
+        session.stop()
+
+
+def config(**kwargs):
+    kwargs.setdefault("searchspace", Searchspace(x=("DOUBLE", [0.0, 1.0])))
+    kwargs.setdefault("es_policy", "none")
+    kwargs.setdefault("workers", 2)
+    kwargs.setdefault("seed", 1)
+    kwargs.setdefault("hb_interval", 0.1)
+    return HyperparameterOptConfig(backend="spark", **kwargs)
+
+
+def parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def executor_jvm(pid):
+    while pid > 1:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"CoarseGrainedExecutorBackend" in handle.read():
+                return pid
+        pid = parent_pid(pid)
+    raise AssertionError("not a process of a Spark executor")
+
+
+def curve(x, reporter):
+    import time
+
+    for step in range(15):
+        reporter.broadcast(x * (step + 1), step)
+        time.sleep(0.05)
+    return x * 15
+
+
+def test_the_backend_is_the_connect_one_and_ships_itself(spark):
+    from maggy_magic.backends import get_backend
+    from maggy_magic.backends.spark.connect import SparkConnectBackend, probe_connect
+
+    backend = get_backend("spark")
+    assert isinstance(backend, SparkConnectBackend) and backend.session is spark
+    assert backend.default_workers() == 2 and backend.driver_host() == "127.0.0.1"
+    assert probe_connect(spark, ["maggy_magic", "test_connect", "textwrap"]) == {
+        "maggy_magic": (False, None), "test_connect": (False, None), "textwrap": (True, None)}
+
+
+def test_hpo_with_early_stopping_and_live_prints(spark, tmp_path):
+    seen = str(tmp_path)
+
+    def chatty(x, reporter):
+        import os
+        import time
+
+        trial = reporter.get_trial_id()
+        print(f"hello from trial {trial}")
+        shown, step = os.path.join(seen, f"shown-{trial}"), 0
+        deadline = time.time() + 60
+        while not os.path.exists(shown) and time.time() < deadline:
+            reporter.broadcast(x, step)
+            step += 1
+            time.sleep(0.05)
+        return {"metric": x, "streamed": 1.0 if os.path.exists(shown) else 0.0}
+
+    def show(event):
+        if event["type"] == "log" and any("hello from trial" in line
+                                          for line in event["lines"]):
+            open(os.path.join(seen, f"shown-{event['trial']}"), "w").close()
+
+    result = experiment.lagom(chatty, config(num_trials=4), listeners=[show])
+    assert result.num_finished == 4
+    assert all(t["metrics"]["streamed"] == 1.0 for t in result.trial_records)
+
+    stopped = experiment.lagom(curve, config(num_trials=12, es_policy="median", es_min=4,
+                                             es_interval=0.2))
+    records = stopped.trial_records
+    assert stopped.state == "finished" and len(records) == 12
+    assert [t for t in records if t["state"] == Trial.EARLY_STOPPED]
+    workers = {e["worker"] for e in journal(stopped.run_dir) if e["type"] == "trial_started"}
+    assert workers == {"0", "1"}
+
+
+def stubborn(x):
+    import time
+
+    time.sleep(60)  # deaf to stop requests: only interrupting the job ends it
+    return x
+
+
+def test_stop_interrupts_the_job_by_its_tag(spark):
+    handles, started, pids = {}, [], []
+
+    def stopper(event):
+        if event["type"] == "worker_joined":
+            pids.append(event["pid"])
+        elif event["type"] == "trial_started":
+            started.append(event)
+            if len(started) == 2:
+                handles["driver"].request_stop("test stops the run")
+
+    begun = time.monotonic()
+    result = experiment.run(stubborn, config(num_trials=4, stop_grace=1.0),
+                            listeners=[stopper],
+                            on_driver=lambda d, b: handles.update(driver=d, backend=b))
+    assert result.state == "stopped"
+    assert time.monotonic() - begun < 60  # the 60 s trials were cut short
+    assert not any(t["state"] == Trial.FINISHED for t in result.trial_records)
+    assert handles["backend"]._job_done.is_set()
+    deadline = time.monotonic() + HANG_GUARD
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+def test_an_executor_killed_mid_trial_reruns_its_task_and_retries_the_trial(spark, tmp_path):
+    gate = str(tmp_path / "hold")
+    open(gate, "w").close()
+
+    def held(x, reporter):
+        import os
+        import time
+
+        deadline, step = time.time() + 120, 0
+        while step < 5 or (os.path.exists(gate) and time.time() < deadline):
+            reporter.broadcast(x, step)
+            step += 1
+            time.sleep(0.1)
+        return x
+
+    pids, joins, killed, started = {}, {}, {}, []
+
+    def killer(event):
+        if event["type"] == "worker_joined":
+            pids[event["worker"]] = event["pid"]
+            joins[event["worker"]] = joins.get(event["worker"], 0) + 1
+            if killed and joins.get(killed["worker"]) == 2 and os.path.exists(gate):
+                os.unlink(gate)
+        elif event["type"] == "trial_started":
+            started.append(event)
+        elif event["type"] == "metric" and len(started) >= 2 and not killed \
+                and event["trial"] == started[1]["trial"]:
+            worker = started[1]["worker"]
+            killed.update(worker=worker, trial=event["trial"], jvm=executor_jvm(pids[worker]))
+            os.kill(killed["jvm"], signal.SIGKILL)
+
+    result = experiment.lagom(held, config(num_trials=6), listeners=[killer])
+    assert killed and not os.path.exists(gate), "the killed worker never registered again"
+    assert result.state == "finished" and result.num_finished == 6
+    trial = next(t for t in result.trial_records if t["trial"] == killed["trial"])
+    assert trial["retries"] == 1 and trial["state"] == Trial.FINISHED
+    lost = [e["worker"] for e in journal(result.run_dir) if e["type"] == "worker_lost"]
+    assert lost == [killed["worker"]]
+
+
+def kept_features(ablated_features):
+    """The study's dataset: the names of the features left in."""
+    return [f for f in ("a", "b") if f not in (ablated_features or [])]
+
+
+def count_kept(dataset_function, component):
+    print(f"component {component}")
+    return {"metric": float(len(dataset_function()))}
+
+
+def test_an_ablation_study_on_connect(spark):
+    from maggy_magic import AblationStudy
+
+    study = AblationStudy("d", 1, "y", dataset_generator=kept_features)
+    study.features.include("a", "b")
+    result = experiment.lagom(count_kept, AblationConfig(study, backend="spark",
+                                                         hb_interval=0.1, workers=2))
+    assert result.state == "finished" and result.num_finished == 3  # base + each feature
+    metrics = sorted(t["value"] for t in result.trial_records)
+    assert metrics == [1.0, 1.0, 2.0]
+
+
+def test_barrier_workers_run_a_torch_gang(spark):
+    import torch
+
+    from maggy_magic import TorchDistributedConfig
+
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    data = torch.utils.data.TensorDataset(x, x.sum(dim=1))
+    result = experiment.lagom(_torch_steps, TorchDistributedConfig(
+        module=torch.nn.Linear(3, 1), dataset=[data], hparams={"lr": 0.1}, workers=2,
+        backend="spark", backend_options={"barrier": True}, hb_interval=0.2))
+    assert result.state == "finished" and result.metrics["world"] == 2.0
+
+
+def _torch_steps(module, train_set, lr):
+    import torch
+    import torch.distributed as dist
+
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    loss = None
+    for x, y in torch.utils.data.DataLoader(train_set, batch_size=8):
+        loss = torch.nn.functional.mse_loss(module(x).squeeze(-1), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"metric": -loss.item(), "world": float(dist.get_world_size())}
+
+
+def test_classic_only_options_with_a_connect_session_are_one_line_errors(spark):
+    with pytest.raises(ConfigError, match="apply only to a classic session") as info:
+        experiment.lagom(curve, config(num_trials=1,
+                                       backend_options={"conf": {"a": "b"}}))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="must be a Spark Connect URL"):
+        experiment.lagom(curve, config(num_trials=1,
+                                       backend_options={"remote": "http://x"}))
+
+
+def test_a_driver_the_executors_cannot_reach_fails_in_one_line(spark):
+    # nothing listens where the workers are told to connect: a loopback port of this host
+    # that the driver does not own
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        unused = sock.getsockname()[1]
+    begun = time.monotonic()
+    with pytest.raises(ExperimentFailed) as info:
+        experiment.lagom(curve, config(num_trials=2, driver_host="127.0.0.1",
+                                       driver_port=str(unused), driver_bind="127.0.0.2"))
+    assert "\n" not in str(info.value) and f"127.0.0.1:{unused}" in str(info.value)
+    assert time.monotonic() - begun < HANG_GUARD
+    assert threading.active_count() < 200
