@@ -14,9 +14,11 @@ rank, started together by the driver. Inside each rank's trial the framework run
 - ``addresses()``: ``"host:port"`` of every rank in rank order, each rank having reserved a
   free port on its own host (what ``TF_CONFIG`` and ``MASTER_ADDR``/``MASTER_PORT`` need);
   ``local_rank`` and ``local_world_size`` (ranks on the same host) come with it;
-- checkpoints: ``checkpoint_dir`` (shared by every rank and every attempt), the chief's
+- checkpoints: ``checkpoint_dir`` (the same folder for every rank and attempt; on a host
+  that does not share the driver's disk, the default one is a local folder whose recorded
+  checkpoints are relayed, see :mod:`.checkpoints`), the chief's
   ``record_checkpoint(path)`` (a restart resumes from the last recorded one) and
-  ``resume_from`` (that path for a restarted attempt, else None).
+  ``resume_from`` (a local copy of that checkpoint for a restarted attempt, else None).
 
 Stdlib only: this module is imported on every worker, whatever the framework.
 """
