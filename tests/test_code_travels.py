@@ -147,6 +147,16 @@ def test_packages_in_site_folders_or_pip_targets_count_as_installed(code, tmp_pa
     assert list(needs.local) == ["helper_i"] and needs.installed == ["inst_a", "inst_b"]
 
 
+def test_the_notebook_is_never_shipped_even_with_a_main_file_on_the_path(code, monkeypatch):
+    import types
+
+    code({"__main__.py": "print('a script')\n", "helper_m.py": ""})
+    notebook = types.ModuleType("__main__")  # a kernel's: no spec, no file
+    monkeypatch.setitem(sys.modules, "__main__", notebook)
+    train = cell("import helper_m\ndef train(x):\n    return helper_m\n")
+    assert list(find_needs(train).local) == ["helper_m"]
+
+
 def test_the_function_of_a_local_module_ships_that_module(code):
     code({"experiment_j.py": "import helper_j\ndef train(x):\n    return helper_j.V\n",
           "helper_j.py": "V = 1\n"})
@@ -169,6 +179,17 @@ def test_the_zip_is_named_by_its_contents_and_rebuilt_when_they_change(code):
     (folder / "helper_k.py").write_text("V = 2\n")
     (second,) = code_zips(find_needs(train))
     assert second != first
+
+
+def test_a_compiled_local_module_is_named_not_zipped(code):
+    import importlib.machinery
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    code({f"fast_n{suffix}": "not really compiled", "helper_n.py": "import fast_n\n"})
+    train = cell("def train(x):\n    import helper_n\n")  # nothing imported here
+    needs = find_needs(train)
+    assert list(needs.local) == ["helper_n"] and needs.unshippable == ["fast_n"]
+    assert zip_names(needs) == ["helper_n.py"]
 
 
 def test_nothing_local_builds_no_zip():

@@ -23,6 +23,7 @@ import maggy_magic
 
 from ...codeship import code_zips, find_needs, store_zip, zip_bytes
 from ...errors import ConfigError
+from ...logs import logger
 
 PACKAGE = "maggy_magic"
 _cache_lock = threading.Lock()
@@ -163,6 +164,10 @@ class Shipper:
             raise ConfigError(missing_message(missing))
         if self.needs is not None:
             self.code = [self._add(app, path) for path in code_zips(self.needs)]
+            if self.needs.unshippable:
+                logger(__name__).warning(
+                    "local module(s) %s have no Python source and cannot travel to the "
+                    "executors in a zip; install them there", ", ".join(self.needs.unshippable))
         ship = self.mode == "always"
         if self.mode == "auto":
             with _cache_lock:
