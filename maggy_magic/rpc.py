@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnsendableValueError
@@ -294,8 +295,9 @@ class Client:
     """
 
     def __init__(self, host: str, port: int, secret: bytes, timeout: float = 30.0,
-                 fingerprint: Optional[str] = None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 fingerprint: Optional[str] = None, budget: Optional[float] = None):
+        self.sock = connect((host, port), timeout, budget)
+        self.sock.settimeout(max(timeout, 30.0))  # the TLS handshake may wait on a busy driver
         if fingerprint:
             self.sock = _pinned_tls(self.sock, fingerprint)
         self.sock.settimeout(None)
@@ -342,6 +344,30 @@ class Client:
                 closer()
             except OSError:
                 pass
+
+
+def connect(address: Tuple[str, int], timeout: float,
+            budget: Optional[float] = None) -> socket.socket:
+    """A TCP connection to ``address``, each attempt given ``timeout`` seconds. With
+    ``budget``, an attempt that fails in a way that may pass (timeout, no route, unknown
+    host) is repeated until ``budget`` seconds have gone by; a refusal is final at once."""
+    if budget is None:
+        return socket.create_connection(address, timeout=timeout)
+    deadline = time.monotonic() + budget
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return socket.create_connection(address, timeout=max(0.5, min(timeout, left)))
+        except ConnectionRefusedError:
+            raise
+        except OSError:
+            if deadline - time.monotonic() <= CONNECT_PAUSE:
+                raise
+            time.sleep(CONNECT_PAUSE)
+
+
+#: Pause between connection attempts within a budget.
+CONNECT_PAUSE = 1.0
 
 
 def _pinned_tls(sock: socket.socket, fingerprint: str) -> ssl.SSLSocket:

@@ -87,7 +87,8 @@ class WorkerLoop:
 
     def __init__(self, load: Callable[[], Callable], worker_id: str, host: str, port: int,
                  secret: bytes, *, on_driver_lost: str = "return", fingerprint: Any = None,
-                 extras: Optional[Dict[str, Any]] = None, route_output: bool = True):
+                 extras: Optional[Dict[str, Any]] = None, route_output: bool = True,
+                 connect: Optional[Dict[str, float]] = None):
         self.load = load
         self.worker_id = worker_id
         self.address = (host, port)
@@ -95,6 +96,9 @@ class WorkerLoop:
         self.on_driver_lost = on_driver_lost
         self.extras = extras or {}
         self.route_output = route_output
+        #: How to reach the driver: ``timeout`` per attempt, ``budget`` for all attempts
+        #: (see :func:`maggy_magic.rpc.connect`); default one attempt of 30 s.
+        self.connect = dict(connect or {})
         self.outbox = Outbox()
         self.current_trial: Optional[str] = None
         self.reporter: Optional[Reporter] = None
@@ -127,7 +131,8 @@ class WorkerLoop:
 
     def run(self) -> int:
         """Serve trials; returns the number of trials run."""
-        self._client = rpc.Client(*self.address, self.secret, fingerprint=self.fingerprint)
+        self._client = rpc.Client(*self.address, self.secret, fingerprint=self.fingerprint,
+                                  **self.connect)
         self._client.hello({"type": "register", "worker": self.worker_id,
                             "host": socket.gethostname(), "pid": os.getpid()})
         reader = threading.Thread(target=self._read, name="maggy-reader", daemon=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import sys
 import threading
 import time
@@ -30,13 +29,15 @@ import maggy_magic
 from ...errors import ConfigError, ExperimentFailed, did_you_mean
 from ...logs import logger
 from ..base import Backend, Launch
-from .context import require_pyspark, resolve_context, task_slots
+from .context import dynamic_slots, require_pyspark, resolve_context, task_slots
 from .failures import spark_error
 from .ship import Shipper
-from .task import REFUSED, TaskSetup, serve, serve_barrier
+from .task import REFUSED, UNREACHABLE, ListParam, TaskSetup, serve, serve_barrier
 
 #: After cancelling, how long ``stop`` waits for Spark to report the job ended.
 CANCEL_WAIT = 30.0
+#: How often the start watcher looks for tasks that could not reach the driver.
+WATCH_INTERVAL = 0.5
 #: Keys of ``backend_options`` this backend understands.
 OPTIONS = ("spark", "master", "barrier", "ship", "conf", "app_name", "start_timeout")
 
@@ -63,6 +64,8 @@ class SparkBackend(Backend):
     """
 
     name = "spark"
+    #: The setting the driver's advertised address comes from unless driver_host is given.
+    host_setting = "spark.driver.host"
 
     def __init__(self, spark: Any = None, master: Optional[str] = None, barrier: bool = False,
                  ship: str = "auto", conf: Optional[Dict[str, Any]] = None,
@@ -89,8 +92,16 @@ class SparkBackend(Backend):
         if str(self.sc.getConf().get("spark.speculation", "false")).lower() == "true":
             raise ConfigError("the spark backend runs long-lived worker tasks that Spark must "
                               "not duplicate; set spark.speculation=false for this session")
-        self._host = _listenable(self.sc.getConf().get("spark.driver.host", None)
-                                 or "127.0.0.1")
+        #: Task slots dynamic allocation may grow to (0: no limit), None when it is off.
+        self.dynamic = dynamic_slots(self.sc.master, self.sc.getConf())
+        if self.barrier and self.dynamic is not None:
+            raise ConfigError("Spark refuses barrier stages under dynamic allocation "
+                              "(BarrierJobRunWithDynamicAllocationException); set "
+                              "spark.dynamicAllocation.enabled=false for this session, or "
+                              "run without barrier=True")
+        # where the driver listens is checked with the run options (driver_bind...)
+        self._host = self.sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
+        self._notices: Any = None  # the accumulator of tasks that could not reach the driver
         self.job_group: Optional[str] = None
         #: Per-task summaries of the finished job (worker, attempt, pid, trials, exit).
         self.task_results: List[Dict[str, Any]] = []
@@ -106,11 +117,25 @@ class SparkBackend(Backend):
 
     # -- the contract ---------------------------------------------------------------------
     def default_workers(self) -> int:
-        """The cluster's task slots (executors x cores / spark.task.cpus), at least 1."""
+        """The cluster's task slots (executors x cores / spark.task.cpus), at least 1; under
+        dynamic allocation those of maxExecutors executors, or the slots up now when
+        maxExecutors sets no limit."""
+        if self.dynamic:
+            return self.dynamic
+        if self.dynamic == 0:
+            slots = task_slots(self.sc)
+            logger(__name__).warning(
+                "dynamic allocation without spark.dynamicAllocation.maxExecutors: using the "
+                "%d task slot(s) up now; set workers (--workers) or maxExecutors", slots)
+            return slots
         return task_slots(self.sc)
 
-    def capacity(self) -> int:
-        """The cluster's task slots: more workers than that cannot run at once."""
+    def capacity(self) -> Optional[int]:
+        """The cluster's task slots: more workers than that cannot run at once (under
+        dynamic allocation: maxExecutors' slots, None without a limit; workers join as
+        executors arrive)."""
+        if self.dynamic is not None:
+            return self.dynamic or None
         return task_slots(self.sc)
 
     def driver_host(self) -> str:
@@ -140,6 +165,7 @@ class SparkBackend(Backend):
                           _pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
+        setup.notices = self._notices = self.sc.accumulator([], ListParam())
         setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         rdd = self.sc.parallelize(range(workers), workers)
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
@@ -257,24 +283,47 @@ class SparkBackend(Backend):
             launch.fail(f"the Spark job running the workers failed: {spark_error(error)}")
             return
         refused = [r for r in self.task_results if r.get("exit") == REFUSED]
-        if refused:
+        unreachable = [r for r in self.task_results if r.get("exit") == UNREACHABLE]
+        if unreachable:
+            launch.fail(self._unreachable(launch, [r["reason"] for r in unreachable]))
+        elif refused:
             launch.fail(f"{len(refused)} Spark worker task(s) found nothing listening at the "
-                        f"driver's address {launch.host}:{launch.port}; set spark.driver.host "
-                        "to this machine's address as the executors see it")
+                        f"driver's address {launch.host}:{launch.port}; set driver_host "
+                        "(--driver-host) or spark.driver.host to this machine's address as "
+                        "the executors see it")
         else:
             launch.fail("every Spark worker task ended before the experiment did (the driver "
                         "dropped their connections; see the worker_lost events)")
 
     def _watch_start(self) -> None:
-        if self._first_worker.wait(self.start_timeout):
+        """Fail the run when no worker registered within ``start_timeout``, or at once
+        when a task could not reach the driver before any worker registered."""
+        deadline = time.monotonic() + self.start_timeout
+        reasons: List[str] = []
+        while not self._first_worker.wait(WATCH_INTERVAL):
+            reasons = list(self._notices.value) if self._notices is not None else []
+            if reasons or time.monotonic() > deadline:
+                break
+        else:
             return
         launch = self._launch
         with self._lock:
-            if self._stopping or self._job_done.is_set() or launch is None:
+            if self._stopping or self._registered or self._job_done.is_set() or \
+                    launch is None:
                 return
+        if reasons:
+            self.cancel()  # the other tasks would only wait out their attempts too
+            launch.fail(self._unreachable(launch, reasons))
+            return
         launch.fail(f"no Spark worker task started within {self.start_timeout:g} s (the "
                     f"cluster has {task_slots(self.sc)} task slot(s) now); check that "
                     "executors are running and free, or raise start_timeout")
+
+    def _unreachable(self, launch: Launch, reasons: List[str]) -> str:
+        return (f"{len(reasons)} Spark worker task(s) could not reach the driver at "
+                f"{launch.host}:{launch.port} ({reasons[0]}); set driver_host (--driver-host) "
+                "or spark.driver.host to an address of this machine that the executors can "
+                "reach (and driver_bind (--driver-bind) to where it listens, e.g. 0.0.0.0)")
 
     def _kill_attempts(self, partition: int, registered: float) -> None:
         try:
@@ -303,18 +352,6 @@ class SparkBackend(Backend):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _listenable(host: str) -> str:
-    """``host``, checked: the driver listens there, so it must be this machine's address."""
-    try:
-        with socket.create_server((host, 0)):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"spark.driver.host is {host!r}, where this machine cannot listen "
-                          f"({exc.strerror or type(exc).__name__}); set spark.driver.host to "
-                          "this machine's address as the executors see it") from None
-    return host
-
-
 def _module_of(fn: Any) -> Optional[str]:
     return getattr(getattr(fn, "func", fn), "__module__", None)
 

@@ -4,7 +4,8 @@
 ``spark=`` backend option (a SparkSession or SparkContext), the active SparkSession /
 SparkContext, or a session it creates from ``master=`` (e.g. ``"local-cluster[2,1,1024]"``)
 with :data:`SESSION_DEFAULTS` (console progress bar off, task retries allowed).
-``task_slots(sc)`` and ``expected_slots(master, conf)`` count the cluster's task slots.
+``task_slots(sc)`` and ``expected_slots(master, conf)`` count the cluster's task slots;
+``dynamic_slots(master, conf)`` those dynamic allocation may grow it to.
 ``require_pyspark()`` turns a missing pyspark into a
 :class:`~maggy_magic.errors.ConfigError` that says what to install. pyspark is imported
 only inside these functions.
@@ -102,6 +103,25 @@ def task_slots(sc: Any) -> int:
     except Exception:  # noqa: BLE001 - an internal API; fall back on the configuration
         pass
     return max(live, expected_slots(sc.master, sc.getConf()), 1)
+
+
+#: ``spark.dynamicAllocation.maxExecutors`` when it is not set: no limit.
+UNBOUNDED = 2 ** 31 - 1
+
+
+def dynamic_slots(master: str, conf: Any) -> Optional[int]:
+    """With dynamic allocation on (Spark ignores it on ``local[N]`` masters), the task
+    slots of ``spark.dynamicAllocation.maxExecutors`` executors (``spark.executor.cores``,
+    1 when unset, each), or 0 when maxExecutors sets no limit; None when it is off."""
+    enabled = str(conf.get("spark.dynamicAllocation.enabled", "false")).strip().lower()
+    if enabled != "true" or re.fullmatch(r"local(\[.*\])?", master.strip()):
+        return None
+    task_cpus = max(1, int(conf.get("spark.task.cpus", "1") or 1))
+    cores = int(conf.get("spark.executor.cores", "1") or 1)
+    most = int(conf.get("spark.dynamicAllocation.maxExecutors", str(UNBOUNDED)) or UNBOUNDED)
+    if most >= UNBOUNDED:
+        return 0
+    return max(1, most * cores // task_cpus)
 
 
 def expected_slots(master: str, conf: Any) -> int:

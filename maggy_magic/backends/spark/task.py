@@ -16,17 +16,27 @@ import os
 import pickle
 import socket
 import sys
+import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 #: ``exit`` values of a task's summary: the loop ended (driver said shutdown or dropped
-#: the connection), nothing listened at the driver's address, the connection broke at once.
-DONE, REFUSED, BROKEN = "done", "refused", "broken"
+#: the connection), nothing listened at the driver's address, the connection broke at once,
+#: the driver could not be reached (no route, timeout, unknown host: ``reason`` says which).
+DONE, REFUSED, BROKEN, UNREACHABLE = "done", "refused", "broken", "unreachable"
+#: Connecting to the driver: seconds per attempt, and for all attempts. A task that cannot
+#: reach it then ends (successfully, so that Spark does not run it again for minutes) with
+#: exit ``unreachable``, and tells the backend at once through :attr:`TaskSetup.notices`.
+CONNECT = {"timeout": 3.0, "budget": 15.0}
 
 
-class DriverUnreachable(RuntimeError):
-    """A task could not open a connection to the driver (not a refusal: no route, timeout,
-    unknown host). Raised so that Spark reports it; the backend turns it into the run's
-    error message."""
+class ListParam:
+    """Accumulator parameter of a list (what tasks tell the backend before they end)."""
+
+    def zero(self, value: List[Any]) -> List[Any]:
+        return []
+
+    def addInPlace(self, first: List[Any], second: List[Any]) -> List[Any]:  # noqa: N802
+        return first + second
 
 
 class TaskSetup:
@@ -44,6 +54,9 @@ class TaskSetup:
         self.payload = payload
         self.version = version
         self.extras = dict(extras or {})
+        #: A list accumulator (:class:`ListParam`) of the reasons tasks could not reach
+        #: the driver, set by the backend; None: tell only through the summary.
+        self.notices: Any = None
 
     def loader(self) -> Callable[[], Callable]:
         def load() -> Callable:
@@ -105,7 +118,8 @@ def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> 
                "pid": os.getpid(), "host": socket.gethostname(), "trials": 0, "exit": DONE}
     loop = WorkerLoop(setup.loader(), str(index), setup.host, setup.port, setup.secret,
                       on_driver_lost="return", extras=dict(setup.extras, **extras),
-                      fingerprint=getattr(setup, "fingerprint", None))
+                      fingerprint=getattr(setup, "fingerprint", None), connect=CONNECT)
+    started = time.monotonic()
     try:
         summary["trials"] = loop.run()
     except OSError as exc:
@@ -116,8 +130,12 @@ def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> 
         elif isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
             summary["exit"] = BROKEN
         else:
-            raise DriverUnreachable(
-                f"worker {index} on {socket.gethostname()} cannot reach the driver at "
-                f"{setup.host}:{setup.port} ({type(exc).__name__}: {exc}); set "
-                "spark.driver.host to an address the executors can reach") from None
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            summary["exit"] = UNREACHABLE
+            summary["reason"] = (f"worker {index} on {socket.gethostname()} could not reach "
+                                 f"{setup.host}:{setup.port} in "
+                                 f"{time.monotonic() - started:.0f} s ({detail})")
+            notices = getattr(setup, "notices", None)
+            if notices is not None:
+                notices.add([summary["reason"]])
     return summary
