@@ -32,10 +32,8 @@ from __future__ import annotations
 import ast
 import dis
 import functools
-import hashlib
 import importlib.machinery
 import inspect
-import io
 import os
 import site
 import sys
@@ -43,8 +41,6 @@ import sysconfig
 import types
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
-
-from .private_dirs import install_file, private_dir, user_tag
 
 #: Never the user's code: the notebook, this package (it ships itself), Spark's own.
 NEVER = ("__main__", "maggy_magic", "pyspark", "py4j")
@@ -293,11 +289,23 @@ class _Imports(ast.NodeVisitor):
                 self.found.append((f"{base}.{alias.name}", self.depth == 0))
 
 
+def _source_of(name: str, spec: Any) -> Optional[str]:
+    """The module's source: from its loader, or its ``.py`` file when the loader cannot
+    give it (import hooks such as pytest's assertion rewriter have no ``get_source``)."""
+    get_source = getattr(spec.loader, "get_source", None)
+    if get_source is not None:
+        return get_source(name)
+    origin = getattr(spec, "origin", None)
+    if origin and origin.endswith(".py") and os.path.isfile(origin):
+        with open(origin, encoding="utf-8") as handle:
+            return handle.read()
+    return None
+
+
 def _source_imports(name: str, spec: Any) -> List[Tuple[str, bool]]:
     is_package = spec.submodule_search_locations is not None
     try:
-        source = spec.loader.get_source(name) if spec.loader is not None else None
-        tree = ast.parse(source or "")
+        tree = ast.parse(_source_of(name, spec) or "")
     except (ImportError, OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return []
     reader = _Imports(name if is_package else name.rpartition(".")[0])
@@ -359,57 +367,3 @@ def _classify(top: str, roots: Tuple[List[str], List[str]], needs: Needs) -> Opt
     else:
         needs.unshippable.append(top)
     return LOCAL
-
-
-# -- the zip ------------------------------------------------------------------------------
-def zip_bytes(entries: Iterable[Tuple[str, str]]) -> bytes:
-    """A zip of ``(name in the zip, file path)`` entries, in that order: the same bytes
-    for the same contents (fixed timestamps and modes), so its hash names them."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for arcname, path in entries:
-            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with open(path, "rb") as handle:
-                zf.writestr(info, handle.read())
-    return buffer.getvalue()
-
-
-def _entries(local: Dict[str, str]) -> List[Tuple[str, str]]:
-    entries = []
-    for top in sorted(local):
-        path = local[top]
-        if os.path.isfile(path):
-            entries.append((os.path.basename(path), path))
-            continue
-        for folder, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-            for name in sorted(n for n in names if n.endswith(".py")):
-                full = os.path.join(folder, name)
-                rel = os.path.relpath(full, os.path.dirname(path))
-                entries.append(("/".join(rel.split(os.sep)), full))
-    return entries
-
-
-def store_zip(name: str, data: bytes, cache_dir: Optional[str] = None) -> str:
-    """``data`` as the file ``name`` in ``$TMPDIR/maggy-magic-<uid>/zips`` (or
-    ``cache_dir``), folders made or checked by :mod:`maggy_magic.private_dirs`; a file
-    already there is kept only if it holds these bytes."""
-    if cache_dir is None:
-        folder = private_dir(f"maggy-magic-{user_tag()}", "zips")
-    else:
-        folder = private_dir(os.path.basename(os.path.normpath(cache_dir)),
-                             base=os.path.dirname(os.path.abspath(cache_dir)))
-    return install_file(folder, name, data)
-
-
-def code_zips(needs: Needs, cache_dir: Optional[str] = None) -> List[str]:
-    """The zips that carry ``needs``' local modules: one built of their files, named
-    ``code-<sha256 prefix>.zip`` (:func:`store_zip`), then the zips they came from."""
-    built = []
-    if needs.local:
-        data = zip_bytes(_entries(needs.local))
-        name = f"code-{hashlib.sha256(data).hexdigest()[:16]}.zip"
-        built.append(store_zip(name, data, cache_dir))
-    return built + list(needs.archives)

@@ -15,7 +15,8 @@ import zipfile
 import pytest
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
-from maggy_magic.codeship import code_zips, find_needs, kind_of
+from maggy_magic.codeship import find_needs, kind_of
+from maggy_magic.codezip import code_zips
 
 MASTER = "local-cluster[2,1,1024]"
 

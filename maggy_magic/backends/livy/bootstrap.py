@@ -93,7 +93,8 @@ def ship_code(target: Any, fn: Any, timeout: float) -> List[str]:
     each once: uploaded in chunks, hash checked, written next to the package zip, first on
     the driver's ``sys.path`` and ``sc.addPyFile``'d for the executors. Returns the names
     of the zips sent this time."""
-    from ...codeship import code_zips, find_needs
+    from ...codeship import find_needs
+    from ...codezip import code_zips
 
     needs = find_needs(fn)
     sent = []

@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import maggy_magic
 
-from ...codeship import code_zips, find_needs, store_zip, zip_bytes
+from ...codeship import find_needs
+from ...codezip import code_zips, store_zip, zip_bytes
 from ...errors import ConfigError
 from ...logs import logger
 
