@@ -24,6 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run on a standalone cluster of HOSTS namespaced hosts (root)")
 
 
+def connect_server(sc: Any):
+    """A Spark Connect server (the test suite's ``tests/connect_server.py``) on ``sc``'s
+    master: a ``local-cluster`` of the same shape, or the same standalone master with its
+    driver on the same address; a context manager."""
+    sys.path.insert(0, TESTS)
+    from connect_server import ConnectServer
+
+    conf = {}
+    host = sc.getConf().get("spark.driver.host", None)
+    if sc.master.startswith("spark://") and host:
+        conf = {"spark.driver.host": host, "spark.driver.bindAddress": host,
+                "spark.executor.memory": sc.getConf().get("spark.executor.memory", "768m"),
+                "spark.executor.cores": sc.getConf().get("spark.executor.cores", "1")}
+    return ConnectServer(master=sc.master, conf=conf)
+
+
 def open_session(args: argparse.Namespace) -> Tuple[Any, Callable[[], None]]:
     """``(SparkSession, close)`` for ``--master`` or ``--netcluster``."""
     if args.netcluster:

@@ -61,13 +61,13 @@ def slots(sc) -> int:
 
 
 # -- maggy -------------------------------------------------------------------------------
-def run_maggy(n: int, workers: int, root: str) -> Dict[str, Any]:
+def run_maggy(n: int, workers: int, root: str, spark: Any) -> Dict[str, Any]:
     from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 
     config = HyperparameterOptConfig(
         num_trials=n, optimizer="randomsearch", searchspace=Searchspace(x=("DOUBLE", [0, 1])),
         es_policy="none", workers=workers, backend="spark", name="spark-noop", root=root,
-        seed=0)
+        seed=0, backend_options={"spark": spark})
     t0_unix, t0 = time.time(), time.perf_counter()
     result = experiment.lagom(noop, config)
     wall = time.perf_counter() - t0
@@ -97,6 +97,31 @@ def run_sparktrials(spark, n: int, workers: int) -> Dict[str, Any]:
     if done != n:
         raise RuntimeError(f"SparkTrials completed {done} of {n} trials")
     return {"n": n, "wall": wall, "tput": n / wall}
+
+
+# -- Spark Connect -----------------------------------------------------------------------
+def run_connect(spark, n: int, workers: int, root: str) -> Dict[str, Any]:
+    """maggy through a Spark Connect server started on the classic session's master (its
+    own application: same executors shape, same machine), and what SparkTrials does
+    there. The classic session stops first: pyspark holds no Connect session next to a
+    classic one in a process (and on a standalone master its executors hold every core)."""
+    server = clusters.connect_server(spark.sparkContext)
+    spark.stop()
+    with server:
+        session = server.session()
+        try:
+            run_maggy(20, workers, root, session)  # warm-up: shipping, Python workers
+            figures = run_maggy(n, workers, root, session)
+            try:
+                run_sparktrials(session, 2, workers)
+                figures["sparktrials"] = "ran"
+            except Exception as exc:  # noqa: BLE001 - recorded: what SparkTrials does there
+                figures["sparktrials"] = f"fails: {type(exc).__name__}: " + \
+                    str(exc).strip().splitlines()[0][:120]
+        finally:
+            session.stop()
+    figures["master"] = server.master
+    return figures
 
 
 # -- floors ------------------------------------------------------------------------------
@@ -163,6 +188,9 @@ def main(argv: Optional[List[str]] = None, spark=None) -> int:
     parser.add_argument("--hyperopt-trials", type=int, help="default 30; quick 6")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
+    parser.add_argument("--connect", action="store_true",
+                        help="add a Spark Connect row (starts a Connect server, ~30 s; "
+                             "stops the classic session)")
     args = parser.parse_args(argv)
     n_maggy = args.maggy_trials or (300 if args.quick else 3000)
     n_hyper = args.hyperopt_trials or (6 if args.quick else 30)
@@ -197,11 +225,12 @@ def _run(args: argparse.Namespace, spark: Any, n_maggy: int, n_hyper: int,
     p(f"load average before start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
       + ("  (other processes use the CPUs: figures are noisy)" if load[0] > 1.0 else ""))
     try:
-        run_maggy(20, workers, root)  # warm-up: zip shipping, Python workers; not reported
-        m = run_maggy(n_maggy, workers, root)
+        run_maggy(20, workers, root, spark)  # warm-up: zip shipping, Python workers
+        m = run_maggy(n_maggy, workers, root, spark)
         h = run_sparktrials(spark, n_hyper, workers)
         rtt = round_trip(sc, sc.getConf().get("spark.driver.host", "127.0.0.1"), 2000)
         job = job_latency(sc, 10 if args.quick else 30)
+        c = run_connect(spark, n_maggy, workers, root) if args.connect else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ratio_e2e, ratio_steady = m["tput_e2e"] / h["tput"], m["tput_steady"] / h["tput"]
@@ -219,6 +248,14 @@ def _run(args: argparse.Namespace, spark: Any, n_maggy: int, n_hyper: int,
     p(f"  {'maggy spark backend, steady (1st trial_started→run_finished)':<62}{m['n']:>7}"
       f"{m['steady']:>9.2f}{m['tput_steady']:>10.1f}{ratio_steady:>15.0f}x  target >= "
       f"{TARGET_RATIO:.0f}x {verdict(ratio_steady)}")
+    if c is not None:
+        p(f"  {'maggy spark backend on Spark Connect, end-to-end':<62}{c['n']:>7}"
+          f"{c['wall']:>9.2f}{c['tput_e2e']:>10.1f}{c['tput_e2e'] / h['tput']:>15.0f}x  "
+          f"(Connect server on {c['master']})")
+        p(f"  {'maggy spark backend on Spark Connect, steady':<62}{c['n']:>7}"
+          f"{c['steady']:>9.2f}{c['tput_steady']:>10.1f}"
+          f"{c['tput_steady'] / h['tput']:>15.0f}x")
+        p(f"  {'hyperopt SparkTrials on Spark Connect':<62}  {c['sparktrials']}")
     p(f"  {f'hyperopt SparkTrials(parallelism={workers}), fmin':<62}{h['n']:>7}"
       f"{h['wall']:>9.2f}{h['tput']:>10.2f}{1:>15.0f}x  reference")
     p(f"  {'floor: one round trip per trial, W / RTT (RTT %.0f µs)' % (rtt * 1e6):<62}"
@@ -232,7 +269,7 @@ def _run(args: argparse.Namespace, spark: Any, n_maggy: int, n_hyper: int,
     figures = {"workers": workers, "maggy": m, "sparktrials": h, "rtt": rtt,
                "job_latency": job, "ratio_e2e": ratio_e2e, "ratio_steady": ratio_steady,
                "floor_rtt_tput": floor_rtt, "floor_job_tput": floor_job,
-               "target_ratio": TARGET_RATIO}
+               "target_ratio": TARGET_RATIO, "connect": c}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -1,6 +1,6 @@
 """A real Spark Connect server for tests, started from pyspark's own script.
 
-``ConnectServer(master)`` runs ``sbin/start-connect-server.sh --wait`` on a free loopback
+``ConnectServer(master, conf=...)`` runs ``sbin/start-connect-server.sh --wait`` on a free loopback
 port, in a mount namespace of its own where this checkout is hidden (its executors run
 the venv's Python, which then cannot import maggy_magic or the tests: both must travel as
 Connect artifacts), and stops it (the whole process group) on exit. ``url`` is its
@@ -23,8 +23,10 @@ START_GUARD = 180.0
 
 
 class ConnectServer:
-    def __init__(self, master: str = "local-cluster[2,1,1024]", log_dir: str = "/tmp"):
+    def __init__(self, master: str = "local-cluster[2,1,1024]", log_dir: str = "/tmp",
+                 conf: Optional[dict] = None):
         self.master = master
+        self.conf = dict(conf or {})
         self.port = _free_port()
         self.log = os.path.join(log_dir, f"maggy-connect-{self.port}.log")
         self.process: Optional[subprocess.Popen] = None
@@ -45,7 +47,8 @@ class ConnectServer:
                   f"--conf spark.connect.grpc.binding.address=127.0.0.1 "
                   f"--conf spark.connect.grpc.binding.port={self.port} "
                   "--conf spark.ui.enabled=false --conf spark.task.maxFailures=8 "
-                  "--conf spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s")
+                  "--conf spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s"
+                  + "".join(f" --conf '{k}={v}'" for k, v in self.conf.items()))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,

@@ -31,10 +31,13 @@ HANG_GUARD = 90.0
 @pytest.fixture(scope="module")
 def spark():
     from pyspark import SparkContext
+    from pyspark.sql import SparkSession
 
-    active = SparkContext._active_spark_context
-    if active is not None:  # a classic session of another module: not this one's
-        active.stop()
+    # pyspark holds no Connect session next to a classic one (another module's)
+    if SparkSession._instantiatedSession is not None:
+        SparkSession._instantiatedSession.stop()
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
     with ConnectServer() as server:
         session = server.session()
         yield session
@@ -265,3 +268,18 @@ def test_a_driver_the_executors_cannot_reach_fails_in_one_line(spark):
     assert "\n" not in str(info.value) and f"127.0.0.1:{unused}" in str(info.value)
     assert time.monotonic() - begun < HANG_GUARD
     assert threading.active_count() < 200
+
+
+def test_local_modules_travel_as_artifacts(spark, tmp_path, monkeypatch):
+    (tmp_path / "connect_helper.py").write_text("def score(x):\n    return 2 * x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the driver's path only
+
+    def uses_helper(x):
+        import connect_helper
+
+        return {"metric": connect_helper.score(x), "x": x}
+
+    result = experiment.lagom(uses_helper, config(num_trials=3))
+    assert result.num_finished == 3
+    assert all(t["value"] == pytest.approx(2 * t["params"]["x"] + 1)
+               for t in result.trial_records)

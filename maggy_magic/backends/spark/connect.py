@@ -5,10 +5,12 @@ DataFrame API: one row per worker, ``mapInArrow`` (``barrier=True`` in barrier m
 ``spark.range(W, numPartitions=W)``, collected in a background thread under a tag of this
 run (``addTag``); ``stop`` and ``cancel`` interrupt that tag. Each task runs
 :func:`.task.serve` (or :func:`.task.serve_barrier`) and returns its summary as one JSON
-string. maggy_magic ships as a Connect artifact (``addArtifacts(..., pyfile=True)``) when
-an executor cannot import this version; what it can import is probed by a tiny
-``mapInArrow`` job whose function uses only the standard library and pyarrow (which every
-Connect executor has).
+string. What travels goes as Connect artifacts (``addArtifacts(..., pyfile=True)``),
+decided by the classic backend's :class:`~.ship.Shipper` with a :class:`ConnectTarget`:
+maggy_magic when an executor cannot import this version, the zip of the training
+function's local modules, and an installed package the executors lack is one line. What
+an executor can import is probed by a one-row ``mapInArrow`` job whose function uses only
+the standard library and pyarrow (which every Connect executor has).
 
 What Connect does not offer and this backend therefore does not do: killing one task
 attempt (a worker the driver gave up on keeps its task until the run ends; its trial is
@@ -36,14 +38,11 @@ from ...logs import logger
 from ..base import Backend, Launch
 from .context import expected_slots
 from .failures import spark_error
-from .ship import PACKAGE, package_zip
-from .task import REFUSED, TaskSetup
+from .ship import Shipper, module_answers
+from .task import REFUSED, UNREACHABLE, TaskSetup
 
 #: After interrupting, how long ``stop`` waits for the collect to return.
 CANCEL_WAIT = 30.0
-_known_lock = threading.Lock()
-#: (session id, what) -> answer: probe results and artifacts already added.
-_known: Dict[tuple, Any] = {}
 
 
 def is_connect_session(obj: Any) -> bool:
@@ -109,46 +108,38 @@ def serve_arrow(setup: TaskSetup, barrier: bool, batches: Any) -> Any:
         yield pyarrow.RecordBatch.from_pylist([{"summary": json.dumps(summary)}])
 
 
-def _probe_function(names: List[str]):
-    """A ``mapInArrow`` function, stdlib and pyarrow only, answering which of ``names``
-    the executor's Python can import (without importing them) and their ``__version__``."""
+def probe_connect(session: Any, names: List[str]) -> Dict[str, tuple]:
+    """``name -> (importable, version)`` as one executor of ``session`` sees them
+    (:func:`.ship.module_answers` in a one-row ``mapInArrow`` job)."""
+    answer = module_answers(names)
 
     def probe(batches: Any) -> Any:
-        import importlib.util
         import json as _json
-        import re as _re
 
         import pyarrow as _pa
 
         for _ in batches:
             pass
-        found = {}
-        for module in names:
-            try:
-                spec = importlib.util.find_spec(module)
-            except Exception:  # noqa: BLE001 - a parent package failed to import
-                spec = None
-            version = None
-            if spec is not None and spec.loader is not None and "." not in module:
-                try:
-                    source = spec.loader.get_source(module) or ""
-                    match = _re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", source,
-                                       _re.M)
-                    version = match.group(1) if match else None
-                except Exception:  # noqa: BLE001 - no source (compiled only)
-                    pass
-            found[module] = [spec is not None, version]
-        yield _pa.RecordBatch.from_pylist([{"answer": _json.dumps(found)}])
+        yield _pa.RecordBatch.from_pylist([{"answer": _json.dumps(answer())}])
 
-    return probe
-
-
-def probe_connect(session: Any, names: List[str]) -> Dict[str, tuple]:
-    """``name -> (importable, version)`` as one executor of ``session`` sees them."""
-    rows = session.range(1, numPartitions=1).mapInArrow(
-        _probe_function(list(names)), "answer string").collect()
+    rows = session.range(1, numPartitions=1).mapInArrow(probe, "answer string").collect()
     return {name: (bool(ok), version)
             for name, (ok, version) in json.loads(rows[0]["answer"]).items()}
+
+
+class ConnectTarget:
+    """Where a :class:`~.ship.Shipper` ships to on a Connect session: ``key`` (the session
+    id), ``probe`` (:func:`probe_connect`), ``add`` (a Python-file artifact)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.key = f"connect:{session.session_id}"
+
+    def probe(self, names: List[str]) -> Dict[str, tuple]:
+        return probe_connect(self.session, names)
+
+    def add(self, path: str) -> None:
+        self.session.addArtifacts(path, pyfile=True)
 
 
 class SparkConnectBackend(Backend):
@@ -170,6 +161,8 @@ class SparkConnectBackend(Backend):
         self.tag: Optional[str] = None
         self.task_results: List[Dict[str, Any]] = []
         self.shipped: Optional[str] = None
+        #: The zips of the training function's local modules added for this run.
+        self.code: List[str] = []
         self._host = local_address_towards(session)
         self._lock = threading.Lock()
         self._stopping = False
@@ -194,11 +187,14 @@ class SparkConnectBackend(Backend):
                               f"cluster has {connect_slots(self.session)} task slot(s); set "
                               "workers <= that or add executors")
         self._launch = launch
-        by_value = self._prepare([_module_of(launch.function)])
+        shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(self.session))
+        by_value = self._prepare(shipper, [_module_of(launch.function)])
+        self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
                           pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
+        setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         self.tag = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
         frame = self.session.range(workers, numPartitions=workers).mapInArrow(
@@ -239,38 +235,15 @@ class SparkConnectBackend(Backend):
                 "master": str(self.session.conf.get("spark.master", "") or "")}
 
     # -- internals ------------------------------------------------------------------------
-    def _prepare(self, modules: List[Optional[str]]) -> List[str]:
-        """Ship maggy_magic if needed; the subset of ``modules`` executors cannot import."""
-        sid = self.session.session_id
-        extra = [m for m in dict.fromkeys(modules) if m and m != "__main__"]
-        with _known_lock:
-            unknown = [m for m in [PACKAGE] + extra if (sid, m) not in _known]
-        if unknown:
-            try:
-                answers = probe_connect(self.session, unknown)
-            except Exception as exc:  # noqa: BLE001 - one line below
-                raise ExperimentFailed(f"the Spark Connect job probing the executors failed: "
-                                       f"{spark_error(exc)}") from None
-            with _known_lock:
-                _known.update({(sid, name): answer for name, answer in answers.items()})
-        with _known_lock:
-            importable, version = _known[(sid, PACKAGE)]
-        if self.ship == "always" or (self.ship == "auto" and (
-                not importable or version != maggy_magic.__version__)):
-            self._ship(sid)
-        with _known_lock:
-            return [m for m in extra if not _known[(sid, m)][0]]
-
-    def _ship(self, sid: str) -> None:
-        path = package_zip()
-        key = (sid, "zip:" + os.path.basename(path))
-        with _known_lock:
-            done = key in _known
-            _known[key] = True
-            _known[(sid, PACKAGE)] = (True, maggy_magic.__version__)
-        if not done:
-            self.session.addArtifacts(path, pyfile=True)
-        self.shipped = path
+    def _prepare(self, shipper: Shipper, modules: List[Optional[str]]) -> List[str]:
+        """``shipper.prepare(modules)``, its probe job's failure in one line."""
+        try:
+            return shipper.prepare(modules)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line below
+            raise ExperimentFailed(f"the Spark Connect job probing the executors failed: "
+                                   f"{spark_error(exc)}") from None
 
     def _run_job(self, frame: Any) -> None:
         error: Optional[BaseException] = None
@@ -295,6 +268,10 @@ class SparkConnectBackend(Backend):
         if error is not None:
             launch.fail(f"the Spark Connect job running the workers failed: "
                         f"{spark_error(error)}")
+        elif [r for r in self.task_results if r.get("exit") == UNREACHABLE]:
+            reason = next(r.get("reason") for r in self.task_results
+                          if r.get("exit") == UNREACHABLE)
+            launch.fail(f"{reason} (from the Spark Connect executors)")
         elif [r for r in self.task_results if r.get("exit") == REFUSED]:
             launch.fail(f"Spark worker tasks found nothing listening at the driver's address "
                         f"{launch.host}:{launch.port}; set driver_host to this machine's "

@@ -17,7 +17,7 @@ import hashlib
 import os
 import threading
 import zipfile
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import maggy_magic
 
@@ -85,16 +85,14 @@ def package_zip(cache_dir: Optional[str] = None) -> str:
     return store_zip(name, data, cache_dir)
 
 
-def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
-    """``name -> (importable, version)`` as seen by the Python worker of one executor task.
-
-    Uses ``importlib.util.find_spec`` and reads ``__version__`` from the source, so nothing
-    is imported on the executor. The probe function is built here, from nothing but the
-    standard library, so that it can run where maggy_magic cannot be imported.
-    """
+def module_answers(names: Iterable[str]) -> Callable[[], Dict[str, List[Any]]]:
+    """A function, built from nothing but the standard library (so that it runs where
+    maggy_magic cannot be imported), that answers ``name -> [importable, version]`` for
+    ``names`` in the Python that calls it. It uses ``importlib.util.find_spec`` and reads
+    ``__version__`` from the source: nothing is imported there."""
     wanted = list(names)
 
-    def probe(_: Any) -> Iterable[Dict[str, Any]]:
+    def answer() -> Dict[str, List[Any]]:
         import importlib.util
         import re as _re
 
@@ -105,23 +103,51 @@ def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Option
             except Exception:  # noqa: BLE001 - a parent package failed to import
                 spec = None
             version = None
-            if spec is not None and spec.loader is not None and "." not in module:
+            get_source = getattr(getattr(spec, "loader", None), "get_source", None)
+            if get_source is not None and "." not in module:
                 try:
-                    source = spec.loader.get_source(module) or ""
-                    match = _re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", source,
-                                       _re.M)
+                    match = _re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""",
+                                       get_source(module) or "", _re.M)
                     version = match.group(1) if match else None
                 except Exception:  # noqa: BLE001 - no source (compiled only)
                     pass
             found[module] = [spec is not None, version]
-        yield found
+        return found
 
-    answer = sc.parallelize([0], 1).mapPartitions(probe).collect()[0]
-    return {name: (bool(ok), version) for name, (ok, version) in answer.items()}
+    return answer
+
+
+def probe_modules(sc: Any, names: Iterable[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
+    """``name -> (importable, version)`` as seen by the Python worker of one executor task
+    (:func:`module_answers`, run in a one-task job)."""
+    answer = module_answers(names)
+
+    def probe(_: Any) -> Iterable[Dict[str, Any]]:
+        yield answer()
+
+    found = sc.parallelize([0], 1).mapPartitions(probe).collect()[0]
+    return {name: (bool(ok), version) for name, (ok, version) in found.items()}
+
+
+class ClassicTarget:
+    """Where a :class:`Shipper` ships to on a classic session: ``key`` (the application
+    id), ``probe(names)`` (:func:`probe_modules`) and ``add(path)`` (``sc.addPyFile``)."""
+
+    def __init__(self, sc: Any):
+        self.sc = sc
+        self.key = sc.applicationId
+
+    def probe(self, names: List[str]) -> Dict[str, Tuple[bool, Optional[str]]]:
+        return probe_modules(self.sc, names)
+
+    def add(self, path: str) -> None:
+        self.sc.addPyFile(path)
 
 
 class Shipper:
-    """Makes ``maggy_magic`` importable on the executors of one SparkContext.
+    """Makes ``maggy_magic`` importable on the executors of one SparkContext (or of the
+    ``target`` given: anything with ``key``, ``probe(names)`` and ``add(path)``, such as a
+    Spark Connect session's, :mod:`.connect`).
 
     ``mode`` is ``"auto"`` (probe an executor; ship the zip if it cannot import this
     version), ``"always"`` or ``"never"``. ``prepare(extra_modules)`` returns the subset of
@@ -131,8 +157,9 @@ class Shipper:
 
     MODES = ("auto", "always", "never")
 
-    def __init__(self, sc: Any, mode: str = "auto", function: Any = None):
-        self.sc = sc
+    def __init__(self, sc: Any, mode: str = "auto", function: Any = None,
+                 target: Any = None):
+        self.target = target if target is not None else ClassicTarget(sc)
         self.mode = mode
         self.shipped: Optional[str] = None
         #: What ``function`` needs (:func:`maggy_magic.codeship.find_needs`), if given.
@@ -144,7 +171,7 @@ class Shipper:
         """Probe, then add the function's local modules and maggy_magic if needed;
         returns the ``extra_modules`` the executors cannot import. An installed package
         the function needs that the executors cannot import is a :class:`ConfigError`."""
-        app = self.sc.applicationId
+        app = self.target.key
         extra = [m for m in dict.fromkeys(extra_modules) if m and m != "__main__"]
         installed = [m for m in (self.needs.installed if self.needs else ())
                      if m not in extra and m != PACKAGE]
@@ -153,7 +180,7 @@ class Shipper:
             probe_package = self.mode == "auto" and (app, PACKAGE) not in _known
         names = ([PACKAGE] if probe_package else []) + unknown
         if names:
-            answers = probe_modules(self.sc, names)
+            answers = self.target.probe(names)
             with _cache_lock:
                 for name, answer in answers.items():
                     _known[(app, name)] = answer
@@ -186,13 +213,13 @@ class Shipper:
                 _known[(app, PACKAGE)] = (True, maggy_magic.__version__)
 
     def _add(self, app: str, path: str) -> str:
-        """``sc.addPyFile(path)`` once per Spark application and zip (named by its hash)."""
+        """``target.add(path)`` once per Spark application and zip (named by its hash)."""
         key = (app, "zip:" + os.path.basename(path))
         with _cache_lock:
             done = key in _known
             _known[key] = True
         if not done:
-            self.sc.addPyFile(path)
+            self.target.add(path)
         return path
 
 
