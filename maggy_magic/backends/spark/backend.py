@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 import time
 import uuid
@@ -26,12 +25,12 @@ from typing import Any, Dict, List, Optional
 
 import maggy_magic
 
-from ...errors import ConfigError, ExperimentFailed, did_you_mean
+from ...errors import ConfigError, ExperimentFailed
 from ...logs import logger
 from ..base import Backend, Launch
 from .context import dynamic_slots, require_pyspark, resolve_context, task_slots
 from .failures import spark_error
-from .ship import Shipper
+from .ship import Shipper, check_options, module_of, pickle_function
 from .task import REFUSED, UNREACHABLE, ListParam, TaskSetup, serve, serve_barrier
 
 #: After cancelling, how long ``stop`` waits for Spark to report the job ended.
@@ -71,17 +70,7 @@ class SparkBackend(Backend):
                  ship: str = "auto", conf: Optional[Dict[str, Any]] = None,
                  app_name: str = "maggy-magic", start_timeout: float = 300.0):
         require_pyspark()
-        if not isinstance(barrier, bool):
-            raise ConfigError(f"spark backend option barrier must be True or False, got "
-                              f"{barrier!r}")
-        if ship not in Shipper.MODES:
-            raise ConfigError(f"spark backend option ship must be one of "
-                              f"{', '.join(Shipper.MODES)}, got {ship!r}; "
-                              f"{did_you_mean(str(ship), Shipper.MODES)}")
-        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) \
-                or not start_timeout > 0:
-            raise ConfigError(f"spark backend option start_timeout must be a positive number "
-                              f"of seconds, got {start_timeout!r}")
+        check_options(barrier, ship, start_timeout)
         if conf is not None and not isinstance(conf, dict):
             raise ConfigError(f"spark backend option conf must be a dict of Spark settings, "
                               f"got {type(conf).__name__}")
@@ -159,10 +148,10 @@ class SparkBackend(Backend):
                                   "or add executors")
         self._launch = launch
         shipper = Shipper(self.sc, self.ship, launch.function)  # + its local modules
-        by_value = self._prepare(shipper, [_module_of(launch.function)])
+        by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
-                          _pickle_function(launch.function, by_value),
+                          pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
         setup.notices = self._notices = self.sc.accumulator([], ListParam())
@@ -352,10 +341,6 @@ class SparkBackend(Backend):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _module_of(fn: Any) -> Optional[str]:
-    return getattr(getattr(fn, "func", fn), "__module__", None)
-
-
 def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
     """Run ``rdd``'s tasks in Python workers no earlier job used.
 
@@ -375,21 +360,3 @@ def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
             sc.environment.pop(key, None)
         else:
             sc.environment[key] = previous
-
-
-def _pickle_function(fn: Any, by_value: List[str]) -> bytes:
-    """``fn`` pickled by ``pyspark.cloudpickle``; modules in ``by_value`` (those the
-    executors cannot import) are pickled by value, like a notebook's ``__main__``."""
-    from pyspark import cloudpickle
-
-    added = []
-    try:
-        for name in by_value:
-            module = sys.modules.get(name)
-            if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
-        return cloudpickle.dumps(fn)
-    finally:
-        for module in added:
-            cloudpickle.unregister_pickle_by_value(module)

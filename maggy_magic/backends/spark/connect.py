@@ -38,7 +38,7 @@ from ...logs import logger
 from ..base import Backend, Launch
 from .context import expected_slots
 from .failures import spark_error
-from .ship import Shipper, module_answers
+from .ship import Shipper, check_options, module_answers, module_of, pickle_function
 from .task import REFUSED, UNREACHABLE, TaskSetup
 
 #: After interrupting, how long ``stop`` waits for the collect to return.
@@ -154,6 +154,7 @@ class SparkConnectBackend(Backend):
 
     def __init__(self, session: Any, barrier: bool = False, ship: str = "auto",
                  start_timeout: float = 300.0):
+        check_options(barrier, ship, start_timeout)
         self.session = session
         self.barrier = barrier
         self.ship = ship
@@ -188,7 +189,7 @@ class SparkConnectBackend(Backend):
                               "workers <= that or add executors")
         self._launch = launch
         shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(self.session))
-        by_value = self._prepare(shipper, [_module_of(launch.function)])
+        by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
                           pickle_function(launch.function, by_value),
@@ -291,26 +292,3 @@ class SparkConnectBackend(Backend):
                     "Spark Connect session; check that executors are running and free, or "
                     "raise start_timeout")
         self.cancel()
-
-
-def _module_of(fn: Any) -> Optional[str]:
-    return getattr(getattr(fn, "func", fn), "__module__", None)
-
-
-def pickle_function(fn: Any, by_value: List[str]) -> bytes:
-    """``fn`` pickled by ``pyspark.cloudpickle``, the modules in ``by_value`` by value."""
-    import sys
-
-    from pyspark import cloudpickle
-
-    added = []
-    try:
-        for name in by_value:
-            module = sys.modules.get(name)
-            if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
-        return cloudpickle.dumps(fn)
-    finally:
-        for module in added:
-            cloudpickle.unregister_pickle_by_value(module)

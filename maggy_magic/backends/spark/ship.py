@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import zipfile
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -23,7 +24,7 @@ import maggy_magic
 
 from ...codeship import find_needs
 from ...codezip import code_zips, store_zip, zip_bytes
-from ...errors import ConfigError
+from ...errors import ConfigError, did_you_mean
 from ...logs import logger
 
 PACKAGE = "maggy_magic"
@@ -230,3 +231,42 @@ def missing_message(names: List[str], where: str = "the Spark executors") -> str
     return (f"the training function needs {', '.join(names)}, which {where} cannot "
             f"import; provide {them} with spark.archives (a packed environment), --py-files "
             f"/ spark.submit.pyFiles, or install {them} on the cluster")
+
+
+def check_options(barrier: Any, ship: Any, start_timeout: Any) -> None:
+    """The options every kind of Spark session takes; a bad one is a one-line
+    :class:`ConfigError`."""
+    if not isinstance(barrier, bool):
+        raise ConfigError(f"spark backend option barrier must be True or False, got "
+                          f"{barrier!r}")
+    if ship not in Shipper.MODES:
+        raise ConfigError(f"spark backend option ship must be one of "
+                          f"{', '.join(Shipper.MODES)}, got {ship!r}; "
+                          f"{did_you_mean(str(ship), Shipper.MODES)}")
+    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) \
+            or not start_timeout > 0:
+        raise ConfigError(f"spark backend option start_timeout must be a positive number "
+                          f"of seconds, got {start_timeout!r}")
+
+
+def module_of(fn: Any) -> Optional[str]:
+    """The module a training function (or a ``functools.partial`` of one) comes from."""
+    return getattr(getattr(fn, "func", fn), "__module__", None)
+
+
+def pickle_function(fn: Any, by_value: List[str]) -> bytes:
+    """``fn`` pickled by ``pyspark.cloudpickle``; modules in ``by_value`` (those the
+    executors cannot import) are pickled by value, like a notebook's ``__main__``."""
+    from pyspark import cloudpickle
+
+    added = []
+    try:
+        for name in by_value:
+            module = sys.modules.get(name)
+            if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        return cloudpickle.dumps(fn)
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
