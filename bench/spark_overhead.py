@@ -120,6 +120,7 @@ def run_connect(spark, n: int, workers: int, root: str) -> Dict[str, Any]:
                     str(exc).strip().splitlines()[0][:120]
         finally:
             session.stop()
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)  # pyspark's, left set
     figures["master"] = server.master
     return figures
 

@@ -38,10 +38,15 @@ def spark():
         SparkSession._instantiatedSession.stop()
     if SparkContext._active_spark_context is not None:
         SparkContext._active_spark_context.stop()
+    mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
     with ConnectServer() as server:
         session = server.session()
         yield session
         session.stop()
+    # pyspark leaves the process in Connect mode: the next modules' classic sessions
+    # would be refused
+    if mode is None:
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 def config(**kwargs):
@@ -147,7 +152,7 @@ def test_stop_interrupts_the_job_by_its_tag(spark):
     assert result.state == "stopped"
     assert time.monotonic() - begun < 60  # the 60 s trials were cut short
     assert not any(t["state"] == Trial.FINISHED for t in result.trial_records)
-    assert handles["backend"]._job_done.is_set()
+    assert handles["backend"]._job.done.is_set()
     deadline = time.monotonic() + HANG_GUARD
     while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -361,15 +361,20 @@ def test_forced_shipping_imports_maggy_magic_from_the_zip(spark):
                                                              "__init__.py")
 
 
-def test_probe_finds_modules_without_importing_them(spark):
+def test_probe_finds_modules_without_importing_them(spark, tmp_path, monkeypatch):
     from maggy_magic.backends.spark.ship import probe_modules
 
+    # a module on the driver's path only (this module may have travelled with earlier
+    # runs' functions by now)
+    (tmp_path / "driver_only_module.py").write_text("__version__ = '1.2'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     found = probe_modules(spark.sparkContext, ["json", "no_such_module_for_maggy",
-                                               "test_spark"])
+                                               "driver_only_module"])
     import json as json_module
 
     assert found == {"json": (True, json_module.__version__),  # read from the source
-                     "no_such_module_for_maggy": (False, None), "test_spark": (False, None)}
+                     "no_such_module_for_maggy": (False, None),
+                     "driver_only_module": (False, None)}
 
 
 def test_barrier_workers_start_together_and_see_each_other(spark):

@@ -30,13 +30,10 @@ from ...logs import logger
 from ..base import Backend, Launch
 from .context import dynamic_slots, require_pyspark, resolve_context, task_slots
 from .failures import spark_error
+from .job import CANCEL_WAIT, WorkerJob
 from .ship import Shipper, check_options, module_of, pickle_function
-from .task import REFUSED, UNREACHABLE, ListParam, TaskSetup, serve, serve_barrier
+from .task import ListParam, TaskSetup, serve, serve_barrier
 
-#: After cancelling, how long ``stop`` waits for Spark to report the job ended.
-CANCEL_WAIT = 30.0
-#: How often the start watcher looks for tasks that could not reach the driver.
-WATCH_INTERVAL = 0.5
 #: Keys of ``backend_options`` this backend understands.
 OPTIONS = ("spark", "master", "barrier", "ship", "conf", "app_name", "start_timeout")
 
@@ -90,19 +87,12 @@ class SparkBackend(Backend):
                               "run without barrier=True")
         # where the driver listens is checked with the run options (driver_bind...)
         self._host = self.sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
-        self._notices: Any = None  # the accumulator of tasks that could not reach the driver
         self.job_group: Optional[str] = None
-        #: Per-task summaries of the finished job (worker, attempt, pid, trials, exit).
-        self.task_results: List[Dict[str, Any]] = []
         #: The zip shipped to the executors for this run, if any.
         self.shipped: Optional[str] = None
         self._lock = threading.Lock()
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
-        self._job_done = threading.Event()
-        self._first_worker = threading.Event()
+        self._job: Optional[WorkerJob] = None
         self._registered: Dict[str, float] = {}
-        self._launch: Optional[Launch] = None
 
     # -- the contract ---------------------------------------------------------------------
     def default_workers(self) -> int:
@@ -146,7 +136,6 @@ class SparkBackend(Backend):
                 raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
                                   f"cluster has {slots} task slot(s); set workers <= {slots} "
                                   "or add executors")
-        self._launch = launch
         shipper = Shipper(self.sc, self.ship, launch.function)  # + its local modules
         by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
@@ -154,7 +143,7 @@ class SparkBackend(Backend):
                           pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
-        setup.notices = self._notices = self.sc.accumulator([], ListParam())
+        setup.notices = notices = self.sc.accumulator([], ListParam())
         setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         rdd = self.sc.parallelize(range(workers), workers)
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
@@ -165,27 +154,29 @@ class SparkBackend(Backend):
             rdd = rdd.mapPartitionsWithIndex(functools.partial(serve, setup))
         self.job_group = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
         description = f"maggy-magic: {workers} worker(s) for run {run_id}"
-        self._thread = InheritableThread(self._run_job, args=(rdd, description),
-                                         name="maggy-spark-job", daemon=True)
-        self._thread.start()
-        threading.Thread(target=self._watch_start, name="maggy-spark-start",
-                         daemon=True).start()
+
+        def collect() -> List[Dict[str, Any]]:
+            self.sc.setJobGroup(self.job_group, description, interruptOnCancel=True)
+            return rdd.collect()
+
+        self._job = WorkerJob(launch, collect=collect, cancel=self.cancel,
+                              start_timeout=self.start_timeout,
+                              slots=lambda: task_slots(self.sc),
+                              reasons=lambda: notices.value, make_thread=InheritableThread)
+        self._job.start()
 
     def stop(self, grace: float = 5.0) -> None:
         """Wait up to ``grace`` s for the tasks to end (workers leave on the driver's
         shutdown), then cancel the job group; returns once Spark reports the job over.
         Cancelled tasks' Python workers are killed by Spark within
         ``spark.python.task.killTimeout`` (2 s by default)."""
-        with self._lock:
-            self._stopping = True
-            thread = self._thread
-        self._first_worker.set()  # releases the start watcher
-        if thread is None:
-            return
-        if not self._job_done.wait(grace):
-            self.cancel()
-            self._job_done.wait(CANCEL_WAIT)
-        thread.join(CANCEL_WAIT)
+        if self._job is not None:
+            self._job.stop(grace)
+
+    @property
+    def task_results(self) -> List[Dict[str, Any]]:
+        """Per-task summaries of the finished job (worker, attempt, pid, trials, exit)."""
+        return self._job.results if self._job is not None else []
 
     def cancel(self) -> None:
         """Cancel this run's Spark job now (its tasks are interrupted and killed)."""
@@ -195,7 +186,8 @@ class SparkBackend(Backend):
     def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
         with self._lock:
             self._registered[worker_id] = time.time()
-        self._first_worker.set()
+        if self._job is not None:
+            self._job.registered()
 
     def worker_lost(self, worker_id: str) -> None:
         """Kill the task attempt of a worker the driver gave up on, so Spark runs it again.
@@ -203,10 +195,11 @@ class SparkBackend(Backend):
         Only an attempt launched before that worker last registered is killed: a newer
         attempt is its replacement (Spark already re-ran the task) and must live.
         """
+        job = self._job
         with self._lock:
             registered = self._registered.get(worker_id)
-            if registered is None or self._stopping or self._job_done.is_set():
-                return
+        if registered is None or job is None or job.stopping or job.done.is_set():
+            return
         try:
             partition = int(worker_id)
         except ValueError:
@@ -251,68 +244,6 @@ class SparkBackend(Backend):
             raise ExperimentFailed(f"the Spark job probing the executors failed: "
                                    f"{spark_error(outcome['error'])}")
         return outcome["modules"]
-
-    def _run_job(self, rdd: Any, description: str) -> None:
-        error: Optional[BaseException] = None
-        try:
-            self.sc.setJobGroup(self.job_group, description, interruptOnCancel=True)
-            with self._lock:
-                if self._stopping:  # stopped before the job went out: nothing to run
-                    return
-            self.task_results = rdd.collect()
-        except BaseException as exc:  # noqa: BLE001 - reported to the driver below
-            error = exc
-        finally:
-            self._job_done.set()
-        launch = self._launch
-        with self._lock:
-            if self._stopping or launch is None:
-                return
-        if error is not None:
-            launch.fail(f"the Spark job running the workers failed: {spark_error(error)}")
-            return
-        refused = [r for r in self.task_results if r.get("exit") == REFUSED]
-        unreachable = [r for r in self.task_results if r.get("exit") == UNREACHABLE]
-        if unreachable:
-            launch.fail(self._unreachable(launch, [r["reason"] for r in unreachable]))
-        elif refused:
-            launch.fail(f"{len(refused)} Spark worker task(s) found nothing listening at the "
-                        f"driver's address {launch.host}:{launch.port}; set driver_host "
-                        "(--driver-host) or spark.driver.host to this machine's address as "
-                        "the executors see it")
-        else:
-            launch.fail("every Spark worker task ended before the experiment did (the driver "
-                        "dropped their connections; see the worker_lost events)")
-
-    def _watch_start(self) -> None:
-        """Fail the run when no worker registered within ``start_timeout``, or at once
-        when a task could not reach the driver before any worker registered."""
-        deadline = time.monotonic() + self.start_timeout
-        reasons: List[str] = []
-        while not self._first_worker.wait(WATCH_INTERVAL):
-            reasons = list(self._notices.value) if self._notices is not None else []
-            if reasons or time.monotonic() > deadline:
-                break
-        else:
-            return
-        launch = self._launch
-        with self._lock:
-            if self._stopping or self._registered or self._job_done.is_set() or \
-                    launch is None:
-                return
-        if reasons:
-            self.cancel()  # the other tasks would only wait out their attempts too
-            launch.fail(self._unreachable(launch, reasons))
-            return
-        launch.fail(f"no Spark worker task started within {self.start_timeout:g} s (the "
-                    f"cluster has {task_slots(self.sc)} task slot(s) now); check that "
-                    "executors are running and free, or raise start_timeout")
-
-    def _unreachable(self, launch: Launch, reasons: List[str]) -> str:
-        return (f"{len(reasons)} Spark worker task(s) could not reach the driver at "
-                f"{launch.host}:{launch.port} ({reasons[0]}); set driver_host (--driver-host) "
-                "or spark.driver.host to an address of this machine that the executors can "
-                "reach (and driver_bind (--driver-bind) to where it listens, e.g. 0.0.0.0)")
 
     def _kill_attempts(self, partition: int, registered: float) -> None:
         try:

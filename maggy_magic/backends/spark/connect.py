@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import socket
-import threading
 import uuid
 from typing import Any, Dict, List, Optional
 
@@ -38,11 +37,9 @@ from ...logs import logger
 from ..base import Backend, Launch
 from .context import expected_slots
 from .failures import spark_error
+from .job import WorkerJob
 from .ship import Shipper, check_options, module_answers, module_of, pickle_function
-from .task import REFUSED, UNREACHABLE, TaskSetup
-
-#: After interrupting, how long ``stop`` waits for the collect to return.
-CANCEL_WAIT = 30.0
+from .task import TaskSetup
 
 
 def is_connect_session(obj: Any) -> bool:
@@ -160,17 +157,11 @@ class SparkConnectBackend(Backend):
         self.ship = ship
         self.start_timeout = float(start_timeout)
         self.tag: Optional[str] = None
-        self.task_results: List[Dict[str, Any]] = []
         self.shipped: Optional[str] = None
         #: The zips of the training function's local modules added for this run.
         self.code: List[str] = []
         self._host = local_address_towards(session)
-        self._lock = threading.Lock()
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
-        self._job_done = threading.Event()
-        self._first_worker = threading.Event()
-        self._launch: Optional[Launch] = None
+        self._job: Optional[WorkerJob] = None
 
     def default_workers(self) -> int:
         return connect_slots(self.session)
@@ -187,7 +178,6 @@ class SparkConnectBackend(Backend):
             raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
                               f"cluster has {connect_slots(self.session)} task slot(s); set "
                               "workers <= that or add executors")
-        self._launch = launch
         shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(self.session))
         by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
@@ -201,31 +191,37 @@ class SparkConnectBackend(Backend):
         frame = self.session.range(workers, numPartitions=workers).mapInArrow(
             functools.partial(serve_arrow, setup, self.barrier), "summary string",
             barrier=self.barrier)
-        self._thread = threading.Thread(target=self._run_job, args=(frame,),
-                                        name="maggy-connect-job", daemon=True)
-        self._thread.start()
-        threading.Thread(target=self._watch_start, name="maggy-connect-start",
-                         daemon=True).start()
+
+        def collect() -> List[Dict[str, Any]]:
+            self.session.addTag(self.tag)
+            try:
+                rows = frame.collect()
+            finally:
+                self.session.removeTag(self.tag)
+            return [json.loads(row["summary"]) for row in rows]
+
+        self._job = WorkerJob(launch, collect=collect, cancel=self.cancel,
+                              start_timeout=self.start_timeout,
+                              slots=lambda: connect_slots(self.session),
+                              what="Spark Connect job")
+        self._job.start()
 
     def stop(self, grace: float = 5.0) -> None:
         """Wait up to ``grace`` s for the tasks to end, then interrupt the run's tag."""
-        with self._lock:
-            self._stopping = True
-            thread = self._thread
-        self._first_worker.set()
-        if thread is None:
-            return
-        if not self._job_done.wait(grace):
-            self.cancel()
-            self._job_done.wait(CANCEL_WAIT)
-        thread.join(CANCEL_WAIT)
+        if self._job is not None:
+            self._job.stop(grace)
+
+    @property
+    def task_results(self) -> List[Dict[str, Any]]:
+        return self._job.results if self._job is not None else []
 
     def cancel(self) -> None:
         if self.tag is not None:
             self.session.interruptTag(self.tag)
 
     def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
-        self._first_worker.set()
+        if self._job is not None:
+            self._job.registered()
 
     def worker_lost(self, worker_id: str) -> None:
         logger(__name__).info("worker %s lost: Spark Connect cannot kill its task alone; it "
@@ -245,50 +241,3 @@ class SparkConnectBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - one line below
             raise ExperimentFailed(f"the Spark Connect job probing the executors failed: "
                                    f"{spark_error(exc)}") from None
-
-    def _run_job(self, frame: Any) -> None:
-        error: Optional[BaseException] = None
-        try:
-            with self._lock:
-                if self._stopping:
-                    return
-            self.session.addTag(self.tag)
-            try:
-                rows = frame.collect()
-            finally:
-                self.session.removeTag(self.tag)
-            self.task_results = [json.loads(row["summary"]) for row in rows]
-        except BaseException as exc:  # noqa: BLE001 - reported to the driver below
-            error = exc
-        finally:
-            self._job_done.set()
-        launch = self._launch
-        with self._lock:
-            if self._stopping or launch is None:
-                return
-        if error is not None:
-            launch.fail(f"the Spark Connect job running the workers failed: "
-                        f"{spark_error(error)}")
-        elif [r for r in self.task_results if r.get("exit") == UNREACHABLE]:
-            reason = next(r.get("reason") for r in self.task_results
-                          if r.get("exit") == UNREACHABLE)
-            launch.fail(f"{reason} (from the Spark Connect executors)")
-        elif [r for r in self.task_results if r.get("exit") == REFUSED]:
-            launch.fail(f"Spark worker tasks found nothing listening at the driver's address "
-                        f"{launch.host}:{launch.port}; set driver_host to this machine's "
-                        "address as the executors see it")
-        else:
-            launch.fail("every Spark worker task ended before the experiment did (the driver "
-                        "dropped their connections; see the worker_lost events)")
-
-    def _watch_start(self) -> None:
-        if self._first_worker.wait(self.start_timeout):
-            return
-        launch = self._launch
-        with self._lock:
-            if self._stopping or self._job_done.is_set() or launch is None:
-                return
-        launch.fail(f"no Spark worker task started within {self.start_timeout:g} s on the "
-                    "Spark Connect session; check that executors are running and free, or "
-                    "raise start_timeout")
-        self.cancel()
