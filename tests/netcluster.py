@@ -10,7 +10,8 @@ interface this module creates (the bridge and the veth pairs, in a /24 no route 
 machine uses), and everything is torn down at the end: processes killed, namespaces and
 links deleted.
 
-``NamespacedCluster(hosts=2)`` is a context manager; ``start_host()`` adds a host,
+``NamespacedCluster(hosts=2)`` is a context manager; ``start_host()`` brings a killed host
+back (same name and address, a fresh namespace) or adds one,
 ``kill_host(name)`` kills every process of one host with SIGKILL, ``alive_workers()`` asks
 the master. ``session(**conf)`` makes the SparkSession (stopping any other first).
 """
@@ -30,6 +31,9 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Hang guard for the cluster's own start (a JVM each): not a speed bound.
 START_GUARD = 120.0
+#: Seconds without a heartbeat before the master drops a worker (Spark's default is 60;
+#: a killed host must be gone soon, so that a host coming back gets its executors).
+WORKER_TIMEOUT = 6
 
 
 class ClusterUnavailable(RuntimeError):
@@ -146,9 +150,7 @@ class NamespacedCluster:
     def close(self) -> None:
         for host in list(self.hosts.values()):
             self._kill(host)
-            _sh("ip", "netns", "del", host.netns, check=False)
-            _sh("ip", "link", "del", host.veth, check=False)
-        self.hosts.clear()
+            self._remove(host)
         if self.master is not None and self.master.poll() is None:
             os.killpg(self.master.pid, signal.SIGKILL)
             self.master.wait(10)
@@ -156,9 +158,15 @@ class NamespacedCluster:
 
     # -- hosts ------------------------------------------------------------------------
     def start_host(self) -> Host:
-        """Make one more worker host and start its Spark worker (returns at once)."""
-        self._count += 1
-        index = self._count
+        """Start a worker host (returns at once): a host killed earlier comes back under
+        its name and address (a fresh namespace, nothing kept), else a new one."""
+        dead = next((h for h in self.hosts.values() if h.killed), None)
+        if dead is not None:
+            index = int(dead.name[len("host"):])
+            self._remove(dead)
+        else:
+            self._count += 1
+            index = self._count
         name = f"host{index}"
         host = Host(name, f"mm-{self.tag}-{name}", f"{self.prefix}.{10 + index}",
                     f"mmv{self.tag}h{index}")
@@ -182,7 +190,9 @@ class NamespacedCluster:
             f"--host {host.address} --cores {self.cores} --memory {self.memory} "
             f"--work-dir /tmp/spark-work {self.url}")
         env = self._env(SPARK_LOCAL_IP=host.address, SPARK_LOCAL_DIRS="/tmp/spark-local",
-                        SPARK_WORKER_DIR="/tmp/spark-work")
+                        SPARK_WORKER_DIR="/tmp/spark-work",
+                        # heartbeats every timeout / 4: the master's 6 s needs them often
+                        SPARK_WORKER_OPTS=f"-Dspark.worker.timeout={WORKER_TIMEOUT}")
         with open(host.log, "ab") as log:
             host.process = subprocess.Popen(
                 [*inside, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c",
@@ -191,11 +201,27 @@ class NamespacedCluster:
         return host
 
     def ensure_hosts(self, count: int) -> None:
-        """Start hosts until ``count`` workers are alive (after a test killed some)."""
-        missing = count - len(self.alive_workers())
+        """Start hosts until ``count`` are up (after a test killed some) and wait until
+        the master sees each of them."""
+        missing = count - len([h for h in self.hosts.values() if not h.killed])
         for _ in range(max(0, missing)):
             self.start_host()
         self.wait_workers(count)
+
+    def _remove(self, host: Host) -> None:
+        _sh("ip", "netns", "del", host.netns, check=False)
+        _sh("ip", "link", "del", host.veth, check=False)
+        self.hosts.pop(host.name, None)
+
+    def wait_executors(self, session, count: int, guard: float = START_GUARD) -> None:
+        """Wait until ``session`` has ``count`` executors (after hosts came back)."""
+        tracker = session.sparkContext.statusTracker()
+        deadline = time.monotonic() + guard
+        while len(tracker.getExecutorInfos()) - 1 < count:  # the driver is listed too
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(f"{count} executor(s) did not register within "
+                                         f"{guard:g} s")
+            time.sleep(0.5)
 
     def kill_host(self, name: str) -> List[int]:
         """SIGKILL every process of host ``name`` (worker, executors, Python workers)."""
@@ -225,7 +251,9 @@ class NamespacedCluster:
             [os.path.join(spark_home(), "bin", "spark-class"),
              "org.apache.spark.deploy.master.Master", "--host", self.driver_address,
              "--port", str(self.port), "--webui-port", str(self.ui_port)],
-            env=self._env(SPARK_LOCAL_IP=self.driver_address), stdout=log,
+            env=self._env(SPARK_LOCAL_IP=self.driver_address,
+                          SPARK_MASTER_OPTS=f"-Dspark.worker.timeout={WORKER_TIMEOUT}"),
+            stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
 
@@ -245,7 +273,8 @@ class NamespacedCluster:
 
     def wait_workers(self, count: int, guard: float = START_GUARD) -> None:
         deadline = time.monotonic() + guard
-        while len(self.alive_workers()) < count:
+        up = {h.address for h in self.hosts.values() if not h.killed}
+        while len(set(self.alive_workers()) & up) < min(count, len(up)):
             if self.master is not None and self.master.poll() is not None:
                 raise ClusterUnavailable(f"the Spark master exited: {self._tail('master')}")
             for host in self.hosts.values():

@@ -160,9 +160,10 @@ def torch_across(module, train_set, lr, reporter):
     return -loss.item()
 
 
-def test_a_torch_gang_spans_both_hosts(session):
+def test_a_torch_gang_spans_both_hosts(session, netcluster):
     import json
 
+    netcluster.wait_executors(session, 2)  # a host killed before has come back
     import torch
 
     from maggy_magic import TorchDistributedConfig
@@ -206,9 +207,10 @@ def tf_across(lr, epochs, out_dir, dist_context=None):
     return result
 
 
-def test_a_tensorflow_gang_spans_both_hosts(session):
+def test_a_tensorflow_gang_spans_both_hosts(session, netcluster):
     import json
 
+    netcluster.wait_executors(session, 2)
     from maggy_magic.distributed.config import TfDistributedConfig
 
     result = experiment.lagom(tf_across, TfDistributedConfig(
