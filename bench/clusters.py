@@ -31,13 +31,14 @@ def connect_server(sc: Any):
     sys.path.insert(0, TESTS)
     from connect_server import ConnectServer
 
-    conf = {}
+    conf, address = {}, "127.0.0.1"
     host = sc.getConf().get("spark.driver.host", None)
     if sc.master.startswith("spark://") and host:
+        address = host  # the client then reaches it, and the executors the client, there
         conf = {"spark.driver.host": host, "spark.driver.bindAddress": host,
                 "spark.executor.memory": sc.getConf().get("spark.executor.memory", "768m"),
                 "spark.executor.cores": sc.getConf().get("spark.executor.cores", "1")}
-    return ConnectServer(master=sc.master, conf=conf)
+    return ConnectServer(master=sc.master, conf=conf, address=address)
 
 
 def open_session(args: argparse.Namespace) -> Tuple[Any, Callable[[], None]]:

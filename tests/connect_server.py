@@ -1,10 +1,11 @@
 """A real Spark Connect server for tests, started from pyspark's own script.
 
-``ConnectServer(master, conf=...)`` runs ``sbin/start-connect-server.sh --wait`` on a free loopback
-port, in a mount namespace of its own where this checkout is hidden (its executors run
-the venv's Python, which then cannot import maggy_magic or the tests: both must travel as
-Connect artifacts), and stops it (the whole process group) on exit. ``url`` is its
-``sc://`` address; ``session()`` is a client session.
+``ConnectServer(master, conf=..., address=...)`` runs ``sbin/start-connect-server.sh
+--wait`` on a free port of ``address`` (loopback by default), in a mount namespace of its
+own where this checkout is hidden (its executors run the venv's Python, which then cannot
+import maggy_magic or the tests: both must travel as Connect artifacts), and stops it (the
+whole process group) on exit. ``url`` is its ``sc://`` address; ``session()`` is a client
+session.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ START_GUARD = 180.0
 
 class ConnectServer:
     def __init__(self, master: str = "local-cluster[2,1,1024]", log_dir: str = "/tmp",
-                 conf: Optional[dict] = None):
+                 conf: Optional[dict] = None, address: str = "127.0.0.1"):
         self.master = master
+        self.address = address
         self.conf = dict(conf or {})
-        self.port = _free_port()
+        self.port = _free_port(address)
         self.log = os.path.join(log_dir, f"maggy-connect-{self.port}.log")
         self.process: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
-        return f"sc://127.0.0.1:{self.port}"
+        return f"sc://{self.address}:{self.port}"
 
     def __enter__(self) -> "ConnectServer":
         env = dict(os.environ, SPARK_HOME=spark_home(), SPARK_LOCAL_IP="127.0.0.1",
@@ -44,7 +46,7 @@ class ConnectServer:
                   + "".join(f"mount -t tmpfs tmpfs {path}; " for path in hidden_paths())
                   + 'exec bash "$SPARK_HOME/sbin/start-connect-server.sh" --wait '
                   f"--master '{self.master}' "
-                  f"--conf spark.connect.grpc.binding.address=127.0.0.1 "
+                  f"--conf spark.connect.grpc.binding.address={self.address} "
                   f"--conf spark.connect.grpc.binding.port={self.port} "
                   "--conf spark.ui.enabled=false --conf spark.task.maxFailures=8 "
                   "--conf spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s"
@@ -55,7 +57,7 @@ class ConnectServer:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         deadline = time.monotonic() + START_GUARD
-        while not _listening(self.port):
+        while not _listening(self.address, self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError(f"the Spark Connect server did not start: {self._tail()}")
@@ -83,15 +85,15 @@ class ConnectServer:
             return "(no log)"
 
 
-def _free_port() -> int:
+def _free_port(address: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return sock.getsockname()[1]
 
 
-def _listening(port: int) -> bool:
+def _listening(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((address, port), timeout=1):
             return True
     except OSError:
         return False
