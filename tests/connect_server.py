@@ -43,7 +43,8 @@ class ConnectServer:
                    SPARK_PID_DIR=os.path.dirname(self.log), SPARK_IDENT_STRING=str(self.port))
         env.pop("PYTHONPATH", None)
         script = ("set -e; "
-                  + "".join(f"mount -t tmpfs tmpfs {path}; " for path in hidden_paths())
+                  + "".join(f"mount -t tmpfs tmpfs {path}; "
+                            for path in hidden_paths(private_tmp=False))
                   + 'exec bash "$SPARK_HOME/sbin/start-connect-server.sh" --wait '
                   f"--master '{self.master}' "
                   f"--conf spark.connect.grpc.binding.address={self.address} "

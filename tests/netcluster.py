@@ -71,14 +71,16 @@ def executor_python() -> str:
     return os.path.join(os.path.realpath(sys.prefix), "bin", "python")
 
 
-def hidden_paths() -> List[str]:
-    """What the hosts must not see of this machine besides ``/tmp``: the checkout, or, if
-    the venv lives inside it, the checkout's code folders (unless under ``/tmp``)."""
+def hidden_paths(private_tmp: bool = True) -> List[str]:
+    """What a host must not see of this machine: the checkout, or, if the venv lives
+    inside it, the checkout's code folders; with ``private_tmp`` (the host mounts its own
+    ``/tmp`` first) those under ``/tmp`` are hidden already and left out."""
     if os.path.realpath(sys.prefix).startswith(os.path.realpath(ROOT) + os.sep):
         paths = [os.path.join(ROOT, d) for d in ("maggy_magic", "tests", "notebooks")]
     else:
         paths = [ROOT]
-    # what lies under /tmp is hidden already by the hosts' own /tmp
+    if not private_tmp:
+        return paths
     return [p for p in paths if not os.path.realpath(p).startswith("/tmp/")]
 
 
