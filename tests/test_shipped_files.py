@@ -138,7 +138,7 @@ def test_a_planted_zip_is_rewritten_before_anything_imports_it(shared_tmp, tmp_p
     plant_zip(genuine, marker)  # the right name in the right place, other bytes
     shipper = Shipper(RecordingContext(), mode="always")
     assert shipper.prepare([]) == []
-    assert shipper.sc.added == [genuine] and shipper.shipped == genuine
+    assert shipper.target.sc.added == [genuine] and shipper.shipped == genuine
     with open(genuine, "rb") as handle:
         assert handle.read() == wanted
     assert imports_from(genuine, tmp_path) == os.path.join(genuine, "maggy_magic",
@@ -172,7 +172,7 @@ def test_an_unsafe_zip_folder_is_refused_in_one_line(shared_tmp, tmp_path, level
     assert one_line(info) == (f"{folder} {SAYS[problem]}, so another user could change the "
                               "code maggy_magic runs from it; remove it, or set TMPDIR to a "
                               "folder only you can write")
-    assert shipper.sc.added == [] and shipper.shipped is None
+    assert shipper.target.sc.added == [] and shipper.shipped is None
     assert not marker.exists()
     with zipfile.ZipFile(genuine) as zf:  # left as it was found: nothing written there
         assert zf.namelist() == ["maggy_magic/__init__.py"]
