@@ -203,9 +203,15 @@ def test_search_runs_on_the_session_and_streams_live(kernel, server, tmp_path):
                        kernel.outputs)
 
 
-def test_a_statement_error_is_one_line(kernel):
-    with open(os.path.join(kernel.cwd, "only_here.py"), "w") as handle:
-        handle.write("def train(x, reporter):\n    return {'score': x}\n")
+def test_a_statement_error_is_one_line(kernel, tmp_path):
+    # a local module without source (only its compiled file) cannot travel: importing
+    # the function fails on the cluster
+    import py_compile
+
+    source = tmp_path / "only_here.py"
+    source.write_text("def train(x, reporter):\n    return {'score': x}\n")
+    py_compile.compile(str(source), cfile=os.path.join(kernel.cwd, "only_here.pyc"),
+                       doraise=True)
     reply, _ = kernel.execute(
         "%%maggy hpo --backend livy --session s1 --trials 2 --metric score --fn train\n"
         "from only_here import train\n"
