@@ -62,7 +62,7 @@ def address_option(name: str, value: Any) -> Optional[str]:
     if not text or re.fullmatch(r"[0-9.]+", text) or len(text) > 253 or \
             not _HOSTNAME.fullmatch(text):
         raise ConfigError(f"{name} ({flag}) must be an IP address or a host name (e.g. "
-                          f"10.0.0.5, 0.0.0.0 or node1.example.com), got {value!r}")
+                          f"192.0.2.5, 0.0.0.0 or node1.example.com), got {value!r}")
     return text
 
 

@@ -111,6 +111,21 @@ def pid_alive(pid):
         return False
 
 
+def parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def executor_jvm(pid):
+    """The executor JVM (CoarseGrainedExecutorBackend) a Python worker descends from."""
+    while pid > 1:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"CoarseGrainedExecutorBackend" in handle.read():
+                return pid
+        pid = parent_pid(pid)
+    raise AssertionError("not a process of a Spark executor")
+
+
 def hpo_config(**kwargs):
     """A small search for engine tests: one DOUBLE ``x`` in [0, 1], no early stopping,
     one worker, seed 1; every keyword overrides."""

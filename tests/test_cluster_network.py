@@ -58,8 +58,8 @@ def free_ports(host, count):
 
 # -- option checks ----------------------------------------------------------------------
 BAD = [
-    (dict(driver_host="10.0.0.1:5000"), "driver_host (--driver-host) takes an address without "
-     "a port, got '10.0.0.1:5000'; give the port as driver_port"),
+    (dict(driver_host="192.0.2.1:5000"), "driver_host (--driver-host) takes an address without "
+     "a port, got '192.0.2.1:5000'; give the port as driver_port"),
     (dict(driver_host="300.1.2.3"), "driver_host (--driver-host) must be an IP address or a "
      "host name"),
     (dict(driver_bind="bad host"), "driver_bind (--driver-bind) must be an IP address"),
@@ -105,9 +105,9 @@ def test_addresses_read_as_given():
 
 
 def test_the_magic_flags_set_the_options_and_their_mistakes_are_one_line():
-    options = parse_options(["--driver-host", "10.1.2.3", "--driver-bind", "0.0.0.0",
+    options = parse_options(["--driver-host", "198.51.100.3", "--driver-bind", "0.0.0.0",
                              "--driver-port", "50000-50100"], "%%maggy hpo")
-    assert options == {"driver_host": "10.1.2.3", "driver_bind": "0.0.0.0",
+    assert options == {"driver_host": "198.51.100.3", "driver_bind": "0.0.0.0",
                        "driver_port": "50000-50100"}
     config = hpo_config(**options)
     config.validate()

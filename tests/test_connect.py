@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import journal
+from conftest import executor_jvm, journal
 from connect_server import ConnectServer
 
 from maggy_magic import (
@@ -56,20 +56,6 @@ def config(**kwargs):
     kwargs.setdefault("seed", 1)
     kwargs.setdefault("hb_interval", 0.1)
     return HyperparameterOptConfig(backend="spark", **kwargs)
-
-
-def parent_pid(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def executor_jvm(pid):
-    while pid > 1:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            if b"CoarseGrainedExecutorBackend" in handle.read():
-                return pid
-        pid = parent_pid(pid)
-    raise AssertionError("not a process of a Spark executor")
 
 
 def curve(x, reporter):

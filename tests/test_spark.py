@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import journal, pid_alive
+from conftest import executor_jvm, journal, pid_alive
 
 from maggy_magic import (
     ConfigError,
@@ -57,21 +57,6 @@ def config(**kwargs):
     kwargs.setdefault("backend", "spark")
     kwargs.setdefault("hb_interval", 0.1)
     return HyperparameterOptConfig(**kwargs)
-
-
-def parent_pid(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def executor_jvm(pid):
-    """The executor JVM (CoarseGrainedExecutorBackend) a Python worker descends from."""
-    while pid > 1:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            if b"CoarseGrainedExecutorBackend" in handle.read():
-                return pid
-        pid = parent_pid(pid)
-    raise AssertionError("not a process of a Spark executor")
 
 
 def wait_until(predicate, timeout):

@@ -16,6 +16,7 @@ import signal
 import time
 
 import pytest
+from conftest import parent_pid
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 from maggy_magic.store import read_journal
@@ -50,11 +51,6 @@ def spark():
 def cmdline(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return handle.read().split(b"\0")
-
-
-def parent_pid(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
 def executor_of(pid, app_id):

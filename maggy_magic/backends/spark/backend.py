@@ -27,10 +27,10 @@ import maggy_magic
 
 from ...errors import ConfigError, ExperimentFailed
 from ...logs import logger
-from ..base import Backend, Launch
+from ..base import Launch
 from .context import dynamic_slots, require_pyspark, resolve_context, task_slots
 from .failures import spark_error
-from .job import CANCEL_WAIT, WorkerJob
+from .job import CANCEL_WAIT, JobBackend, WorkerJob
 from .ship import Shipper, check_options, module_of, pickle_function
 from .task import ListParam, TaskSetup, serve, serve_barrier
 
@@ -38,7 +38,7 @@ from .task import ListParam, TaskSetup, serve, serve_barrier
 OPTIONS = ("spark", "master", "barrier", "ship", "conf", "app_name", "start_timeout")
 
 
-class SparkBackend(Backend):
+class SparkBackend(JobBackend):
     """Workers are long-running tasks of one Spark job.
 
     Options: ``spark`` (a SparkSession or SparkContext to use), ``master`` (create a
@@ -165,19 +165,6 @@ class SparkBackend(Backend):
                               reasons=lambda: notices.value, make_thread=InheritableThread)
         self._job.start()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Wait up to ``grace`` s for the tasks to end (workers leave on the driver's
-        shutdown), then cancel the job group; returns once Spark reports the job over.
-        Cancelled tasks' Python workers are killed by Spark within
-        ``spark.python.task.killTimeout`` (2 s by default)."""
-        if self._job is not None:
-            self._job.stop(grace)
-
-    @property
-    def task_results(self) -> List[Dict[str, Any]]:
-        """Per-task summaries of the finished job (worker, attempt, pid, trials, exit)."""
-        return self._job.results if self._job is not None else []
-
     def cancel(self) -> None:
         """Cancel this run's Spark job now (its tasks are interrupted and killed)."""
         if self.job_group is not None:
@@ -186,8 +173,7 @@ class SparkBackend(Backend):
     def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
         with self._lock:
             self._registered[worker_id] = time.time()
-        if self._job is not None:
-            self._job.registered()
+        super().worker_joined(worker_id, host, pid)
 
     def worker_lost(self, worker_id: str) -> None:
         """Kill the task attempt of a worker the driver gave up on, so Spark runs it again.

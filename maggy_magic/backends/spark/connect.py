@@ -34,10 +34,10 @@ import maggy_magic
 
 from ...errors import ConfigError, ExperimentFailed
 from ...logs import logger
-from ..base import Backend, Launch
+from ..base import Launch
 from .context import expected_slots
 from .failures import spark_error
-from .job import WorkerJob
+from .job import JobBackend, WorkerJob
 from .ship import Shipper, check_options, module_answers, module_of, pickle_function
 from .task import TaskSetup
 
@@ -139,7 +139,7 @@ class ConnectTarget:
         self.session.addArtifacts(path, pyfile=True)
 
 
-class SparkConnectBackend(Backend):
+class SparkConnectBackend(JobBackend):
     """Workers are long-running tasks of one DataFrame job on a Spark Connect session.
 
     Options as :class:`~.backend.SparkBackend`'s that apply here: ``barrier``, ``ship``
@@ -206,22 +206,9 @@ class SparkConnectBackend(Backend):
                               what="Spark Connect job")
         self._job.start()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Wait up to ``grace`` s for the tasks to end, then interrupt the run's tag."""
-        if self._job is not None:
-            self._job.stop(grace)
-
-    @property
-    def task_results(self) -> List[Dict[str, Any]]:
-        return self._job.results if self._job is not None else []
-
     def cancel(self) -> None:
         if self.tag is not None:
             self.session.interruptTag(self.tag)
-
-    def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
-        if self._job is not None:
-            self._job.registered()
 
     def worker_lost(self, worker_id: str) -> None:
         logger(__name__).info("worker %s lost: Spark Connect cannot kill its task alone; it "

@@ -6,6 +6,8 @@ returns the tasks' summaries (an RDD ``collect`` in a job group on a classic ses
 call in a background thread, watches that a worker registers in time (and, where the
 backend can hear of it, that no task found the driver unreachable), turns the job's end
 into the run's one-line error, and stops it: wait for the tasks to leave, then cancel.
+:class:`JobBackend` is what both backends do through it (stop, task summaries, a worker
+registering).
 
 Thread safety: ``start``/``stop`` come from the experiment's thread, ``registered`` from
 the driver's, the job and the watcher run in their own threads; state is under a lock.
@@ -17,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ..base import Launch
+from ..base import Backend, Launch
 from .failures import spark_error
 from .task import REFUSED, UNREACHABLE
 
@@ -144,3 +146,26 @@ class WorkerJob:
         self.launch.fail(f"no Spark worker task started within {self.start_timeout:g} s "
                          f"(the cluster has {self._slots()} task slot(s) now); check that "
                          "executors are running and free, or raise start_timeout")
+
+
+class JobBackend(Backend):
+    """What both Spark backends do through their :class:`WorkerJob` (``self._job``, set
+    by ``start``): stop it, count a registered worker, give its task summaries."""
+
+    _job: Optional[WorkerJob] = None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Wait up to ``grace`` s for the tasks to end (workers leave on the driver's
+        shutdown), then cancel the job; returns once it is over. Cancelled tasks' Python
+        workers are killed by Spark within ``spark.python.task.killTimeout`` (2 s)."""
+        if self._job is not None:
+            self._job.stop(grace)
+
+    @property
+    def task_results(self) -> List[Dict[str, Any]]:
+        """Per-task summaries of the finished job (worker, attempt, pid, trials, exit)."""
+        return self._job.results if self._job is not None else []
+
+    def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
+        if self._job is not None:
+            self._job.registered()
