@@ -8,7 +8,7 @@ progress and resume all read the same stream.
 =================  ==========================================================
 type               fields
 =================  ==========================================================
-run_started        config, kind, name, run_dir, resumed (bool)
+run_started        config, kind, name, run_dir, resumed (bool), backend (what it runs on)
 worker_joined      worker, host, pid
 worker_lost        worker, reason
 trial_started      trial, params, worker, budget, info, attempt
@@ -37,7 +37,7 @@ Event = Dict[str, Any]
 Listener = Callable[[Event], None]
 
 EVENT_FIELDS = {
-    "run_started": ("config", "kind", "name", "run_dir", "resumed"),
+    "run_started": ("config", "kind", "name", "run_dir", "resumed", "backend"),
     "worker_joined": ("worker", "host", "pid"),
     "worker_lost": ("worker", "reason"),
     "trial_started": ("trial", "params", "worker", "budget", "info", "attempt"),

@@ -118,7 +118,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     events.emit("run_started", config=dict(config.to_dict(), workers=workers,
                                            num_trials=optimizer.num_trials or config.num_trials),
                 kind=config.kind, name=config.name, run_dir=store.path,
-                resumed=bool(config.resume))
+                resumed=bool(config.resume), backend=backend.describe())
     loop = threading.Thread(target=driver.serve, name="maggy-driver", daemon=True)
     interrupted = False
     loop.start()

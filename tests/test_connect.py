@@ -29,7 +29,7 @@ HANG_GUARD = 90.0
 
 
 @pytest.fixture(scope="module")
-def spark():
+def server():
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
@@ -39,14 +39,19 @@ def spark():
     if SparkContext._active_spark_context is not None:
         SparkContext._active_spark_context.stop()
     mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
-    with ConnectServer() as server:
-        session = server.session()
-        yield session
-        session.stop()
+    with ConnectServer() as running:
+        yield running
     # pyspark leaves the process in Connect mode: the next modules' classic sessions
     # would be refused
     if mode is None:
         os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+
+@pytest.fixture(scope="module")
+def spark(server):
+    session = server.session()
+    yield session
+    session.stop()
 
 
 def config(**kwargs):
@@ -274,3 +279,137 @@ def test_local_modules_travel_as_artifacts(spark, tmp_path, monkeypatch):
     assert result.num_finished == 3
     assert all(t["value"] == pytest.approx(2 * t["params"]["x"] + 1)
                for t in result.trial_records)
+
+
+# -- TensorFlow dist ---------------------------------------------------------------------
+@pytest.mark.timeout(240)  # a reused Python worker would hang the second run
+def test_tensorflow_dist_runs_twice_in_one_session(spark, tmp_path):
+    """MultiWorkerMirroredStrategy over 2 barrier tasks, sharding the data; a second run
+    in the same Connect session gets Python workers of its own (a reused one would still
+    hold the first strategy's state and hang)."""
+    import tf_dist_fns
+
+    from maggy_magic import TfDistributedConfig
+
+    runs = []
+    for name in ("first", "again"):
+        out = tmp_path / name
+        out.mkdir()
+        runs.append(experiment.lagom(tf_dist_fns.train_fit, TfDistributedConfig(
+            hparams={"lr": 0.5, "epochs": 1, "out_dir": str(out)}, workers=2,
+            optimization_key="loss", direction="min", hb_interval=0.2, hb_timeout=60,
+            backend="spark", backend_options={"barrier": True})))
+    for run, name in zip(runs, ("first", "again")):
+        assert run.state == "finished" and run.metrics["replicas"] == 2
+        seen = [set(tf_ids(tmp_path / name, rank)) for rank in (0, 1)]
+        assert not seen[0] & seen[1]
+        assert seen[0] | seen[1] == set(range(tf_dist_fns.N_EXAMPLES))
+    assert runs[0].metrics["loss"] == pytest.approx(runs[1].metrics["loss"], abs=1e-6)
+
+
+def tf_ids(work_dir, rank):
+    import json
+
+    with open(os.path.join(work_dir, f"ids_{rank}.json")) as handle:
+        return json.load(handle)
+
+
+# -- the magics --------------------------------------------------------------------------
+def test_magic_cells_run_on_a_connect_url_and_on_the_active_session(spark, server, shell,
+                                                                     monkeypatch):
+    monkeypatch.setenv("MAGGY_MAGIC_WIDGETS", "0")
+    hpo = shell.run_cell(
+        f"%%maggy hpo --backend spark --backend-opt remote={server.url} --trials 4 "
+        "--workers 2 --es-policy none --seed 3 --ui text -o hpo_result\n"
+        "import os\n"
+        "from maggy_magic import Searchspace\n"
+        "space = Searchspace(x=('DOUBLE', [0, 1]))\n"
+        "def train(x):\n"
+        "    return {'metric': x, 'pid': os.getpid()}\n")
+    assert hpo.success, hpo.error_in_exec
+    result = shell.user_ns["hpo_result"]
+    assert result.state == "finished" and result.num_finished == 4
+    assert all(t["metrics"]["pid"] != os.getpid() for t in result.trial_records)
+    started = journal(result.run_dir)[0]
+    assert started["type"] == "run_started" and started["backend"]["connect"] is True
+    assert started["backend"]["server"] == server.url[len("sc://"):]
+    ablation = shell.run_cell(
+        "%%maggy ablation --backend spark --workers 2 --ui text -o abl_result\n"
+        "from maggy_magic import AblationStudy\n"
+        "def kept(ablated_features=None):\n"
+        "    return [f for f in ('a', 'b', 'c') if f not in (ablated_features or [])]\n"
+        "study = AblationStudy('d', 1, 'y', dataset_generator=kept)\n"
+        "study.features.include('a', 'b')\n"
+        "def train(dataset_function):\n"
+        "    return {'metric': float(len(dataset_function()))}\n")
+    assert ablation.success, ablation.error_in_exec
+    assert sorted(t["value"] for t in shell.user_ns["abl_result"].trial_records) == [
+        2.0, 2.0, 3.0]
+
+
+# -- a Python with the Connect client only -----------------------------------------------
+CLIENT_RUN = '''
+import importlib.metadata, json, sys
+import pyspark.sql.utils
+from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+from maggy_magic.backends.spark.connect import active_connect_session, probe_connect
+
+def train(x, reporter):
+    for step in range(3):
+        reporter.broadcast(x * step, step)
+    return x
+
+before = probe_connect(active_connect_session(), ["maggy_magic"])
+result = experiment.lagom(train, HyperparameterOptConfig(
+    num_trials=4, workers=2, searchspace=Searchspace(x=("DOUBLE", [0.0, 1.0])),
+    es_policy="none", seed=2, backend="spark", root=sys.argv[1]))
+print(json.dumps({
+    "state": result.state, "finished": result.num_finished,
+    "pyspark": sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                      if d.metadata["Name"].startswith("pyspark")),
+    "remote_only": pyspark.sql.utils.is_remote_only(),
+    "before": before, "after": probe_connect(active_connect_session(), ["maggy_magic"])}))
+'''
+
+
+def client_python():
+    """The Python of ``scripts/setup-client.sh``'s environment (built once, cached)."""
+    import subprocess
+
+    script = os.path.join(CHECKOUT, "scripts", "setup-client.sh")
+    done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def maggy_magic_version():
+    import maggy_magic
+
+    return maggy_magic.__version__
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_python_with_only_the_connect_client_runs_on_spark_remote(server, tmp_path):
+    """No pyspark, no JVM in the client: SPARK_REMOTE names the server; the executors
+    lack maggy_magic and get it as an artifact."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SPARK_", "PYSPARK_", "PYTHON"))}
+    env.update(SPARK_REMOTE=server.url, PYTHONPATH=CHECKOUT)
+    # a script file, not -c: pyspark's Connect import takes a __main__ without a file
+    # for its own doctests
+    (tmp_path / "client_run.py").write_text(CLIENT_RUN)
+    done = subprocess.run([client_python(), "client_run.py", str(tmp_path)], env=env,
+                          cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=HANG_GUARD * 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["pyspark"] == ["pyspark-client"] and answer["remote_only"] is True
+    # the executors could not import maggy_magic before the run, and the run shipped it
+    assert answer["before"] == {"maggy_magic": [False, None]}
+    assert answer["after"] == {"maggy_magic": [True, maggy_magic_version()]}
+    assert answer["state"] == "finished" and answer["finished"] == 4

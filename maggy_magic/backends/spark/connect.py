@@ -12,6 +12,12 @@ function's local modules, and an installed package the executors lack is one lin
 an executor can import is probed by a one-row ``mapInArrow`` job whose function uses only
 the standard library and pyarrow (which every Connect executor has).
 
+Collective training (TensorFlow's MultiWorkerMirroredStrategy) leaves per-process state
+that hangs a second run in a reused Python worker. Spark keeps one pool of Python workers
+per Connect session (its artifact id is among the workers' environment), so barrier runs
+go out on a clone of the user's session (:func:`fresh_session`: the same server-side
+settings, views and functions; a pool of its own), which is released when the run stops.
+
 What Connect does not offer and this backend therefore does not do: killing one task
 attempt (a worker the driver gave up on keeps its task until the run ends; its trial is
 retried on another worker), per-task status (the start watcher only times out).
@@ -49,9 +55,12 @@ def is_connect_session(obj: Any) -> bool:
 
 def active_connect_session(remote: Optional[str] = None) -> Any:
     """The Connect session to use: one for ``remote`` (``sc://host:port``), else the active
-    session if it is a Connect one, else None."""
+    session if it is a Connect one, else one for ``SPARK_REMOTE`` (as pyspark's builder
+    reads it) when that is set, else None."""
     from pyspark.sql import SparkSession
 
+    if remote is None and SparkSession.getActiveSession() is None:
+        remote = os.environ.get("SPARK_REMOTE") or None
     if remote is not None:
         if not str(remote).startswith("sc://"):
             raise ConfigError(f"spark backend option remote must be a Spark Connect URL "
@@ -74,17 +83,36 @@ def connect_slots(session: Any) -> int:
     return max(expected_slots(master, conf), 1)
 
 
+def server_endpoint(session: Any) -> tuple:
+    """``(host, port)`` of the Connect server the session talks to (the port that
+    ``sc://host:port`` names, 15002 when the client does not say)."""
+    client = session.client
+    endpoint = str(getattr(getattr(client, "_builder", None), "endpoint", "") or "")
+    host, _, port = endpoint.rpartition(":")
+    if host and port.isdigit():
+        return host.strip("[]"), int(port)
+    return str(getattr(client, "host", None) or "127.0.0.1"), 15002
+
+
 def local_address_towards(session: Any) -> str:
     """This machine's address on the route to the Connect server (no packet is sent)."""
-    client = session.client
-    host = getattr(client, "host", None) or "127.0.0.1"
-    port = int(getattr(client, "port", None) or 15002)
+    host, port = server_endpoint(session)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((socket.gethostbyname(host), port))
             return str(probe.getsockname()[0])
     except OSError:
         return "127.0.0.1"
+
+
+def fresh_session(session: Any) -> Any:
+    """A new server-side session like ``session``: its clone where the client can clone
+    (pyspark 4.1+: settings, temporary views and functions copied), else a new session
+    of the same server. Its jobs run in Python workers no job of ``session`` used."""
+    clone = getattr(session, "cloneSession", None)
+    if clone is not None:
+        return clone()
+    return session.newSession()
 
 
 # -- what runs on the executors ----------------------------------------------------------
@@ -162,6 +190,8 @@ class SparkConnectBackend(JobBackend):
         self.code: List[str] = []
         self._host = local_address_towards(session)
         self._job: Optional[WorkerJob] = None
+        #: Where this run's job goes: ``session``, or its clone in barrier mode.
+        self._jobs_session: Any = None
 
     def default_workers(self) -> int:
         return connect_slots(self.session)
@@ -178,7 +208,9 @@ class SparkConnectBackend(JobBackend):
             raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
                               f"cluster has {connect_slots(self.session)} task slot(s); set "
                               "workers <= that or add executors")
-        shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(self.session))
+        self._jobs_session = fresh_session(self.session) if self.barrier else self.session
+        session = self._jobs_session
+        shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(session))
         by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
@@ -188,16 +220,16 @@ class SparkConnectBackend(JobBackend):
         setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         self.tag = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
-        frame = self.session.range(workers, numPartitions=workers).mapInArrow(
+        frame = session.range(workers, numPartitions=workers).mapInArrow(
             functools.partial(serve_arrow, setup, self.barrier), "summary string",
             barrier=self.barrier)
 
         def collect() -> List[Dict[str, Any]]:
-            self.session.addTag(self.tag)
+            session.addTag(self.tag)
             try:
                 rows = frame.collect()
             finally:
-                self.session.removeTag(self.tag)
+                session.removeTag(self.tag)
             return [json.loads(row["summary"]) for row in rows]
 
         self._job = WorkerJob(launch, collect=collect, cancel=self.cancel,
@@ -207,15 +239,27 @@ class SparkConnectBackend(JobBackend):
         self._job.start()
 
     def cancel(self) -> None:
-        if self.tag is not None:
-            self.session.interruptTag(self.tag)
+        if self.tag is not None and self._jobs_session is not None:
+            self._jobs_session.interruptTag(self.tag)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """As :meth:`.job.JobBackend.stop`; then the barrier run's own session is
+        released."""
+        try:
+            super().stop(grace)
+        finally:
+            jobs_session, self._jobs_session = self._jobs_session, None
+            if jobs_session is not None and jobs_session is not self.session:
+                jobs_session.stop()
 
     def worker_lost(self, worker_id: str) -> None:
         logger(__name__).info("worker %s lost: Spark Connect cannot kill its task alone; it "
                               "ends with the run", worker_id)
 
     def describe(self) -> Dict[str, Any]:
+        host, port = server_endpoint(self.session)  # not the URL: it may carry a token
         return {"backend": self.name, "connect": True, "barrier": self.barrier,
+                "server": f"{host}:{port}",
                 "master": str(self.session.conf.get("spark.master", "") or "")}
 
     # -- internals ------------------------------------------------------------------------
