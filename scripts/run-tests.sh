@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 py=$(bash scripts/setup.sh test)
+# the Connect-client-only environment of tests/test_connect.py, set up with the rest
+bash scripts/setup-client.sh >/dev/null
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # lint first: every Python file of the checkout, settings in pyproject.toml
 "$(dirname "$py")/ruff" check .

@@ -413,3 +413,41 @@ def test_a_python_with_only_the_connect_client_runs_on_spark_remote(server, tmp_
     assert answer["before"] == {"maggy_magic": [False, None]}
     assert answer["after"] == {"maggy_magic": [True, maggy_magic_version()]}
     assert answer["state"] == "finished" and answer["finished"] == 4
+
+
+def test_a_probe_that_cannot_run_fails_in_one_line_within_start_timeout(spark):
+    """Every slot is held by another job: the probe of a session this process has not
+    shipped to yet cannot run, and the run ends with one line once start_timeout passes."""
+    tag = "maggy-test-busy"
+
+    def busy(batches):
+        import time as _time
+
+        for batch in batches:
+            _time.sleep(60)
+            yield batch
+
+    def hold():
+        spark.addTag(tag)
+        try:
+            spark.range(2, numPartitions=2).mapInArrow(busy, "id long").collect()
+        except Exception:  # noqa: BLE001 - interrupted below
+            pass
+        finally:
+            spark.removeTag(tag)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    other = spark.cloneSession()
+    try:
+        time.sleep(3)  # the busy tasks hold both slots
+        begun = time.monotonic()
+        with pytest.raises(ExperimentFailed, match="probing the executors did not run "
+                                                   "within 3 s") as info:
+            experiment.lagom(curve, config(num_trials=1, backend_options={
+                "spark": other, "start_timeout": 3}))
+        assert "\n" not in str(info.value) and time.monotonic() - begun < 20
+    finally:
+        spark.interruptTag(tag)
+        holder.join(HANG_GUARD)
+        other.stop()

@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import socket
+import threading
 import uuid
 from typing import Any, Dict, List, Optional
 
@@ -154,14 +155,39 @@ def probe_connect(session: Any, names: List[str]) -> Dict[str, tuple]:
 
 class ConnectTarget:
     """Where a :class:`~.ship.Shipper` ships to on a Connect session: ``key`` (the session
-    id), ``probe`` (:func:`probe_connect`), ``add`` (a Python-file artifact)."""
+    id), ``probe`` (:func:`probe_connect`, interrupted after ``timeout`` s: a
+    :class:`ExperimentFailed`), ``add`` (a Python-file artifact)."""
 
-    def __init__(self, session: Any):
+    def __init__(self, session: Any, timeout: float = 300.0):
         self.session = session
+        self.timeout = timeout
         self.key = f"connect:{session.session_id}"
 
     def probe(self, names: List[str]) -> Dict[str, tuple]:
-        return probe_connect(self.session, names)
+        tag = f"maggy-magic-probe-{uuid.uuid4().hex[:8]}"
+        answer: Dict[str, Any] = {}
+
+        def run() -> None:
+            self.session.addTag(tag)
+            try:
+                answer["modules"] = probe_connect(self.session, names)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                answer["error"] = exc
+            finally:
+                self.session.removeTag(tag)
+
+        thread = threading.Thread(target=run, name="maggy-connect-probe", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self.session.interruptTag(tag)
+            raise ExperimentFailed(
+                f"the Spark Connect job probing the executors did not run within "
+                f"{self.timeout:g} s (the cluster has {connect_slots(self.session)} task "
+                "slot(s)); check that executors are running and free, or raise start_timeout")
+        if "error" in answer:
+            raise answer["error"]
+        return answer["modules"]
 
     def add(self, path: str) -> None:
         self.session.addArtifacts(path, pyfile=True)
@@ -210,7 +236,8 @@ class SparkConnectBackend(JobBackend):
                               "workers <= that or add executors")
         self._jobs_session = fresh_session(self.session) if self.barrier else self.session
         session = self._jobs_session
-        shipper = Shipper(None, self.ship, launch.function, target=ConnectTarget(session))
+        shipper = Shipper(None, self.ship, launch.function,
+                          target=ConnectTarget(session, self.start_timeout))
         by_value = self._prepare(shipper, [module_of(launch.function)])
         self.shipped, self.code = shipper.shipped, shipper.code
         setup = TaskSetup(launch.host, launch.port, launch.secret,
