@@ -3,8 +3,10 @@
 ``HyperparameterOptConfig(num_trials, optimizer, searchspace, optimization_key, direction,
 es_interval, es_min, es_policy, name, description, hb_interval, model, dataset)`` is
 Maggy's signature; everything after it is keyword-only and specific to maggy-magic
-(backend, workers, fault tolerance, run directory, resume). ``AblationConfig(ablation_study,
-ablator, direction, name, description, hb_interval, model, dataset)`` likewise.
+(backend, workers, fault tolerance, run directory, resume, ``gpus_per_trial`` and
+``cpus_per_trial``: what each trial gets, see :mod:`maggy_magic.resources`).
+``AblationConfig(ablation_study, ablator, direction, name, description, hb_interval,
+model, dataset)`` likewise.
 
 Each config tells the experiment what it runs: ``make_optimizer()`` gives the optimizer
 (or ablator) the driver asks for trials, and ``trial_function(train_fn, optimizer)``
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from .errors import ConfigError, did_you_mean
+from .resources import cpus_option, gpus_option
 from .searchspace import Searchspace
 from .validation import (
     address_option,
@@ -41,7 +44,9 @@ class RunOptions:
                  run_id: Optional[str] = None, backend_options: Optional[dict] = None,
                  tls: Any = "auto", driver_host: Optional[str] = None,
                  driver_bind: Optional[str] = None, driver_port: Any = None,
-                 storage: Optional[str] = None, files_limit_mb: float = 256):
+                 storage: Optional[str] = None, files_limit_mb: float = 256,
+                 gpus_per_trial: Optional[float] = None,
+                 cpus_per_trial: Optional[int] = None):
         self.backend = backend
         self.workers = workers
         self.max_failures = max_failures
@@ -64,11 +69,20 @@ class RunOptions:
         #: for every interface) and its port or port range (default: any free port).
         self.driver_host, self.driver_bind, self.driver_port = \
             driver_host, driver_bind, driver_port
+        #: Devices per trial (a whole number, or 1/n: n trials share one device) and CPU
+        #: cores per trial (see :mod:`maggy_magic.resources`); None: no request.
+        self.gpus_per_trial, self.cpus_per_trial = gpus_per_trial, cpus_per_trial
+
+    def resources_dict(self) -> Dict[str, Any]:
+        """The resource request as ``to_dict`` records it."""
+        return {"gpus_per_trial": self.gpus_per_trial, "cpus_per_trial": self.cpus_per_trial}
 
     def validate_run_options(self) -> None:
         if self.workers is not None:
             positive_int("workers", self.workers)
         self.tls = tls_option(self.tls)
+        self.gpus_per_trial = gpus_option(self.gpus_per_trial)
+        self.cpus_per_trial = cpus_option(self.cpus_per_trial)
         if isinstance(self.files_limit_mb, bool) or \
                 not isinstance(self.files_limit_mb, (int, float)) or \
                 not 0 < self.files_limit_mb < float("inf"):
@@ -162,7 +176,7 @@ class HyperparameterOptConfig(RunOptions):
                 "es_min": self.es_min, "hb_interval": self.hb_interval,
                 "backend": named(self.backend), "workers": self.workers,
                 "max_failures": self.max_failures, "max_retries": self.max_retries,
-                "seed": self.seed}
+                "seed": self.seed, **self.resources_dict()}
 
 
 class AblationConfig(RunOptions):
@@ -247,7 +261,7 @@ class AblationConfig(RunOptions):
                 "es_policy": self.es_policy, "hb_interval": self.hb_interval,
                 "backend": _named(self.backend), "workers": self.workers,
                 "max_failures": self.max_failures, "max_retries": self.max_retries,
-                "seed": self.seed}
+                "seed": self.seed, **self.resources_dict()}
 
 
 def _named(x: Any) -> Any:

@@ -9,9 +9,11 @@ progress and resume all read the same stream.
 type               fields
 =================  ==========================================================
 run_started        config, kind, name, run_dir, resumed (bool), backend (what it runs on)
-worker_joined      worker, host, pid
+worker_joined      worker, host, pid (and devices: the worker's GPU ids, when the
+                   run asked for GPUs)
 worker_lost        worker, reason
-trial_started      trial, params, worker, budget, info, attempt
+trial_started      trial, params, worker, budget, info, attempt (and devices, as in
+                   worker_joined)
 metric             trial, step, value
 log                worker, trial (or None), lines (list of str)
 early_stopped      trial, step

@@ -24,6 +24,7 @@ from .errors import ExperimentInterrupted, ResumeError, RunStoreError, error_cla
 from .events import EventStream, Listener
 from .logs import logger
 from .portable import serialize
+from .resources import Resources
 from .result import ExperimentResult
 from .runs import find_run
 from .store import RunStore, load_trials
@@ -57,6 +58,9 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     payload = serialize(function)
     earlystop = get_earlystop(config.es_policy)
     backend = get_backend(config.backend, **config.backend_options)
+    resources = Resources.of(config)
+    if resources and not hasattr(backend, "run_experiment"):  # livy: its remote run asks
+        backend.request_resources(resources, config.workers)  # GPUs / CPUs per trial
     if hasattr(config, "check_backend"):  # e.g. a dist run needs all its ranks at once
         config.check_backend(backend)
     if hasattr(backend, "run_experiment"):  # the whole experiment runs elsewhere (livy)
@@ -126,7 +130,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     def launch() -> None:
         if on_driver is not None:
             on_driver(driver, backend)
-        backend.start(_launch(driver, function, payload, workers, store.path))
+        backend.start(_launch(driver, function, payload, workers, store.path, config.kind))
 
     try:
         interrupted = supervise(driver, wait, INTERRUPT_GRACE, before=launch)
@@ -236,12 +240,14 @@ def _record_failure(what: str, exc: BaseException) -> tuple:
     return f"{what} failed: {type(exc).__name__}: {exc}", "RunStoreError"
 
 
-def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, run_dir: str):
+def _launch(driver: Driver, train_fn: Callable, payload: bytes, workers: int, run_dir: str,
+            kind: str):
     from .backends import Launch
 
     return Launch(host=driver.address[0], port=driver.address[1], secret=driver.secret,
                   function=train_fn, payload=payload, num_workers=workers, run_dir=run_dir,
-                  fail=driver.fail, fingerprint=driver.fingerprint)
+                  fail=driver.fail, fingerprint=driver.fingerprint,
+                  fresh_processes=kind == "dist")
 
 
 def _check_resumable(old: dict, new: dict) -> None:

@@ -67,10 +67,12 @@ class ExperimentResult(collections.abc.Mapping):
 
     @property
     def trials(self):
-        """One row per trial: id, state, value, params (one column each), worker, ..."""
+        """One row per trial: id, state, value, params (one column each), worker, ...
+        (and ``devices``, the GPU ids it ran on, when the run asked for GPUs)."""
         import pandas as pd
 
         rows = []
+        gpus = any("devices" in t for t in self.trial_records)
         for t in self.trial_records:
             row = {"trial": t["trial"], "state": t["state"], self.optimization_key: t["value"],
                    "steps": len(t.get("steps") or []), "last_step": (t.get("steps") or
@@ -78,6 +80,8 @@ class ExperimentResult(collections.abc.Mapping):
                    "worker": t.get("worker"), "duration": t.get("duration"),
                    "retries": t.get("retries"), "budget": t.get("budget"),
                    "error": t.get("error")}
+            if gpus:
+                row["devices"] = ",".join(t.get("devices") or ())
             row.update({f"param_{k}" if k in row else k: v for k, v in t["params"].items()})
             rows.append(row)
         return pd.DataFrame(rows)

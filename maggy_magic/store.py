@@ -232,6 +232,7 @@ def load_trials(path: str) -> Tuple[Dict[str, Trial], Dict[str, Any], int]:
                 trials[trial.trial_id] = trial
             trial.status, trial.worker = Trial.RUNNING, event.get("worker")
             trial.retries = int(event.get("attempt") or 0)
+            trial.devices = event.get("devices")
             trial.start = event["t"]
             trial.step_history, trial.metric_history = [], []
         elif trial is None:

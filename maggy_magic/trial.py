@@ -32,6 +32,8 @@ class Trial:
         self.budget = budget
         self.status = Trial.PENDING
         self.worker: Optional[str] = None
+        #: The GPU ids of the worker that ran it (None: the run asked for no GPUs).
+        self.devices: Optional[List[str]] = None
         self.retries = 0
         self.metric_history: List[float] = []
         self.step_history: List[int] = []
@@ -87,6 +89,7 @@ class Trial:
             "history": self.metric_history, "error": self.error,
             "traceback": self.traceback, "start": self.start, "end": self.end,
             "duration": self.duration,
+            **({"devices": self.devices} if self.devices is not None else {}),
         }
 
     def __repr__(self) -> str:

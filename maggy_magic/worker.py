@@ -88,8 +88,11 @@ class WorkerLoop:
     def __init__(self, load: Callable[[], Callable], worker_id: str, host: str, port: int,
                  secret: bytes, *, on_driver_lost: str = "return", fingerprint: Any = None,
                  extras: Optional[Dict[str, Any]] = None, route_output: bool = True,
-                 connect: Optional[Dict[str, float]] = None):
+                 connect: Optional[Dict[str, float]] = None,
+                 devices: Optional[list] = None):
         self.load = load
+        #: The GPUs the backend gave this worker (told to the driver when registering).
+        self.devices = devices
         self.worker_id = worker_id
         self.address = (host, port)
         self.secret, self.fingerprint = secret, fingerprint  # the driver's pinned TLS cert
@@ -133,8 +136,11 @@ class WorkerLoop:
         """Serve trials; returns the number of trials run."""
         self._client = rpc.Client(*self.address, self.secret, fingerprint=self.fingerprint,
                                   **self.connect)
-        self._client.hello({"type": "register", "worker": self.worker_id,
-                            "host": socket.gethostname(), "pid": os.getpid()})
+        hello = {"type": "register", "worker": self.worker_id,
+                 "host": socket.gethostname(), "pid": os.getpid()}
+        if self.devices is not None:
+            hello["devices"] = [str(d) for d in self.devices]
+        self._client.hello(hello)
         reader = threading.Thread(target=self._read, name="maggy-reader", daemon=True)
         reader.start()
         old_streams = sys.stdout, sys.stderr
@@ -374,7 +380,7 @@ def main() -> None:
 
     loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
                       bytes.fromhex(header["secret"]), on_driver_lost="exit",
-                      fingerprint=header.get("fingerprint"))
+                      fingerprint=header.get("fingerprint"), devices=header.get("devices"))
     capture = FdCapture(loop)
     loop.before_report = lambda: capture.drain(final=True)
     loop.run()

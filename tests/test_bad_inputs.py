@@ -21,6 +21,8 @@ from maggy_magic import (
     TrainFunctionError,
     experiment,
 )
+from maggy_magic.backends.base import Backend
+from maggy_magic.backends.local import LocalBackend
 from maggy_magic.runs import RunNotFoundError
 
 SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
@@ -87,6 +89,13 @@ def _plain_folder():
     return folder
 
 
+class _NoResources(LocalBackend):
+    """A backend that keeps the contract's default: no resources per trial."""
+
+    name = "plain"
+    request_resources = Backend.request_resources
+
+
 def run(fn, **kwargs):
     kwargs.setdefault("searchspace", SPACE)
     kwargs.setdefault("es_policy", "none")
@@ -130,6 +139,20 @@ BEFORE_START = [
     ("local backend restarts of the wrong type",
      lambda: run(ok, backend_options={"max_restarts": 1.5}), ConfigError,
      "local backend option max_restarts must be an integer >= 0, got 1.5"),
+    ("GPUs per trial that do not divide one GPU", lambda: run(ok, gpus_per_trial=0.3),
+     ConfigError, "gpus_per_trial (--gpus-per-trial) below 1 must divide one GPU evenly "
+     "(0.5, 0.25, 0.2, ... = 1/n trials per GPU), got 0.3; use 0.333333"),
+    ("negative GPUs per trial", lambda: run(ok, gpus_per_trial=-1), ConfigError,
+     "gpus_per_trial (--gpus-per-trial) must be >= 0 GPUs per trial, got -1"),
+    ("GPUs per trial above one that are not whole", lambda: run(ok, gpus_per_trial=1.5),
+     ConfigError, "above 1 must be a whole number of GPUs, got 1.5; use 1 or 2"),
+    ("GPUs per trial as text", lambda: run(ok, gpus_per_trial="1"), ConfigError,
+     "must be a number of GPUs per trial (e.g. 1, 2 or 0.5), got '1'"),
+    ("CPUs per trial below one", lambda: run(ok, cpus_per_trial=0), ConfigError,
+     "cpus_per_trial (--cpus-per-trial) must be a whole number of CPU cores >= 1, got 0"),
+    ("GPUs on a backend that cannot give them", lambda: run(
+        ok, gpus_per_trial=1, backend=_NoResources()), ConfigError,
+     "the plain backend cannot give trials their own GPUs or CPUs (gpus_per_trial=1)"),
 ]
 
 WHILE_RUNNING = [

@@ -275,6 +275,40 @@ def test_bad_dist_names_and_restarts_are_one_line_errors(shell, capsys, line, me
     assert not os.path.exists("maggy_experiments")
 
 
+# -- --gpus-per-trial / --cpus-per-trial ------------------------------------------------------
+def test_gpus_per_trial_reaches_the_run(shell, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    result = run(shell, "%%maggy hpo --trials 2 --gpus-per-trial 0.5 --cpus-per-trial 1 "
+                        "--ui text -o r\n" + SPACE +
+                        "def train(x):\n    import os\n"
+                        "    cvd = os.environ['CUDA_VISIBLE_DEVICES']\n"
+                        "    return {'metric': x, 'cvd': 'cvd=' + cvd}\n")
+    assert result.success, result.error_in_exec
+    res = shell.user_ns["r"]
+    with open(os.path.join(res.run_dir, "config.json")) as handle:
+        recorded = json.load(handle)
+    assert (recorded["gpus_per_trial"], recorded["cpus_per_trial"]) == (0.5, 1)
+    assert [t["metrics"]["cvd"] for t in res.trial_records] == ["cvd=3", "cvd=3"]
+    assert "--gpus-per-trial" in help_text() and "--cpus-per-trial" in help_text()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--gpus-per-trial half", "--gpus-per-trial takes a number, got 'half'"),
+    ("--gpus-per-trial 0.3", "gpus_per_trial (--gpus-per-trial) below 1 must divide one GPU "
+                             "evenly (0.5, 0.25, 0.2, ... = 1/n trials per GPU), got 0.3; "
+                             "use 0.333333"),
+    ("--gpus-per-trial -1", "gpus_per_trial (--gpus-per-trial) must be >= 0 GPUs per trial, "
+                            "got -1.0"),
+    ("--cpus-per-trial 1.5", "--cpus-per-trial takes a whole number, got '1.5'"),
+    ("--cpus-per-trial 0", "cpus_per_trial (--cpus-per-trial) must be a whole number of CPU "
+                           "cores >= 1, got 0"),
+])
+def test_bad_resource_options_are_one_line_errors(shell, capsys, line, message):
+    result = run(shell, f"%%maggy hpo --trials 2 {line}\n" + CELL)
+    assert one_line_error(result, ConfigError, capsys) == message
+    assert not os.path.exists("maggy_experiments")
+
+
 def test_dist_options_on_an_hpo_line_are_refused(shell, capsys):
     for flags in ("--module net", "--hparams settings", "--max-restarts 1"):
         result = run(shell, f"%%maggy hpo {flags}\n" + CELL)

@@ -14,14 +14,17 @@ class Launch:
     it through their own launch channel, never the RPC); ``fail(message)`` ends the run
     from any thread when workers cannot be had. ``fingerprint`` (hex SHA-256 of the
     driver's TLS certificate, None without TLS) travels with the secret, through the
-    backend's launch channel, to every worker.
+    backend's launch channel, to every worker. ``fresh_processes``: the workers must run
+    in processes no earlier run used (collective training, as in a dist run, leaves state
+    in a process that hangs the next one).
     """
 
     def __init__(self, *, host: str, port: int, secret: bytes, function: Callable,
                  num_workers: int, run_dir: str, fail: Callable[[str], None],
                  payload: bytes = b"", extras: Optional[Dict[str, Any]] = None,
-                 fingerprint: Optional[str] = None):
+                 fingerprint: Optional[str] = None, fresh_processes: bool = False):
         self.host, self.port, self.secret = host, port, secret
+        self.fresh_processes = fresh_processes
         self.fingerprint = fingerprint
         self.function = function
         self.payload = payload
@@ -52,6 +55,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self, grace: float = 5.0) -> None:
         """Make every worker exit within about ``grace`` seconds (then force it)."""
+
+    def request_resources(self, request: Any, workers: Optional[int]) -> None:
+        """Every worker of the coming run needs ``request`` (a
+        :class:`~maggy_magic.resources.Resources`: GPUs / CPUs per trial; only called when
+        it asks for something); ``workers`` is the count the user gave (None: this
+        backend's default, which must then respect the request). Called before the run
+        exists: what cannot be had is a one-line ConfigError. A backend that cannot honour
+        a request says so."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the {self.name} backend cannot give trials their own GPUs or "
+                          f"CPUs ({request.describe()}); drop gpus_per_trial / cpus_per_trial "
+                          "or use the local or spark backend")
 
     def worker_joined(self, worker_id: str, host: str, pid: int) -> None:
         """``worker_id`` registered with the driver (again, after a restart or retry).

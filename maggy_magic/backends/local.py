@@ -8,6 +8,17 @@ the run directory, while the worker loop streams lines to the driver. Workers li
 their own session, so a terminal's Ctrl-C reaches only the kernel, which then stops
 them. A worker that dies while the run is still going is replaced, up to a restart
 budget.
+
+GPUs (``gpus_per_trial``): the devices are this process's ``CUDA_VISIBLE_DEVICES``, else
+those ``nvidia-smi -L`` lists, else none; worker ``i`` gets its own of them (with a
+fraction ``1/n``, workers ``n*k .. n*k+n-1`` share device ``k``) through the environment
+it is spawned with (:func:`maggy_magic.resources.worker_env`), so no framework in it sees
+another device, and a replacement gets the same ones. More workers than the devices hold
+is a one-line ConfigError before anything starts; the default worker count is what they
+hold. ``cpus_per_trial`` caps the default worker count at ``cpu_count // cpus_per_trial``
+and sizes each worker's thread pools (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS``, unless set); no CPU affinity is set. Without a request the
+workers' environment is the kernel's.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from ..errors import ConfigError
+from ..resources import Resources, assign, too_many, visible_devices, worker_env
 from ..worker import ABORT_EXIT
 from .base import Backend, Launch
 
@@ -40,9 +53,33 @@ class LocalBackend(Backend):
         self._launch: Optional[Launch] = None
         self._payload = b""
         self._watchers: List[threading.Thread] = []
+        #: The run's request per trial, the devices this machine shows (None: no GPU
+        #: request) and each worker's share of them, by worker index.
+        self.resources = Resources()
+        self.visible: Optional[List[str]] = None
+        self.devices: List[List[str]] = []
 
     def default_workers(self) -> int:
-        return max(1, min(os.cpu_count() or 1, 8))
+        """CPUs (at most 8; with cpus_per_trial, cpu_count // cpus_per_trial); with
+        gpus_per_trial, as many workers as the devices hold."""
+        cpus = os.cpu_count() or 1
+        count = min(cpus, 8)
+        if self.resources.cpus:
+            count = cpus // self.resources.cpus
+        if self.visible is not None:
+            held = self.resources.capacity(len(self.visible))
+            count = held if not self.resources.cpus else min(count, held)
+        return max(1, count)
+
+    def request_resources(self, request: Resources, workers: Optional[int]) -> None:
+        """Find the devices (a GPU request); refuse more workers than they hold."""
+        self.resources = request
+        if request.gpus is None:
+            return
+        self.visible = visible_devices()
+        capacity = request.capacity(len(self.visible))
+        if capacity == 0 or (workers is not None and workers > capacity):
+            raise ConfigError(too_many(workers or 1, capacity, len(self.visible), request))
 
     def start(self, launch: Launch) -> None:
         self._launch = launch
@@ -54,6 +91,8 @@ class LocalBackend(Backend):
             self._payload = cloudpickle.dumps(launch.function)
         if self.max_restarts is None:
             self.max_restarts = 2 * launch.num_workers + 2
+        if self.visible is not None:
+            self.devices = assign(self.visible, launch.num_workers, self.resources)
         os.makedirs(os.path.join(launch.run_dir, "workers"), exist_ok=True)
         for index in range(launch.num_workers):
             self._spawn(str(index))
@@ -64,13 +103,17 @@ class LocalBackend(Backend):
         header = {"host": launch.host, "port": launch.port, "secret": launch.secret.hex(),
                   "worker": worker_id, "sys_path": [p for p in sys.path if p],
                   "fingerprint": launch.fingerprint}
+        devices = self.devices[int(worker_id)] if self.devices else None
+        if devices is not None:
+            header["devices"] = devices
         out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))))
         python_path = os.environ.get("PYTHONPATH", "")
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=package_parent + (os.pathsep + python_path if python_path
-                                                else ""))
+                                                else ""),
+                   **worker_env(devices, self.resources.cpus))
         with open(out_path, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from maggy_magic.worker import main; main()"],

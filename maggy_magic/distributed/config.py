@@ -9,7 +9,7 @@ hb_interval, description)`` are Maggy's signatures; everything after them is key
 ``checkpoint_dir`` (shared by every rank; default ``<run dir>/checkpoints``), ``shard``
 (give each rank its own part of the training set, default True), ``rendezvous_timeout``,
 ``abort_timeout`` and the run options every experiment has (backend, backend_options,
-root, ...).
+root, ``gpus_per_trial`` / ``cpus_per_trial`` per rank, ...).
 
 A dist run is one *gang* of ``workers`` trials (see :mod:`maggy_magic.distributed.plan`) through
 the same driver, worker loop and backends as any experiment.
@@ -79,6 +79,12 @@ class DistributedConfig(RunOptions):
         if self.workers is None or self.workers < 2:
             raise ConfigError(f"distributed training needs workers >= 2 (one per rank), got "
                               f"{self.workers!r}; for one process, run the function directly")
+        if self.framework == "torch" and self.gpus_per_trial is not None and \
+                self.gpus_per_trial < 1:
+            raise ConfigError(f"torch distributed training needs a GPU per rank (NCCL refuses "
+                              f"two ranks on one device), got gpus_per_trial="
+                              f"{self.gpus_per_trial:g}; set --gpus-per-trial 1 or more, or "
+                              "leave it unset for CPU ranks")
         nonnegative_int("max_restarts", self.max_restarts)
         positive_number("rendezvous_timeout", self.rendezvous_timeout)
         positive_number("abort_timeout", self.abort_timeout)
@@ -138,7 +144,7 @@ class DistributedConfig(RunOptions):
                 "es_policy": self.es_policy, "hb_interval": self.hb_interval,
                 "backend": backend, "workers": self.workers,
                 "max_restarts": self.max_restarts, "checkpoint_dir": self.checkpoint_dir,
-                "shard": self.shard, "seed": self.seed}
+                "shard": self.shard, "seed": self.seed, **self.resources_dict()}
 
 
 def _unsupported(**given: Any) -> None:

@@ -4,7 +4,8 @@ On each rank :func:`session` sets ``MASTER_ADDR``/``MASTER_PORT`` (the chief's a
 the port it reserved, shared through the rendezvous), ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``, and (unless set) ``GLOO_SOCKET_IFNAME`` /
 ``NCCL_SOCKET_IFNAME`` to the interface holding the address peers reach; starts the
-process group (gloo on CPU, nccl on GPU, with this rank's GPU selected); builds the module
+process group (gloo on CPU, nccl on GPU, with this rank's GPU selected: the first of
+those it was given with ``gpus_per_trial``); builds the module
 (an instance, or a class instantiated with the hyperparameters its constructor names),
 moves it to the device and wraps it in ``DistributedDataParallel``; gives the rank its
 shard of the training set; and destroys the process group when the training function
@@ -27,6 +28,7 @@ import os
 from typing import Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError
+from ..resources import ASSIGNED_ENV
 from .context import DistContext, current
 from .netif import interface_of
 
@@ -96,7 +98,10 @@ def session(context: DistContext, module: Any, dataset: Any, hparams: Dict[str, 
         os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
     use_gpu = torch.cuda.is_available()
     if use_gpu:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        # a rank given its own GPUs (gpus_per_trial) sees only them: the first is its
+        # device; otherwise ranks on one host spread over the devices they all see
+        own = bool(os.environ.get(ASSIGNED_ENV))
+        device = torch.device("cuda", 0 if own else local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -12,7 +12,8 @@ stopping, journal flushes) are deadlines of the loop's ``select``; nothing sleep
 
 Worker protocol (all messages are JSON dicts; ``→`` is worker to driver):
 
-- → ``register {worker, host, pid}``; ← ``welcome {hb_interval, optimization_key,
+- → ``register {worker, host, pid, devices?}`` (``devices``: the GPU ids the backend gave
+  the worker, when trials asked for GPUs); ← ``welcome {hb_interval, optimization_key,
   run_dir, run_token, files_limit, storage}``;
   registering also asks for a trial. ``run_token`` is what the driver wrote into
   ``<run_dir>/.maggy-token``: a worker that reads it there shares the driver's disk.

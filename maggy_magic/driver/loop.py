@@ -188,10 +188,10 @@ class Driver(EventLoop):
         old = self.workers.get(worker_id)
         if old is not None and not old.lost:
             self._lose(old, "worker re-registered (its earlier incarnation is gone)")
-        worker = WorkerState(worker_id, conn, str(msg.get("host", "?")), int(msg.get("pid", 0)))
+        worker = WorkerState.registered(conn, msg)
         conn.worker = worker_id
         self.workers[worker_id] = worker
-        self.events.emit("worker_joined", worker=worker_id, host=worker.host, pid=worker.pid)
+        self.events.emit("worker_joined", **worker.joined())
         self._send(worker, {"type": "welcome", "hb_interval": self.settings.hb_interval,
                             "optimization_key": self.settings.optimization_key,
                             "rendezvous_timeout": self.settings.rendezvous_timeout,
@@ -243,7 +243,7 @@ class Driver(EventLoop):
 
     def _begin(self, trial: Trial, worker: WorkerState) -> None:
         """Record that ``worker`` runs ``trial`` from now on."""
-        self.record.started(trial, worker.id)
+        self.record.started(trial, worker.id, worker.devices)
         worker.trial = trial
         worker.last_seen = time.monotonic()
 

@@ -28,13 +28,17 @@ class RunRecord:
         #: Failed trials that count against ``max_failures`` (a gang's failure counts once).
         self.failures = sum(t.status == Trial.FAILED for t in self.final)
 
-    def started(self, trial: Trial, worker_id: str) -> None:
+    def started(self, trial: Trial, worker_id: str,
+                devices: Optional[List[str]] = None) -> None:
+        """``trial`` runs on ``worker_id`` from now on (on its GPUs ``devices``, if any)."""
         trial.status, trial.worker = Trial.RUNNING, worker_id
         trial.start, trial.end = time.time(), None
         trial.early_stop = False
+        trial.devices = list(devices) if devices is not None else None
+        extra = {"devices": trial.devices} if devices is not None else {}
         self.events.emit("trial_started", trial=trial.trial_id, params=trial.params,
                          worker=worker_id, budget=trial.budget, info=trial.info_dict,
-                         attempt=trial.retries, t=trial.start)  # resume reads it back
+                         attempt=trial.retries, t=trial.start, **extra)  # resume reads it
 
     def absorb(self, worker_id: str, trial: Optional[Trial], msg: Dict[str, Any]) -> None:
         """The metric points (of ``trial``) and log lines a worker's message carries."""

@@ -4,7 +4,7 @@ each connected worker (:class:`WorkerState`)."""
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from .. import rpc
 from ..trial import Trial
@@ -14,15 +14,36 @@ class WorkerState:
     """What the driver knows about one connected worker."""
 
     __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost",
-                 "abort_deadline")
+                 "abort_deadline", "devices")
 
-    def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int):
+    def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int,
+                 devices: Optional[List[str]] = None):
         self.id, self.conn, self.host, self.pid = worker_id, conn, host, pid
+        #: The GPU ids its backend gave it (None: the run asked for none).
+        self.devices = devices
         self.trial: Optional[Trial] = None  # running
         self.next: Optional[Trial] = None   # queued on the worker, not started
         self.last_seen = time.monotonic()
         self.lost = False
         self.abort_deadline: Optional[float] = None  # set once told to abort
+
+    @classmethod
+    def registered(cls, conn: rpc.ServerConnection, msg: Dict[str, Any]) -> "WorkerState":
+        """The worker a ``register`` frame describes (``devices``: a list of short ids, or
+        absent; anything else is dropped, never trusted as text of any length)."""
+        devices = msg.get("devices")
+        if not (isinstance(devices, list) and len(devices) <= 64 and
+                all(isinstance(d, str) and len(d) <= 64 for d in devices)):
+            devices = None
+        return cls(msg["worker"], conn, str(msg.get("host", "?")), int(msg.get("pid", 0)),
+                   devices)
+
+    def joined(self) -> Dict[str, Any]:
+        """The fields of its ``worker_joined`` event."""
+        fields: Dict[str, Any] = {"worker": self.id, "host": self.host, "pid": self.pid}
+        if self.devices is not None:
+            fields["devices"] = list(self.devices)
+        return fields
 
 
 class DriverSettings:

@@ -22,7 +22,8 @@ REPLY_START, REPLY_END = "<<maggy-livy-reply>>", "<<end-maggy-livy-reply>>"
 PLAIN_KEYS = ("num_trials", "optimizer", "optimizer_options", "optimization_key",
               "direction", "es_interval", "es_min", "es_policy", "name", "description",
               "hb_interval", "workers", "max_failures", "max_retries", "hb_timeout",
-              "stop_grace", "seed", "run_id", "driver_host", "driver_bind", "driver_port")
+              "stop_grace", "seed", "run_id", "driver_host", "driver_bind", "driver_port",
+              "gpus_per_trial", "cpus_per_trial")
 
 
 def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any]) -> Dict[str, Any]:
