@@ -447,3 +447,12 @@ def test_bench_async_vs_sync_quick(spark, tmp_path, capsys):
     for side in ("async", "sync"):
         assert 0 < figures[side]["busy"] <= 1 and figures[side]["wall"] > 0, figures
     assert math.isfinite(figures["less_wall"])
+
+
+def test_a_gpu_request_on_executors_without_gpus_is_one_line(spark):
+    with pytest.raises(ConfigError, match=r"^gpus_per_trial=1 but this Spark session's "
+                                          r"executors have no GPUs \(spark.executor.resource"
+                                          r".gpu.amount is not set\); set it") as info:
+        experiment.lagom(slow_curve, config(num_trials=1, gpus_per_trial=1))
+    assert "\n" not in str(info.value)
+    assert not os.path.exists("maggy_experiments")  # refused before the run existed

@@ -12,6 +12,12 @@ registers again under the same id; the driver retries the trial the old one held
 worker the driver gives up on (silent, hung) has its task attempt killed, and Spark runs
 it again. When Spark gives up on the job (a task failed ``spark.task.maxFailures``
 times), the run fails with Spark's reason in one line (:func:`.failures.spark_error`).
+
+GPUs / CPUs per trial (``gpus_per_trial``, ``cpus_per_trial``) are Spark's to schedule:
+the worker tasks run under a stage-level resource profile (:mod:`.resources`), each task
+puts the GPU addresses Spark gave it in ``CUDA_VISIBLE_DEVICES`` before the function
+loads and tells the driver, and such a job gets Python workers of its own (a reused one
+may have set up CUDA for other devices).
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import maggy_magic
 
 from ...errors import ConfigError, ExperimentFailed
 from ...logs import logger
+from ...resources import Resources
 from ..base import Launch
 from .context import dynamic_slots, require_pyspark, resolve_context, task_slots
 from .failures import spark_error
 from .job import CANCEL_WAIT, JobBackend, WorkerJob
+from .resources import profile_slots, task_profile
 from .ship import Shipper, check_options, module_of, pickle_function
 from .task import ListParam, TaskSetup, serve, serve_barrier
 
@@ -93,6 +101,22 @@ class SparkBackend(JobBackend):
         self._lock = threading.Lock()
         self._job: Optional[WorkerJob] = None
         self._registered: Dict[str, float] = {}
+        #: GPUs / CPUs per worker task, and the profile the tasks run under (None: the
+        #: session's default).
+        self.resources: Optional[Resources] = None
+        self.profile: Any = None
+
+    def request_resources(self, request: Resources, workers: Optional[int]) -> None:
+        """Check ``request`` against the session and make the tasks' profile (see
+        :mod:`.resources`); more workers than run at once simply wait, as without it."""
+        self.profile = task_profile(self.sc, request)
+        self.resources = request
+
+    def _slots(self) -> int:
+        """Task slots now, under the run's resource request if it has one."""
+        if self.resources is None:
+            return task_slots(self.sc)
+        return profile_slots(self.sc, self.resources, self.profile)
 
     # -- the contract ---------------------------------------------------------------------
     def default_workers(self) -> int:
@@ -107,7 +131,7 @@ class SparkBackend(JobBackend):
                 "dynamic allocation without spark.dynamicAllocation.maxExecutors: using the "
                 "%d task slot(s) up now; set workers (--workers) or maxExecutors", slots)
             return slots
-        return task_slots(self.sc)
+        return self._slots()
 
     def capacity(self) -> Optional[int]:
         """The cluster's task slots: more workers than that cannot run at once (under
@@ -115,7 +139,7 @@ class SparkBackend(JobBackend):
         executors arrive)."""
         if self.dynamic is not None:
             return self.dynamic or None
-        return task_slots(self.sc)
+        return self._slots()
 
     def driver_host(self) -> str:
         """``spark.driver.host``: the address the executors already use for the driver."""
@@ -131,7 +155,7 @@ class SparkBackend(JobBackend):
 
         workers = launch.num_workers
         if self.barrier:
-            slots = task_slots(self.sc)
+            slots = self._slots()
             if workers > slots:
                 raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
                                   f"cluster has {slots} task slot(s); set workers <= {slots} "
@@ -143,15 +167,20 @@ class SparkBackend(JobBackend):
                           pickle_function(launch.function, by_value),
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
+        if self.resources is not None:
+            setup.gpus, setup.cpus = self.resources.gpus, self.resources.cpus
         setup.notices = notices = self.sc.accumulator([], ListParam())
         setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
         rdd = self.sc.parallelize(range(workers), workers)
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         if self.barrier:
             rdd = rdd.barrier().mapPartitions(functools.partial(serve_barrier, setup))
-            _fresh_python_workers(self.sc, rdd, run_id)
         else:
             rdd = rdd.mapPartitionsWithIndex(functools.partial(serve, setup))
+        if self.barrier or (self.resources is not None and self.resources.gpus):
+            _fresh_python_workers(self.sc, rdd, run_id, self.profile)
+        elif self.profile is not None:
+            rdd = rdd.withResources(self.profile)
         self.job_group = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
         description = f"maggy-magic: {workers} worker(s) for run {run_id}"
 
@@ -161,7 +190,7 @@ class SparkBackend(JobBackend):
 
         self._job = WorkerJob(launch, collect=collect, cancel=self.cancel,
                               start_timeout=self.start_timeout,
-                              slots=lambda: task_slots(self.sc),
+                              slots=self._slots,
                               reasons=lambda: notices.value, make_thread=InheritableThread)
         self._job.start()
 
@@ -195,7 +224,8 @@ class SparkBackend(JobBackend):
 
     def describe(self) -> Dict[str, Any]:
         return {"backend": self.name, "master": self.sc.master,
-                "app_id": self.sc.applicationId, "barrier": self.barrier}
+                "app_id": self.sc.applicationId, "barrier": self.barrier,
+                "resource_profile": getattr(self.profile, "id", None)}
 
     # -- internals ------------------------------------------------------------------------
     def _prepare(self, shipper: Shipper, modules: List[Optional[str]]) -> List[str]:
@@ -258,8 +288,9 @@ class SparkBackend(JobBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
-    """Run ``rdd``'s tasks in Python workers no earlier job used.
+def _fresh_python_workers(sc: Any, rdd: Any, run_id: str, profile: Any = None) -> None:
+    """Run ``rdd``'s tasks in Python workers no earlier job used (under ``profile``, a
+    ResourceProfile, if given: ``withResources`` wraps the function too).
 
     Collective training (TensorFlow's MultiWorkerMirroredStrategy, torch.distributed)
     leaves per-process state that hangs a second run in a reused Python worker. Spark
@@ -271,7 +302,10 @@ def _fresh_python_workers(sc: Any, rdd: Any, run_id: str) -> None:
     previous = sc.environment.get(key)
     sc.environment[key] = f"{run_id}-{uuid.uuid4().hex[:8]}"
     try:
-        _ = rdd._jrdd  # wraps the function with the environment as it is now
+        if profile is not None:
+            rdd.withResources(profile)  # wraps the function with the environment as it is now
+        else:
+            _ = rdd._jrdd  # wraps the function with the environment as it is now
     finally:
         if previous is None:
             sc.environment.pop(key, None)

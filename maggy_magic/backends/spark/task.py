@@ -44,8 +44,13 @@ class TaskSetup:
 
     ``payload`` is the cloudpickled training function, loaded lazily (after registering)
     so that a function that cannot be loaded is reported to the driver as a fatal error
-    of the run rather than as a task failure that Spark would retry.
+    of the run rather than as a task failure that Spark would retry. ``gpus`` / ``cpus``:
+    the run's request per task (None: none), which Spark's scheduling honours; the task
+    takes the GPU addresses Spark gave it.
     """
+
+    gpus: Optional[float] = None
+    cpus: Optional[int] = None
 
     def __init__(self, host: str, port: int, secret: bytes, payload: bytes, version: str,
                  extras: Optional[Dict[str, Any]] = None, fingerprint: Optional[str] = None):
@@ -104,6 +109,21 @@ def serve_barrier(setup: TaskSetup, iterator: Iterator[Any]) -> Iterator[Dict[st
     yield _run(setup, rank, context, extras)
 
 
+def task_devices(setup: TaskSetup, context: Any) -> Optional[List[str]]:
+    """With a GPU request, the addresses Spark gave this task (None without one), set
+    in ``CUDA_VISIBLE_DEVICES`` (and the rest of the worker's environment, see
+    :func:`maggy_magic.resources.worker_env`) before the training function is loaded,
+    so the frameworks it imports see exactly these devices."""
+    from maggy_magic.resources import apply_env
+
+    devices = None
+    if getattr(setup, "gpus", None):
+        given = context.resources() if context is not None else {}
+        devices = list(given["gpu"].addresses) if "gpu" in given else []
+    apply_env(devices, getattr(setup, "cpus", None))
+    return devices
+
+
 def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> Dict[str, Any]:
     import maggy_magic
     from maggy_magic.worker import WorkerLoop
@@ -116,9 +136,13 @@ def _run(setup: TaskSetup, index: int, context: Any, extras: Dict[str, Any]) -> 
             "(backend option ship='always')")
     summary = {"worker": str(index), "attempt": context.attemptNumber() if context else 0,
                "pid": os.getpid(), "host": socket.gethostname(), "trials": 0, "exit": DONE}
+    devices = task_devices(setup, context)
+    if devices is not None:
+        summary["devices"] = devices
     loop = WorkerLoop(setup.loader(), str(index), setup.host, setup.port, setup.secret,
                       on_driver_lost="return", extras=dict(setup.extras, **extras),
-                      fingerprint=getattr(setup, "fingerprint", None), connect=CONNECT)
+                      fingerprint=getattr(setup, "fingerprint", None), connect=CONNECT,
+                      devices=devices)
     started = time.monotonic()
     try:
         summary["trials"] = loop.run()
