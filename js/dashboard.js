@@ -4,7 +4,7 @@
 //   status  {title, state, started, ended, now, num_trials, counts, best, metric, ...}
 //   trials  {rows: [...], total, sort}        at most a few hundred rows, pre-selected
 //   curves  {curves: [{trial, state, points}], best, total}   downsampled
-//   logs    {workers: {id: {host, trial, state, total, lines: [[trial, text], ...]}}}
+//   logs    {workers: {id: {host, trial, state, devices, total, lines: [[trial, text], ...]}}}
 // An ablation study's status also has `ablation` {base, components, total}: drawn as a
 // bar chart of each component's metric minus the base's.
 // and listens for {type: "stop"} messages. The view sends its table sort back through
@@ -300,7 +300,7 @@ function render({ model, el }) {
         const ordered = [...panes.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
         logs.replaceChildren(...ordered.map((key) => panes.get(key).box));
       }
-      const where = info.host ? ` · ${info.host}` : "";
+      const where = (info.host ? ` · ${info.host}` : "") + (info.devices ? ` · GPU ${info.devices}` : "");
       const doing = info.lost ? " · lost" : info.trial ? ` · trial ${info.trial}` : " · idle";
       pane.head.textContent = `worker ${id}${where}${doing}`;
       const merged = mergeLogTail(pane.state, { total: info.total, lines: info.lines });

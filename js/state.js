@@ -4,7 +4,7 @@
 // data, so node's test runner checks it without a browser (js/test/state.test.mjs).
 
 /** Sort keys the trial table understands; parameter columns are "param:<name>". */
-export const COLUMNS = ["trial", "state", "step", "metric", "worker", "duration"];
+export const COLUMNS = ["trial", "state", "step", "metric", "worker", "devices", "duration"];
 
 /** Order of trial states in the table when sorted by state (live ones first). */
 const STATE_ORDER = { RUNNING: 0, PENDING: 1, FINISHED: 2, EARLY_STOPPED: 3, FAILED: 4 };
@@ -65,14 +65,16 @@ export function paramColumns(rows) {
 /**
  * The trial table's columns as [key, label] pairs: trial, its rank when the rows are the
  * ranks of a distributed run, state, one per hyperparameter, step, the metric (labelled
- * `metricLabel`), worker and duration.
+ * `metricLabel`), worker, the GPUs it runs on when the rows have any (`devices`, only in
+ * runs that asked for GPUs) and duration.
  */
 export function tableColumns(rows, metricLabel) {
   const ranked = rows.some((row) => row.rank !== undefined && row.rank !== null);
+  const gpus = rows.some((row) => row.devices !== undefined && row.devices !== null);
   return [["trial", "trial"], ...(ranked ? [["rank", "rank"]] : []), ["state", "state"],
     ...paramColumns(rows).map((p) => [`param:${p}`, p]),
     ["step", "step"], ["metric", metricLabel || "metric"], ["worker", "worker"],
-    ["duration", "duration"]];
+    ...(gpus ? [["devices", "devices"]] : []), ["duration", "duration"]];
 }
 
 /**

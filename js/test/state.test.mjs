@@ -144,3 +144,11 @@ test("the ranks of a distributed run get a rank column after the trial", () => {
   assert.equal(tableColumns(ranks, "loss")[5][1], "loss");
   assert.deepEqual(tableColumns(rows).slice(0, 2).map(([key]) => key), ["trial", "state"]);
 });
+
+test("a devices column only when the rows ran on GPUs", () => {
+  assert.ok(!tableColumns(rows).some(([key]) => key === "devices"));
+  const gpus = [{ trial: "0000", devices: "0", params: {} }, { trial: "0001", devices: "1", params: {} }];
+  assert.deepEqual(tableColumns(gpus).map(([key]) => key),
+    ["trial", "state", "step", "metric", "worker", "devices", "duration"]);
+  assert.deepEqual(ids(sortRows(gpus, "devices", true)), ["0001", "0000"]);
+});

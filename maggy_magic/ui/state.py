@@ -13,7 +13,9 @@ Bounds, whatever the number of trials:
   kept); curves are kept only for running trials, the ``top_curves`` best ended ones and
   the ``recent_curves`` last ended ones, so memory and payload stay fixed.
 - ``logs``: per worker the last ``log_tail`` lines, each cut to ``max_line`` characters,
-  plus the count of lines ever seen so the front-end can tell new lines from old ones.
+  plus the count of lines ever seen so the front-end can tell new lines from old ones,
+  and the worker's GPUs (``devices``, ``"0,1"``; None when the run asked for none; trial
+  rows then carry theirs too).
 
 An ablation study (its trials' ``info`` names the ``component`` each leaves out) also
 gets ``status["ablation"]``: the base first, then at most ``max_bars`` components, each
@@ -120,7 +122,8 @@ class DashboardState:
         self.dirty.update(("status", "trials"))
 
     def _on_worker_joined(self, e: Dict[str, Any]) -> None:
-        self.workers[str(e["worker"])] = {"host": e.get("host"), "trial": None, "lost": False}
+        self.workers[str(e["worker"])] = {"host": e.get("host"), "trial": None, "lost": False,
+                                          "devices": _devices(e.get("devices"))}
         self.logs.setdefault(str(e["worker"]), collections.deque(maxlen=self.log_tail))
         self.dirty.add("logs")
 
@@ -145,6 +148,9 @@ class DashboardState:
                                     order=info.get("ablation_index"))
         if "rank" in info:  # one rank of a distributed run
             self.rows[trial].update(rank=info["rank"])
+        devices = _devices(e.get("devices"))
+        if devices is not None:  # the GPUs it runs on (only runs that asked for GPUs)
+            self.rows[trial].update(devices=devices)
         self.curves[trial] = Curve(self.max_points)
         self.live.add(trial)
         worker = self.workers.setdefault(str(e.get("worker")), {"host": None, "lost": False})
@@ -345,10 +351,17 @@ class DashboardState:
         for worker in sorted(set(self.workers) | set(self.logs)):
             info = self.workers.get(worker, {})
             workers[worker] = {"host": info.get("host"), "trial": info.get("trial"),
-                               "lost": bool(info.get("lost")),
+                               "lost": bool(info.get("lost")), "devices": info.get("devices"),
                                "total": self.log_totals[worker],
                                "lines": list(self.logs.get(worker, ()))}
         return {"workers": workers}
+
+
+def _devices(value: Any) -> Optional[str]:
+    """GPU ids as the dashboard shows them (``"0,1"``), None when there are none."""
+    if not isinstance(value, list):
+        return None
+    return ",".join(str(d) for d in value)[:200]
 
 
 def _finite(value: Any) -> bool:

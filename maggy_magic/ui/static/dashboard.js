@@ -6,7 +6,7 @@
 // data, so node's test runner checks it without a browser (js/test/state.test.mjs).
 
 /** Sort keys the trial table understands; parameter columns are "param:<name>". */
-const COLUMNS = ["trial", "state", "step", "metric", "worker", "duration"];
+const COLUMNS = ["trial", "state", "step", "metric", "worker", "devices", "duration"];
 
 /** Order of trial states in the table when sorted by state (live ones first). */
 const STATE_ORDER = { RUNNING: 0, PENDING: 1, FINISHED: 2, EARLY_STOPPED: 3, FAILED: 4 };
@@ -67,14 +67,16 @@ function paramColumns(rows) {
 /**
  * The trial table's columns as [key, label] pairs: trial, its rank when the rows are the
  * ranks of a distributed run, state, one per hyperparameter, step, the metric (labelled
- * `metricLabel`), worker and duration.
+ * `metricLabel`), worker, the GPUs it runs on when the rows have any (`devices`, only in
+ * runs that asked for GPUs) and duration.
  */
 function tableColumns(rows, metricLabel) {
   const ranked = rows.some((row) => row.rank !== undefined && row.rank !== null);
+  const gpus = rows.some((row) => row.devices !== undefined && row.devices !== null);
   return [["trial", "trial"], ...(ranked ? [["rank", "rank"]] : []), ["state", "state"],
     ...paramColumns(rows).map((p) => [`param:${p}`, p]),
     ["step", "step"], ["metric", metricLabel || "metric"], ["worker", "worker"],
-    ["duration", "duration"]];
+    ...(gpus ? [["devices", "devices"]] : []), ["duration", "duration"]];
 }
 
 /**
@@ -268,7 +270,7 @@ function ablationBars(ablation, direction = "max") {
 //   status  {title, state, started, ended, now, num_trials, counts, best, metric, ...}
 //   trials  {rows: [...], total, sort}        at most a few hundred rows, pre-selected
 //   curves  {curves: [{trial, state, points}], best, total}   downsampled
-//   logs    {workers: {id: {host, trial, state, total, lines: [[trial, text], ...]}}}
+//   logs    {workers: {id: {host, trial, state, devices, total, lines: [[trial, text], ...]}}}
 // An ablation study's status also has `ablation` {base, components, total}: drawn as a
 // bar chart of each component's metric minus the base's.
 // and listens for {type: "stop"} messages. The view sends its table sort back through
@@ -559,7 +561,7 @@ function render({ model, el }) {
         const ordered = [...panes.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
         logs.replaceChildren(...ordered.map((key) => panes.get(key).box));
       }
-      const where = info.host ? ` · ${info.host}` : "";
+      const where = (info.host ? ` · ${info.host}` : "") + (info.devices ? ` · GPU ${info.devices}` : "");
       const doing = info.lost ? " · lost" : info.trial ? ` · trial ${info.trial}` : " · idle";
       pane.head.textContent = `worker ${id}${where}${doing}`;
       const merged = mergeLogTail(pane.state, { total: info.total, lines: info.lines });
