@@ -284,9 +284,9 @@ def test_local_modules_travel_as_artifacts(spark, tmp_path, monkeypatch):
 # -- TensorFlow dist ---------------------------------------------------------------------
 @pytest.mark.timeout(240)  # a reused Python worker would hang the second run
 def test_tensorflow_dist_runs_twice_in_one_session(spark, tmp_path):
-    """MultiWorkerMirroredStrategy over 2 barrier tasks, sharding the data; a second run
-    in the same Connect session gets Python workers of its own (a reused one would still
-    hold the first strategy's state and hang)."""
+    """MultiWorkerMirroredStrategy over 2 tasks, sharding the data; each run gets Python
+    workers of its own (a reused one would still hold the first strategy's state and
+    hang the second run)."""
     import tf_dist_fns
 
     from maggy_magic import TfDistributedConfig
@@ -298,7 +298,7 @@ def test_tensorflow_dist_runs_twice_in_one_session(spark, tmp_path):
         runs.append(experiment.lagom(tf_dist_fns.train_fit, TfDistributedConfig(
             hparams={"lr": 0.5, "epochs": 1, "out_dir": str(out)}, workers=2,
             optimization_key="loss", direction="min", hb_interval=0.2, hb_timeout=60,
-            backend="spark", backend_options={"barrier": True})))
+            backend="spark")))
     for run, name in zip(runs, ("first", "again")):
         assert run.state == "finished" and run.metrics["replicas"] == 2
         seen = [set(tf_ids(tmp_path / name, rank)) for rank in (0, 1)]

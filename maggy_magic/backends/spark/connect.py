@@ -14,8 +14,8 @@ the standard library and pyarrow (which every Connect executor has).
 
 Collective training (TensorFlow's MultiWorkerMirroredStrategy) leaves per-process state
 that hangs a second run in a reused Python worker. Spark keeps one pool of Python workers
-per Connect session (its artifact id is among the workers' environment), so barrier runs
-go out on a clone of the user's session (:func:`fresh_session`: the same server-side
+per Connect session (its artifact id is among the workers' environment), so barrier and
+dist runs (``Launch.fresh_processes``) go out on a clone of the user's session (:func:`fresh_session`: the same server-side
 settings, views and functions; a pool of its own), which is released when the run stops.
 
 What Connect does not offer and this backend therefore does not do: killing one task
@@ -234,7 +234,8 @@ class SparkConnectBackend(JobBackend):
             raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
                               f"cluster has {connect_slots(self.session)} task slot(s); set "
                               "workers <= that or add executors")
-        self._jobs_session = fresh_session(self.session) if self.barrier else self.session
+        fresh = self.barrier or launch.fresh_processes
+        self._jobs_session = fresh_session(self.session) if fresh else self.session
         session = self._jobs_session
         shipper = Shipper(None, self.ship, launch.function,
                           target=ConnectTarget(session, self.start_timeout))
