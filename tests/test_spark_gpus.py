@@ -126,3 +126,14 @@ def test_more_gpus_than_an_executor_has_is_one_line(spark):
     with pytest.raises(ConfigError, match=r"gpus_per_trial=2 is more than the 1 GPU"):
         experiment.lagom(held_trial, config(num_trials=1, workers=1, gpus_per_trial=2))
     assert not os.path.exists("maggy_experiments")  # refused before the run existed
+
+
+def test_cpus_per_trial_runs_fewer_tasks_per_executor(spark):
+    """Two cores per executor and two per trial: two of the four workers run at a time."""
+    res = experiment.lagom(held_trial, config(num_trials=4, workers=4, cpus_per_trial=2))
+    assert res.state == "finished", res.error
+    assert all("devices" not in t for t in res.trial_records)   # no GPU asked for
+    assert {t["metrics"]["seen"] for t in res.trial_records} == {"cvd=unset"}
+    running = max(sum(t["metrics"]["start"] <= u["metrics"]["start"] < t["metrics"]["end"]
+                      for t in res.trial_records) for u in res.trial_records)
+    assert running == 2

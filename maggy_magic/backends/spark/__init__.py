@@ -4,7 +4,8 @@ Modules: :mod:`.backend` (:class:`SparkBackend`: start, stop and cancel the work
 :mod:`.connect` (the same workers on a Spark Connect session),
 :mod:`.context` (which SparkSession / SparkContext, how many task slots), :mod:`.ship`
 (the package zip, probing what executors can import), :mod:`.task` (what runs inside a
-Spark task), :mod:`.failures` (a failed Spark action's error in one line). None of them
+Spark task), :mod:`.failures` (a failed Spark action's error in one line), :mod:`.resources`
+(GPUs / CPUs per worker task through a stage-level resource profile). None of them
 imports pyspark at import time: it is imported only when the backend is used, and a
 missing pyspark is a :class:`~maggy_magic.errors.ConfigError` that says what to install.
 :mod:`.task` and what it imports need only the standard library, so executors import it.
