@@ -186,6 +186,7 @@ def test_non_chief_temporary_copies_are_discarded(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # a reused Python worker would hang a later run
 def test_two_ranks_on_spark_in_barrier_mode(tmp_path):
     """The same function on 2 Spark executors (real JVMs), launched as a barrier stage."""
     options = {"master": "local-cluster[2,1,1024]", "barrier": True}
@@ -197,10 +198,11 @@ def test_two_ranks_on_spark_in_barrier_mode(tmp_path):
     seen0, seen1 = ids(tmp_path, 0), ids(tmp_path, 1)
     assert not set(seen0) & set(seen1)
     assert set(seen0) | set(seen1) == set(range(N_EXAMPLES))
-    # a second collective run in the same Spark session gets fresh Python workers (a
-    # reused one would still hold the first strategy's state and hang)
-    (tmp_path / "again").mkdir()
-    again = experiment.lagom(tf_dist_fns.train_fit, config(
-        hparams={"lr": 0.5, "epochs": 1, "out_dir": str(tmp_path / "again")},
-        backend="spark", backend_options=options, hb_timeout=60))
-    assert again.state == "finished" and again.metrics["replicas"] == 2
+    # later collective runs in the same Spark session, barrier or not, get fresh Python
+    # workers (a reused one would still hold an earlier strategy's state and hang)
+    for again in ("again", "plain"):
+        (tmp_path / again).mkdir()
+        run = experiment.lagom(tf_dist_fns.train_fit, config(
+            hparams={"lr": 0.5, "epochs": 1, "out_dir": str(tmp_path / again)},
+            backend="spark", backend_options={"master": options["master"]}, hb_timeout=60))
+        assert run.state == "finished" and run.metrics["replicas"] == 2

@@ -177,7 +177,8 @@ class SparkBackend(JobBackend):
             rdd = rdd.barrier().mapPartitions(functools.partial(serve_barrier, setup))
         else:
             rdd = rdd.mapPartitionsWithIndex(functools.partial(serve, setup))
-        if self.barrier or (self.resources is not None and self.resources.gpus):
+        if self.barrier or launch.fresh_processes or (
+                self.resources is not None and self.resources.gpus):
             _fresh_python_workers(self.sc, rdd, run_id, self.profile)
         elif self.profile is not None:
             rdd = rdd.withResources(self.profile)
