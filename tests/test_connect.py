@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import executor_jvm, journal
 from connect_server import ConnectServer
+from test_spark_gpus import DISCOVERY, held_trial, overlapping
 
 from maggy_magic import (
     AblationConfig,
@@ -29,7 +30,7 @@ HANG_GUARD = 90.0
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
@@ -39,7 +40,15 @@ def server():
     if SparkContext._active_spark_context is not None:
         SparkContext._active_spark_context.stop()
     mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
-    with ConnectServer() as running:
+    # each executor gets one GPU address of its own to schedule (there is no GPU here)
+    folder = tmp_path_factory.mktemp("gpus")
+    (folder / "claims").mkdir()
+    script = folder / "discover.sh"
+    script.write_text(DISCOVERY.format(claims=folder / "claims"))
+    script.chmod(0o755)
+    with ConnectServer(conf={"spark.worker.resource.gpu.amount": "1",
+                             "spark.worker.resource.gpu.discoveryScript": str(script),
+                             "spark.executor.resource.gpu.amount": "1"}) as running:
         yield running
     # pyspark leaves the process in Connect mode: the next modules' classic sessions
     # would be refused
@@ -451,3 +460,25 @@ def test_a_probe_that_cannot_run_fails_in_one_line_within_start_timeout(spark):
         spark.interruptTag(tag)
         holder.join(HANG_GUARD)
         other.stop()
+
+
+# -- GPUs per trial ----------------------------------------------------------------------
+def test_one_gpu_per_trial_gives_each_task_its_own_address(spark):
+    """Spark's own GPU scheduling through Connect: the worker tasks run under a task
+    resource profile (mapInArrow's profile=), each sees only its address."""
+    result = experiment.lagom(held_trial, config(num_trials=2, gpus_per_trial=1))
+    assert result.state == "finished", result.error
+    joined = {e["worker"]: e["devices"] for e in journal(result.run_dir)
+              if e["type"] == "worker_joined"}
+    assert sorted(d for devices in joined.values() for d in devices) == ["0", "1"]
+    for trial in result.trial_records:
+        assert trial["devices"] == joined[trial["worker"]]
+        assert trial["metrics"]["seen"] == "cvd=" + ",".join(trial["devices"])
+    pairs = list(overlapping(result.trial_records))
+    assert pairs, "the trials were meant to run at the same time"
+    assert all(a["devices"] != b["devices"] for a, b in pairs)
+
+
+def test_more_gpus_than_an_executor_has_is_one_line_on_connect(spark):
+    with pytest.raises(ConfigError, match=r"gpus_per_trial=2 is more than the 1 GPU"):
+        experiment.lagom(held_trial, config(num_trials=1, workers=1, gpus_per_trial=2))

@@ -15,8 +15,9 @@ the standard library and pyarrow (which every Connect executor has).
 Collective training (TensorFlow's MultiWorkerMirroredStrategy) leaves per-process state
 that hangs a second run in a reused Python worker. Spark keeps one pool of Python workers
 per Connect session (its artifact id is among the workers' environment), so barrier and
-dist runs (``Launch.fresh_processes``) go out on a clone of the user's session (:func:`fresh_session`: the same server-side
-settings, views and functions; a pool of its own), which is released when the run stops.
+dist runs (``Launch.fresh_processes``) go out on a clone of the user's session
+(:func:`fresh_session`: the same server-side settings, views and functions; a pool of its
+own), which is released when the run stops.
 
 What Connect does not offer and this backend therefore does not do: killing one task
 attempt (a worker the driver gave up on keeps its task until the run ends; its trial is
@@ -45,6 +46,7 @@ from ..base import Launch
 from .context import expected_slots
 from .failures import spark_error
 from .job import JobBackend, WorkerJob
+from .resources import build_profile, profile_asks, refused
 from .ship import Shipper, check_options, module_answers, module_of, pickle_function
 from .task import TaskSetup
 
@@ -78,10 +80,16 @@ def active_connect_session(remote: Optional[str] = None) -> Any:
 
 def connect_slots(session: Any) -> int:
     """Task slots the session's settings promise (``spark.master``, executor instances ×
-    cores); at least 1."""
+    cores, ``spark.cores.max``); 0 when they do not say (a standalone or YARN cluster
+    sized by what joins it: a Connect client cannot count live executors)."""
     conf = session.conf
     master = str(conf.get("spark.master", "") or "")
-    return max(expected_slots(master, conf), 1)
+    return expected_slots(master, conf)
+
+
+def slots_said(session: Any) -> str:
+    """The slot count for a message: the number, or "an unknown number of"."""
+    return str(connect_slots(session) or "an unknown number of")
 
 
 def server_endpoint(session: Any) -> tuple:
@@ -183,7 +191,7 @@ class ConnectTarget:
             self.session.interruptTag(tag)
             raise ExperimentFailed(
                 f"the Spark Connect job probing the executors did not run within "
-                f"{self.timeout:g} s (the cluster has {connect_slots(self.session)} task "
+                f"{self.timeout:g} s (the cluster has {slots_said(self.session)} task "
                 "slot(s)); check that executors are running and free, or raise start_timeout")
         if "error" in answer:
             raise answer["error"]
@@ -218,23 +226,53 @@ class SparkConnectBackend(JobBackend):
         self._job: Optional[WorkerJob] = None
         #: Where this run's job goes: ``session``, or its clone in barrier mode.
         self._jobs_session: Any = None
+        #: GPUs / CPUs per worker task, and the profile the tasks run under (None: the
+        #: session's default).
+        self.resources: Any = None
+        self.profile: Any = None
+
+    def request_resources(self, request: Any, workers: Optional[int]) -> None:
+        """As on a classic session (:mod:`.resources`): checked against the session's
+        settings, the tasks run under a stage-level profile made on the server now (so a
+        refusal comes before the run exists) and passed to ``mapInArrow(profile=)``."""
+        conf = self.session.conf
+        asks = profile_asks(str(conf.get("spark.master", "") or ""), conf, request)
+        self.resources = request
+        if asks is None:
+            return
+        profile = build_profile(*asks)
+        try:
+            profile.id  # noqa: B018 - creates the profile on the server
+        except Exception as exc:  # noqa: BLE001 - Spark's reason, in one line
+            raise refused(request, asks[0], exc) from None
+        self.profile = profile
 
     def default_workers(self) -> int:
-        return connect_slots(self.session)
+        slots = connect_slots(self.session)
+        if not slots:
+            logger(__name__).warning(
+                "the Spark Connect session's settings do not say how many task slots the "
+                "cluster has: running 1 worker; set workers (--workers)")
+        return max(slots, 1)
 
-    def capacity(self) -> int:
-        return connect_slots(self.session)
+    def capacity(self) -> Optional[int]:
+        """The slots the settings promise; None when they do not say (then a barrier
+        stage larger than the cluster is refused by Spark, in one line)."""
+        return connect_slots(self.session) or None
 
     def driver_host(self) -> str:
         return self._host
 
     def start(self, launch: Launch) -> None:
         workers = launch.num_workers
-        if self.barrier and workers > connect_slots(self.session):
+        slots = connect_slots(self.session)
+        if self.barrier and slots and workers > slots:
             raise ConfigError(f"barrier mode starts all {workers} workers at once but the "
-                              f"cluster has {connect_slots(self.session)} task slot(s); set "
-                              "workers <= that or add executors")
-        fresh = self.barrier or launch.fresh_processes
+                              f"cluster has {slots} task slot(s); set workers <= that or add "
+                              "executors")
+        # a GPU run too: a reused Python worker may have set up CUDA for other devices
+        fresh = self.barrier or launch.fresh_processes or bool(
+            self.resources is not None and self.resources.gpus)
         self._jobs_session = fresh_session(self.session) if fresh else self.session
         session = self._jobs_session
         shipper = Shipper(None, self.ship, launch.function,
@@ -246,11 +284,13 @@ class SparkConnectBackend(JobBackend):
                           maggy_magic.__version__, launch.extras,
                           fingerprint=launch.fingerprint)
         setup.local_modules = list(shipper.needs.local)  # fresh in reused Python workers
+        if self.resources is not None:
+            setup.gpus, setup.cpus = self.resources.gpus, self.resources.cpus
         run_id = os.path.basename(os.path.normpath(launch.run_dir))
         self.tag = f"maggy-magic-{run_id}-{uuid.uuid4().hex[:8]}"
         frame = session.range(workers, numPartitions=workers).mapInArrow(
             functools.partial(serve_arrow, setup, self.barrier), "summary string",
-            barrier=self.barrier)
+            barrier=self.barrier, **({} if self.profile is None else {"profile": self.profile}))
 
         def collect() -> List[Dict[str, Any]]:
             session.addTag(self.tag)
@@ -262,7 +302,7 @@ class SparkConnectBackend(JobBackend):
 
         self._job = WorkerJob(launch, collect=collect, cancel=self.cancel,
                               start_timeout=self.start_timeout,
-                              slots=lambda: connect_slots(self.session),
+                              slots=lambda: slots_said(self.session),
                               what="Spark Connect job")
         self._job.start()
 

@@ -138,4 +138,7 @@ def expected_slots(master: str, conf: Any) -> int:
         conf.get("spark.executor.cores", None)
     if instances and cores:
         return int(instances) * int(cores) // task_cpus
+    cores_max = conf.get("spark.cores.max", None)  # standalone: the application's cap
+    if cores_max:
+        return int(cores_max) // task_cpus
     return 0

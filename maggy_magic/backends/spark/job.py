@@ -56,7 +56,7 @@ class WorkerJob:
     """One run's worker job.
 
     ``collect()`` submits the job and returns the task summaries; ``cancel()`` cancels it
-    from another thread; ``slots()`` counts the cluster's task slots now (for messages);
+    from another thread; ``slots()`` says the cluster's task slots now (a count, for messages);
     ``reasons()`` returns what tasks that could not reach the driver said so far;
     ``make_thread(target, name)`` makes the job's thread (pyspark's InheritableThread on a
     classic session, so that the job group reaches the JVM thread).
@@ -64,7 +64,7 @@ class WorkerJob:
 
     def __init__(self, launch: Launch, *, collect: Callable[[], List[Dict[str, Any]]],
                  cancel: Callable[[], None], start_timeout: float,
-                 slots: Callable[[], int], reasons: Callable[[], List[str]] = list,
+                 slots: Callable[[], Any], reasons: Callable[[], List[str]] = list,
                  make_thread: Callable[..., threading.Thread] = threading.Thread,
                  what: str = "Spark job"):
         self.launch = launch

@@ -37,7 +37,7 @@ What Spark 4 does, measured on ``local-cluster``:
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from ...errors import ConfigError
 from ...resources import Resources
@@ -65,11 +65,12 @@ def _executor_shape(master: str, conf: Any):
     return (int(instances) if instances else None), (int(cores) if cores else None)
 
 
-def task_profile(sc: Any, request: Resources) -> Any:
-    """The worker tasks' ResourceProfile for ``request`` (None: the default one fits);
-    one-line ConfigErrors for what the session cannot give (module docstring)."""
-    conf = sc.getConf()
-    master = sc.master.strip()
+def profile_asks(master: str, conf: Any, request: Resources) -> Optional[Tuple[int, Any]]:
+    """``(cpus, gpus)`` the worker tasks' profile must ask for on a session of ``master``
+    whose settings are ``conf`` (a SparkConf or a session's ``conf``: ``get(key, default)``),
+    None when the session's default profile already asks for exactly that; one-line
+    ConfigErrors for what the session cannot give (module docstring)."""
+    master = master.strip()
     if _LOCAL.fullmatch(master):
         raise ConfigError(f"Spark schedules GPUs and CPUs per task only on a cluster manager, "
                           f"not on master {master!r} ({request.describe()}); use a "
@@ -97,22 +98,42 @@ def task_profile(sc: Any, request: Resources) -> Any:
     default_cpus = int(_number(conf, "spark.task.cpus") or 1)
     if (request.gpus is None or default_gpus == request.gpus) and default_cpus == cpus:
         return None  # the session's default profile asks for exactly this
+    return cpus, request.gpus
+
+
+def build_profile(cpus: int, gpus: Any) -> Any:
+    """A ResourceProfile of task requests only: ``cpus`` cores and ``gpus`` GPUs (None:
+    none) per task."""
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
     asks = TaskResourceRequests().cpus(cpus)
-    if request.gpus is not None:
-        asks = asks.resource("gpu", float(request.gpus))
-    profile = ResourceProfileBuilder().require(asks).build
-    try:  # what rdd.withResources does: refused here, it fails before the run exists
+    if gpus is not None:
+        asks = asks.resource("gpu", float(gpus))
+    return ResourceProfileBuilder().require(asks).build
+
+
+def refused(request: Resources, cpus: int, exc: BaseException) -> ConfigError:
+    """The one line for a profile Spark refused: its reason, and the session-wide way."""
+    session_wide = (f"spark.task.resource.gpu.amount={request.gpus:g}"
+                    if request.gpus is not None else f"spark.task.cpus={cpus}")
+    return ConfigError(f"Spark refused a per-task resource profile ({request.describe()}): "
+                       f"{spark_error(exc)}; set {session_wide} for the whole session "
+                       "instead (backend option conf= when the backend creates it)")
+
+
+def task_profile(sc: Any, request: Resources) -> Any:
+    """The worker tasks' ResourceProfile for ``request`` on a classic session (None: the
+    default one fits), registered with the session's profile manager as
+    ``rdd.withResources`` would, so that a refusal comes before the run exists."""
+    asks = profile_asks(sc.master, sc.getConf(), request)
+    if asks is None:
+        return None
+    profile = build_profile(*asks)
+    try:
         sc._jsc.sc().resourceProfileManager().addResourceProfile(
             profile._java_resource_profile)
     except Exception as exc:  # noqa: BLE001 - Spark's reason, in one line
-        session_wide = (f"spark.task.resource.gpu.amount={request.gpus:g}"
-                        if request.gpus is not None else f"spark.task.cpus={cpus}")
-        raise ConfigError(f"Spark refused a per-task resource profile ({request.describe()}): "
-                          f"{spark_error(exc)}; set {session_wide} for the whole session "
-                          "instead (backend option conf= when the backend creates it)"
-                          ) from None
+        raise refused(request, asks[0], exc) from None
     return profile
 
 
