@@ -38,7 +38,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TRIALS = 12
 
 MAGIC_LINE = (f"%%maggy hpo --trials {TRIALS} --metric score --workers 2 --es-policy none "
-              "--hb-interval 0.2 --seed 5 --name browser -o result")
+              "--hb-interval 0.2 --seed 5 --gpus-per-trial 1 --name browser -o result")
+#: the devices the kernel sees (no GPU here: what the local backend hands out)
+DEVICES = "0,1"
 #: trials below FREE start at once, those below HELD wait for gate-a, the rest for gate-b
 FREE, HELD = 2, 4
 
@@ -127,6 +129,7 @@ def lab(tmp_path, gates):
 
     token = secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_PATH=str(home), JUPYTER_CONFIG_DIR=str(home / "config"),
+               CUDA_VISIBLE_DEVICES=DEVICES,
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     log_path = tmp_path / "jupyter.log"
     server, base = None, None
@@ -264,6 +267,11 @@ def run_and_watch(page, url, gates, artifacts):
         "() => [...document.querySelectorAll('[data-role=log-pane] .maggy-log-line')]"
         ".some(n => n.textContent.includes('hello from the trial'))", timeout=30_000)
     assert count(page, "[data-role=log-pane]") == 2
+    # each worker's pane names its own device, and the table has a devices column
+    heads = page.evaluate("() => [...document.querySelectorAll('.maggy-log-head')]"
+                          ".map(n => n.textContent)")
+    assert sorted(re.search(r"GPU (\S+)", head).group(1) for head in heads) == ["0", "1"], heads
+    assert count(page, ".maggy-table th[data-key=devices]") == 1
 
     # sorting while the cell blocks: the view sorts at once, and the kernel hears of it
     # (its next rows come picked by the new sort)
