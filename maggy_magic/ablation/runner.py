@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import AblationError, TrainFunctionError
 from .ablator import FEATURE, GROUP, LAYER, MODEL, describe
+from .datasets import DatasetFunction
 
 #: What an ablation training function can take by name, besides reporter and hparams.
 INJECTED = ("model_function", "dataset_function", "model", "dataset", "component",
@@ -109,7 +110,7 @@ class AblationTrainFn:
                 raise AblationError("the study ablates features but has no dataset "
                                     "generator; call study.set_dataset_generator(fn)")
             return None
-        return _WithoutFeatures(generator, features)
+        return DatasetFunction(generator, features)
 
 
 class _WithoutLayers:
@@ -122,16 +123,6 @@ class _WithoutLayers:
         from .keras_layers import remove_layers
 
         return remove_layers(self.generator(), self.layers)
-
-
-class _WithoutFeatures:
-    """``generator(features, *args, **kwargs)``: the data without ``features``."""
-
-    def __init__(self, generator: Callable[..., Any], features: List[str]):
-        self.generator, self.features = generator, features
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.generator(list(self.features), *args, **kwargs)
 
 
 def _as_list(value: Any) -> List[str]:

@@ -14,11 +14,13 @@ Maggy's API::
     study.model.layers.include_groups(prefix="conv")              # every layer named conv*
     study.model.set_base_model_generator(build_model)             # () -> keras.Model
     study.model.add_custom_model_generator(build_small, "small")  # () -> keras.Model
-    study.set_dataset_generator(make_dataset)  # (ablated_features, *args, **kwargs) -> data
+    study.set_dataset_generator(make_dataset)  # (*args, **kwargs) -> data
 
-maggy-magic has no feature store: a study that ablates features needs a dataset generator,
-which receives the list of features to leave out as its first argument (empty for the
-trials that keep every feature).
+maggy-magic has no feature store: a study that ablates features needs a dataset generator
+with a parameter ``ablated_features`` (the list of features to leave out, empty for the
+trials that keep every feature) or Maggy's ``ablated_feature`` (one name, or None); a
+generator without one gets exactly what the training function passes
+(:mod:`.datasets`).
 """
 
 from __future__ import annotations
@@ -234,10 +236,10 @@ class AblationStudy:
         return self.training_dataset_version
 
     def set_dataset_generator(self, dataset_generator: Callable[..., Any]) -> None:
-        """``dataset_generator(ablated_features, *args, **kwargs)`` returns the data of a
-        trial without ``ablated_features`` (a list, empty when no feature is left out);
-        ``*args``/``**kwargs`` are what the training function passes to
-        ``dataset_function(...)``."""
+        """``dataset_generator(*args, **kwargs)`` returns a trial's data; ``*args`` /
+        ``**kwargs`` are what the training function passes to ``dataset_function(...)``.
+        A parameter named ``ablated_features`` (or Maggy's ``ablated_feature``) is told
+        which features the trial leaves out (:mod:`.datasets`)."""
         if not callable(dataset_generator):
             raise AblationError(f"set_dataset_generator() takes a function, got "
                                 f"{type(dataset_generator).__name__}")
@@ -272,6 +274,10 @@ class AblationStudy:
             raise AblationError("the study ablates features but has no dataset generator; "
                                 "call study.set_dataset_generator(fn), fn(ablated_features) "
                                 "returning the data without them")
+        if self.custom_dataset_generator is not None:
+            from .datasets import check
+
+            check(self.custom_dataset_generator, self.features.included_features)
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON description (what the run's config records; resume compares it)."""
