@@ -5,6 +5,7 @@ callbacks. Real trials on the local backend (worker processes), real Keras."""
 import os
 
 import pytest
+from conftest import journal
 
 from maggy_magic import AblationConfig, AblationError, AblationStudy, experiment
 
@@ -89,3 +90,97 @@ def test_features_with_a_generator_that_cannot_leave_them_out_is_one_line():
     assert "\n" not in message and "create_tf_dataset() takes no ablated_features" in message
     assert "pclass, fare" in message
     assert not os.path.exists("maggy_experiments")  # refused before the run existed
+
+
+# -- Keras callbacks -------------------------------------------------------------------
+def keras_trial(lr, reporter):
+    """Maggy's HPO example shape: a Keras fit that reports through a Maggy callback."""
+    import json
+    import os
+
+    import numpy as np
+    import tensorflow as tf
+
+    from maggy_magic.callbacks import KerasBatchEnd, KerasEpochEnd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5], dtype="float32"))[:, None]
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(3,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(lr), loss="mse")
+    callback = (KerasBatchEnd(reporter) if os.environ.get("BATCHES") == "1"
+                else KerasEpochEnd(reporter, metric="val_loss"))
+    history = model.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), verbose=0,
+                        callbacks=[callback])
+    return {"metric": -history.history["loss"][-1],
+            "val_losses": json.dumps(history.history["val_loss"]),
+            "keras": type(callback).__mro__[1].__module__}
+
+
+def hpo(train, **kwargs):
+    from maggy_magic import HyperparameterOptConfig, Searchspace
+
+    return experiment.lagom(train, HyperparameterOptConfig(
+        num_trials=1, searchspace=Searchspace(lr=("DOUBLE", [0.01, 0.05])), workers=1,
+        es_policy="none", seed=1, hb_interval=0.1, **kwargs))
+
+
+def steps(run_dir):
+    return [(e["step"], e["value"]) for e in journal(run_dir) if e["type"] == "metric"]
+
+
+@pytest.mark.parametrize("legacy", ["0", "1"], ids=["keras3", "tf_keras"])
+def test_keras_epoch_end_broadcasts_the_validation_loss_of_each_epoch(legacy, monkeypatch):
+    import json
+
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", legacy)   # the workers inherit it
+    result = hpo(keras_trial)
+    (record,) = result.trial_records
+    assert record["state"] == "FINISHED", record
+    expected = json.loads(record["metrics"]["val_losses"])
+    assert steps(result.run_dir) == [(epoch, pytest.approx(loss))
+                                     for epoch, loss in enumerate(expected)]
+    assert record["metrics"]["keras"].startswith("tf_keras" if legacy == "1" else "keras")
+
+
+def test_keras_batch_end_broadcasts_every_batch(monkeypatch):
+    monkeypatch.setenv("BATCHES", "1")
+    result = hpo(keras_trial)
+    assert [step for step, _ in steps(result.run_dir)] == list(range(3 * 4))  # 64 / 16
+
+
+def missing_metric_trial(unused, reporter):
+    import numpy as np
+    import tensorflow as tf
+
+    from maggy_magic.callbacks import KerasEpochEnd
+
+    model = tf.keras.Sequential([tf.keras.Input(shape=(1,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((4, 1), dtype="float32")
+    model.fit(x, x, epochs=1, verbose=0, callbacks=[KerasEpochEnd(reporter)])  # no val_*
+    return 0.0
+
+
+def test_a_metric_the_logs_lack_fails_the_trial_in_one_line():
+    from maggy_magic import BroadcastError, HyperparameterOptConfig, Searchspace
+
+    with pytest.raises(BroadcastError) as info:
+        experiment.lagom(missing_metric_trial, HyperparameterOptConfig(
+            num_trials=1, searchspace=Searchspace(unused=("DOUBLE", [0, 1])), workers=1,
+            es_policy="none", hb_interval=0.1))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "the Keras logs have no 'val_loss' (they have loss); pass metric=" in message
+
+
+def test_importing_the_callbacks_imports_no_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, maggy_magic.callbacks as c; "
+            "print(any(m in sys.modules for m in ('tensorflow', 'keras', 'torch')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
