@@ -88,3 +88,56 @@ def test_upload_and_probe_statements_run_with_the_standard_library_alone():
     exec(statements.probe(), namespace)  # noqa: S102
     answer = bundle.read_reply(printed[-1])
     assert answer["python"] == bundle.python_version() and answer["importable"] is True
+
+
+def _train(x, reporter):
+    return {"metric": x}
+
+
+def test_config_objects_travel_with_the_function_and_plain_options_as_json():
+    from maggy_magic import AblationConfig, AblationStudy
+    from maggy_magic.ablation import LOCO
+    from maggy_magic.distributed.config import TorchDistributedConfig
+
+    study = AblationStudy("d", 1, "y", dataset_generator=lambda ablated: ablated)
+    study.features.include("a", "b")
+    named = AblationConfig(study, name="abl", workers=2, backend="livy", run_id="r1")
+    spec = bundle.config_spec(named, "remote", {"conf": {"k": "v"}})
+    assert spec["kind"] == "ablation" and spec["objects"] == ["ablation_study"]
+    assert spec["ablator"] == "loco" and "ablation_study" not in spec
+    assert spec["backend"] == "spark" and spec["backend_options"] == {"conf": {"k": "v"}}
+    assert bundle.config_objects(named) == {"ablation_study": study}
+    # an ablator given as an object is an object too
+    given = AblationConfig(study, ablator=LOCO(study), backend="livy")
+    assert bundle.config_spec(given, "remote", {})["objects"] == ["ablation_study", "ablator"]
+    assert "ablator" not in bundle.config_spec(given, "remote", {})
+    dist = TorchDistributedConfig(module="M", dataset=["D"], hparams={"lr": 0.1},
+                                  backend="livy", max_restarts=1)
+    spec = bundle.config_spec(dist, "remote", {})
+    assert spec["kind"] == "dist" and spec["framework"] == "torch"
+    assert spec["objects"] == ["dataset", "model"] and "model" not in spec
+    assert spec["hparams"] == {"lr": 0.1} and spec["max_restarts"] == 1
+    assert spec["backend_options"] == {"barrier": True}  # every rank at once
+    assert bundle.config_spec(dist, "remote", {"barrier": False})["backend_options"] == \
+        {"barrier": False}
+    assert bundle.config_objects(dist) == {"model": "M", "dataset": ["D"]}
+
+
+def test_a_config_the_cluster_refuses_is_its_one_line_error_in_the_first_reply():
+    import base64
+    import json
+
+    import cloudpickle
+
+    from maggy_magic.backends.livy import remote
+
+    namespace = {}
+    payload = cloudpickle.dumps({"function": _train, "objects": {"model": 1, "dataset": 2}})
+    remote.session_state(namespace)["uploads"]["r2"] = [base64.b64encode(payload).decode()]
+    spec = {"kind": "dist", "framework": "jax", "objects": ["dataset", "model"],
+            "run_id": "r2", "hparams": {}, "backend": "spark", "backend_options": {}}
+    answer = bundle.read_reply(remote.start(namespace, json.dumps(spec)))
+    assert answer["done"] is True and answer["result"] is None
+    assert answer["error"]["type"] == "ConfigError"
+    assert answer["error"]["message"] == "unknown framework 'jax' for a dist run"
+    assert "r2" not in remote.session_state(namespace)["runs"]

@@ -1,4 +1,4 @@
-"""The livy backend: run a search on a remote Spark cluster through Apache Livy.
+"""The livy backend: run an experiment on a remote Spark cluster through Apache Livy.
 
 Modules: :mod:`.settings` (options and sparkmagic's config), :mod:`.client` (REST),
 :mod:`.session` (which session), :mod:`.bootstrap` (install maggy_magic there, uploads),

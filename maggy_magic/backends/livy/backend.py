@@ -1,16 +1,19 @@
 """The livy backend: run the whole experiment on a cluster's Livy session, shown here live.
 
-:meth:`LivyBackend.run_experiment` is what :func:`maggy_magic.experiment.run` hands a
-search to when the backend runs experiments elsewhere. It finds the session
-(:mod:`.session`), installs maggy_magic there if needed (:mod:`.bootstrap`), uploads
-the serialised training function and starts the same ``experiment.run`` with the spark
-backend in a daemon thread of the session (:mod:`.remote`). A poller thread then runs a
-short poll statement every ``poll_interval`` seconds and hands the events since its
-cursor to the local listeners (dashboard, text progress) and to a local record (a run
-directory whose journal holds every event that arrived), exactly as a local driver would.
+:meth:`LivyBackend.run_experiment` is what :func:`maggy_magic.experiment.run` hands an
+experiment to (a search, an ablation study, a dist run) when the backend runs experiments
+elsewhere. It finds the session (:mod:`.session`), installs maggy_magic there if needed
+(:mod:`.bootstrap`), uploads the serialised training function (with the config's objects:
+the study, the model and dataset) and starts the same ``experiment.run`` with the spark
+backend (barrier mode for a dist run) in a daemon thread of the session (:mod:`.remote`).
+A poller thread then runs a short poll statement every ``poll_interval`` seconds and
+hands the events since its cursor to the local listeners (dashboard, text progress) and
+to a local record (a run directory whose journal holds every event that arrived), exactly
+as a local driver would.
 :class:`RemoteRunHandle` stands in for the driver: ``request_stop`` / ``interrupt`` become
 a stop statement, ``wait`` / ``done`` follow the poller. The result comes back with the
-last poll and is rebuilt into the same :class:`~maggy_magic.result.ExperimentResult`.
+last poll (JSON, never a pickle) and is rebuilt into the config's result class (an
+:class:`~maggy_magic.result.ExperimentResult`, a dist run's ``DistResult``).
 
 The cluster cannot connect to this kernel, so everything flows through statements the
 kernel sends; if the session dies or Livy fails mid-run, the error is one line and the
@@ -31,7 +34,7 @@ from ...events import EventStream
 from ...result import ExperimentResult
 from ...store import RunStore, load_trials, new_run_id
 from . import bootstrap, statements
-from .bundle import config_spec
+from .bundle import config_objects, config_spec
 from .remote import POLL_EVENTS
 from .session import LivyTarget, find_session
 from .settings import LivySettings
@@ -101,15 +104,22 @@ class LivyBackend:
                        on_driver: Optional[Callable[[Any, Any], None]] = None,
                        wait: Optional[Callable[[Any], None]] = None,
                        source: Optional[str] = None) -> ExperimentResult:
-        """Run ``config`` (a search) on the cluster; see the module docstring."""
+        """Run ``config`` (a search, an ablation study, a dist run) on the cluster; see
+        the module docstring. ``payload`` is the function the workers would call here; the
+        cluster gets ``train_fn`` itself (its experiment wraps it again), with the config's
+        objects when it has any."""
         settings = self.settings
         run_id = config.run_id or new_run_id()
         spec = dict(config_spec(config, settings.remote_root, settings.spark_options),
                     run_id=run_id)
+        objects = config_objects(config)
+        if objects:
+            payload = _bundle(train_fn, objects)
         target = find_session(settings)
         timeout = settings.statement_timeout
         bootstrap.prepare(target, settings.ship, timeout)
-        bootstrap.ship_code(target, train_fn, timeout)  # the function's local modules
+        # the local modules of the function and of the objects' code (generators, model)
+        bootstrap.ship_code(target, train_fn, timeout, also=_code_of(objects))
 
         store = RunStore.create(config.root, config.name, run_id)
         store.write_json("config.json", dict(config.to_dict(), backend="livy",
@@ -152,7 +162,8 @@ class LivyBackend:
                  interrupted: bool) -> ExperimentResult:
         final = poller.final
         if final is not None and final.get("result") is not None:
-            result = _rebuild(final["result"], store.path)
+            result = _rebuild(final["result"], store.path,
+                              getattr(config, "result_class", ExperimentResult))
         else:
             result = _partial(store.path, config, run_id, poller.failure)
         result.remote_run_dir = poller.remote_dir  # type: ignore[attr-defined]
@@ -262,9 +273,48 @@ class _Poller:
                 self.events.deliver(event)
 
 
-def _rebuild(data: Dict[str, Any], local_dir: str) -> ExperimentResult:
-    """The cluster's result dict as an ExperimentResult whose run_dir is the local record."""
-    return ExperimentResult(
+def _bundle(train_fn: Callable, objects: Dict[str, Any]) -> bytes:
+    """``train_fn`` and the config's ``objects`` as the cloudpickle bytes the cluster reads
+    (:func:`.remote.start`); what cannot be pickled is a one-line error."""
+    from ...errors import TrainFunctionError
+    from ...portable import cloudpickle_module
+
+    try:
+        return cloudpickle_module().dumps({"function": train_fn, "objects": objects})
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is reported the same way
+        for key, value in objects.items():
+            try:
+                cloudpickle_module().dumps(value)
+            except Exception as inner:  # noqa: BLE001
+                problem = (str(inner).strip().splitlines() or [""])[0]
+                raise TrainFunctionError(
+                    f"the config's {key} (a {type(value).__name__}) cannot be sent to the "
+                    f"cluster ({type(inner).__name__}: {problem}); build what it cannot "
+                    "pickle inside its functions") from None
+        problem = (str(exc).strip().splitlines() or [""])[0]
+        raise TrainFunctionError(f"the training function cannot be sent to the cluster "
+                                 f"({type(exc).__name__}: {problem})") from None
+
+
+def _code_of(objects: Dict[str, Any]) -> List[Any]:
+    """What in ``objects`` may need local modules: a study's generators, an ablator, a
+    dist run's model and (each part of) its dataset."""
+    found: List[Any] = []
+    for key, value in objects.items():
+        if key == "ablation_study":
+            found.extend(value.generators())
+        elif key == "dataset" and isinstance(value, (list, tuple)):
+            found.extend(value)
+        elif value is not None:
+            found.append(value)
+    return found
+
+
+def _rebuild(data: Dict[str, Any], local_dir: str, kind: type = ExperimentResult
+             ) -> ExperimentResult:
+    """The cluster's result dict as a result of the config's class (an ExperimentResult,
+    a DistResult) whose run_dir is the local record."""
+    return kind(
         name=data["name"], run_id=data["run_id"], run_dir=local_dir, state=data["state"],
         direction=data["direction"], optimization_key=data["optimization_key"],
         trials=list(data.get("trials") or []), error=data.get("error"),
@@ -283,7 +333,7 @@ def _partial(local_dir: str, config: Any, run_id: str, failure: Optional[BaseExc
              ) -> ExperimentResult:
     """What the local record holds when no result came back (the session died...)."""
     trials, _, _ = load_trials(local_dir)
-    return ExperimentResult.from_trials(
+    return getattr(config, "result_class", ExperimentResult).from_trials(
         [t for t in trials.values() if t.start is not None], name=config.name,
         run_id=run_id, run_dir=local_dir, state="failed" if failure else "interrupted",
         direction=config.direction, optimization_key=config.optimization_key,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List
 
 from ...errors import LivyError, LivyStatementError, LivyVersionError, error_class
 from . import statements
@@ -88,15 +88,21 @@ def prepare(target: Any, ship: str, timeout: float) -> Dict[str, Any]:
     return {"shipped": name, "python": remote}
 
 
-def ship_code(target: Any, fn: Any, timeout: float) -> List[str]:
-    """Send the zips of ``fn``'s local modules (:mod:`maggy_magic.codeship`) to the session,
-    each once: uploaded in chunks, hash checked, written next to the package zip, first on
-    the driver's ``sys.path`` and ``sc.addPyFile``'d for the executors. Returns the names
-    of the zips sent this time."""
+def ship_code(target: Any, fn: Any, timeout: float, also: Iterable[Any] = ()) -> List[str]:
+    """Send the zips of the local modules (:mod:`maggy_magic.codeship`) that ``fn`` and
+    the objects ``also`` need (an ablation study's generators, a dist run's model) to the
+    session, each once: uploaded in chunks, hash checked, written next to the package zip,
+    first on the driver's ``sys.path`` and ``sc.addPyFile``'d for the executors. Returns
+    the names of the zips sent this time."""
     from ...codeship import find_needs
     from ...codezip import code_zips
 
     needs = find_needs(fn)
+    for other in also:
+        more = find_needs(other)
+        for name, path in more.local.items():
+            needs.local.setdefault(name, path)
+        needs.archives.extend(a for a in more.archives if a not in needs.archives)
     sent = []
     for path in code_zips(needs):
         name = os.path.basename(path)

@@ -1,11 +1,14 @@
 """What travels to the Livy side for one run, and the reply format coming back.
 
 A *bundle* is the experiment's configuration as JSON (the keyword arguments that rebuild
-an equal :class:`~maggy_magic.config.HyperparameterOptConfig` there) plus the training
-function as the bytes :func:`maggy_magic.portable.serialize` made (uploaded separately,
-in chunks). Replies of remote statements are one JSON object between two markers, so
-whatever else the session prints (a background thread writing to stdout while a
-statement runs) cannot corrupt them. Stdlib only: this module is read on both sides.
+an equal config there: a search, an ablation study or a dist run) plus the training
+function as cloudpickle bytes (uploaded separately, in chunks). The config's objects (an
+ablation study and its generators, a dist run's model and dataset, an ablator given as
+an object) cannot be JSON: they travel in those bytes with the function
+(:func:`config_objects`), and the JSON names them (``objects``). Replies of remote
+statements are one JSON object between two markers, so whatever else the session prints
+(a background thread writing to stdout while a statement runs) cannot corrupt them.
+Stdlib only: this module is read on both sides.
 """
 
 from __future__ import annotations
@@ -18,37 +21,72 @@ from ...errors import ConfigError
 
 #: Markers around a statement's JSON reply.
 REPLY_START, REPLY_END = "<<maggy-livy-reply>>", "<<end-maggy-livy-reply>>"
-#: Config keywords that travel as they are (every one JSON-serialisable).
-PLAIN_KEYS = ("num_trials", "optimizer", "optimizer_options", "optimization_key",
-              "direction", "es_interval", "es_min", "es_policy", "name", "description",
-              "hb_interval", "workers", "max_failures", "max_retries", "hb_timeout",
-              "stop_grace", "seed", "run_id", "driver_host", "driver_bind", "driver_port",
-              "gpus_per_trial", "cpus_per_trial")
+#: Run options every kind sends as they are (every one JSON-serialisable).
+RUN_KEYS = ("workers", "max_failures", "max_retries", "hb_timeout", "stop_grace", "seed",
+            "run_id", "driver_host", "driver_bind", "driver_port", "gpus_per_trial",
+            "cpus_per_trial")
+#: The keywords of each kind's config that travel as JSON.
+KIND_KEYS = {
+    "hpo": ("num_trials", "optimizer", "optimizer_options", "optimization_key", "direction",
+            "es_interval", "es_min", "es_policy", "name", "description", "hb_interval"),
+    "ablation": ("ablator", "ablator_options", "optimization_key", "direction", "name",
+                 "description", "hb_interval"),
+    "dist": ("hparams", "optimization_key", "direction", "name", "description",
+             "hb_interval", "max_restarts", "checkpoint_dir", "shard", "rendezvous_timeout",
+             "abort_timeout"),
+}
+#: The keywords whose values are objects: they travel with the function (cloudpickle).
+OBJECT_KEYS = {"hpo": (), "ablation": ("ablation_study",), "dist": ("model", "dataset")}
+
+
+def config_objects(config: Any) -> Dict[str, Any]:
+    """The objects of ``config`` that travel in the payload with the training function:
+    an ablation study (its generators are user code), a dist run's model and dataset, an
+    ablator given as an object. Empty for a search (its payload is the function alone)."""
+    kind = getattr(config, "kind", None)
+    objects = {key: getattr(config, key) for key in OBJECT_KEYS.get(kind, ())}
+    if kind == "ablation" and not isinstance(config.ablator, str):
+        objects["ablator"] = config.ablator
+    return objects
 
 
 def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any]) -> Dict[str, Any]:
-    """The JSON form of a search ``config`` to run on the cluster with the spark backend.
+    """The JSON form of ``config`` to run on the cluster with the spark backend (a dist
+    run in barrier mode, unless ``spark_options`` say otherwise).
 
-    Only named optimizers and early-stopping rules can travel (an object would need
-    pickling); ``remote_root`` is the run directories' folder on the cluster side.
+    A search's optimizer and early-stopping rule must be named (an object would need
+    pickling); the objects of other kinds are named in ``objects`` and travel with the
+    function. ``remote_root`` is the run directories' folder on the cluster side.
     """
-    if getattr(config, "kind", None) != "hpo":
-        raise ConfigError(f"the livy backend runs hyperparameter searches (%%maggy hpo); "
-                          f"run this {getattr(config, 'kind', '?')} experiment with --backend "
-                          "local or spark")
-    for key in ("optimizer", "es_policy"):
-        if not isinstance(getattr(config, key), str):
-            raise ConfigError(f"with the livy backend, {key} must be given by name (an object "
-                              f"cannot be sent to the cluster), got "
-                              f"{type(getattr(config, key)).__name__}")
+    kind = getattr(config, "kind", None)
+    if kind not in KIND_KEYS:
+        raise ConfigError(f"the livy backend runs hpo, ablation and dist experiments, not "
+                          f"{kind!r}; run it with --backend local or spark")
+    if kind == "hpo":
+        for key in ("optimizer", "es_policy"):
+            if not isinstance(getattr(config, key), str):
+                raise ConfigError(f"with the livy backend, {key} must be given by name (an "
+                                  f"object cannot be sent to the cluster), got "
+                                  f"{type(getattr(config, key)).__name__}")
     if config.resume:
         raise ConfigError("the livy backend cannot resume a run yet; drop --resume (resume= "
                           "in the API) or resume with --backend local or spark")
-    spec = {key: getattr(config, key) for key in PLAIN_KEYS}
-    spec["searchspace"] = config.searchspace.to_dict()
+    spec = {key: getattr(config, key) for key in KIND_KEYS[kind] + RUN_KEYS}
+    spec["kind"] = kind
+    objects = sorted(config_objects(config))
+    if objects:
+        spec["objects"] = objects
+    if "ablator" in objects:
+        del spec["ablator"]
+    options = dict(spark_options)
+    if kind == "hpo":
+        spec["searchspace"] = config.searchspace.to_dict()
+    elif kind == "dist":
+        spec["framework"] = config.framework
+        options.setdefault("barrier", True)  # every rank at once
     spec["root"] = remote_root
     spec["backend"] = "spark"
-    spec["backend_options"] = dict(spark_options)
+    spec["backend_options"] = options
     try:
         json.dumps(spec)
     except (TypeError, ValueError) as exc:

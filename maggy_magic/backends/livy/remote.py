@@ -19,6 +19,7 @@ import itertools
 import json
 import pickle
 import threading
+import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -30,7 +31,8 @@ STATE_KEY = "_maggy_livy"
 BUFFER_EVENTS = 20000
 #: Events one poll returns at most (the next poll continues from its cursor).
 POLL_EVENTS = 2000
-#: How long the start statement waits for ``run_started`` (or an early failure).
+#: How long the start statement waits for ``run_started`` and the workers' launch (or an
+#: early failure).
 START_WAIT = 60.0
 
 
@@ -82,13 +84,22 @@ class RemoteRun:
         self._pending: Optional[Tuple[str, str]] = None
         self._lock = threading.Lock()
         self._started = threading.Event()
+        self._launched = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maggy-livy-run", daemon=True)
 
     def start(self, wait: float = START_WAIT) -> None:
-        """Start the run; return once it has announced itself (or ended early)."""
+        """Start the run; return once it has announced itself and the backend has launched
+        its workers (or it ended early).
+
+        Launching reads the local modules' source with ``ast`` (what to ship), and on
+        CPython 3.11 ``ast`` keeps one recursion counter per interpreter: the REPL parsing
+        a poll statement at the same time can make either parse fail ("AST constructor
+        recursion depth mismatch"). The start statement holds the REPL until then."""
+        deadline = time.monotonic() + wait
         self._thread.start()
         self._started.wait(wait)
+        self._launched.wait(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         from ...experiment import run
@@ -107,6 +118,7 @@ class RemoteRun:
         finally:
             self._done.set()
             self._started.set()
+            self._launched.set()
 
     def _listen(self, event: Dict[str, Any]) -> None:
         self.buffer(event)
@@ -114,6 +126,15 @@ class RemoteRun:
             self._started.set()
 
     def _on_driver(self, driver: Any, backend: Any) -> None:
+        launch = backend.start
+
+        def start_then_tell(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return launch(*args, **kwargs)
+            finally:
+                self._launched.set()
+
+        backend.start = start_then_tell  # this run's backend instance only
         with self._lock:
             self._driver = driver
             pending, self._pending = self._pending, None
@@ -162,35 +183,73 @@ class _Unpickler(pickle.Unpickler):
 
 
 def load_function(payload: bytes) -> Any:
-    """The training function from the bytes the kernel serialised (the launch channel:
-    the user's own authenticated Livy session, like a Spark task closure)."""
+    """The training function (or, with objects, the ``{"function", "objects"}`` bundle)
+    from the bytes the kernel serialised (the launch channel: the user's own
+    authenticated Livy session, like a Spark task closure)."""
     return _Unpickler(io.BytesIO(payload)).load()
 
 
-def build_config(spec: Dict[str, Any], namespace: Dict[str, Any]) -> Any:
-    """The search config from its JSON form, on the session's SparkSession."""
-    from ...config import HyperparameterOptConfig
-    from ...searchspace import Searchspace
-
+def build_config(spec: Dict[str, Any], namespace: Dict[str, Any],
+                 objects: Optional[Dict[str, Any]] = None) -> Any:
+    """The config of ``spec["kind"]`` from its JSON form and the ``objects`` that came
+    with the function, on the session's SparkSession."""
     kwargs = dict(spec)
-    kwargs["searchspace"] = Searchspace.from_dict(kwargs.pop("searchspace"))
+    kind = kwargs.pop("kind", "hpo")
+    framework = kwargs.pop("framework", None)
+    kwargs.pop("objects", None)
+    kwargs.update(objects or {})
     options = dict(kwargs.get("backend_options") or {})
     if "spark" not in options and "master" not in options and \
             namespace.get("spark") is not None:
         options["spark"] = namespace["spark"]
     kwargs["backend_options"] = options
+    if kind == "ablation":
+        from ...config import AblationConfig
+
+        return AblationConfig(**kwargs)
+    if kind == "dist":
+        from ...distributed.config import TfDistributedConfig, TorchDistributedConfig
+
+        classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}
+        if framework not in classes:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"unknown framework {framework!r} for a dist run")
+        return classes[framework](kwargs.pop("model"), kwargs.pop("dataset"), **kwargs)
+    from ...config import HyperparameterOptConfig
+    from ...searchspace import Searchspace
+
+    kwargs["searchspace"] = Searchspace.from_dict(kwargs.pop("searchspace"))
     return HyperparameterOptConfig(**kwargs)
+
+
+def _refused(exc: BaseException) -> Dict[str, Any]:
+    """A poll-like final answer for a run refused before it started."""
+    message = str(exc).strip().splitlines()
+    return {"events": [], "lost": None, "cursor": 0, "done": True, "result": None,
+            "error": {"type": type(exc).__name__,
+                      "message": message[0] if message else type(exc).__name__,
+                      "traceback": "" if _is_user_error(exc) else traceback.format_exc()}}
 
 
 # -- what the statements call --------------------------------------------------------------
 def start(namespace: Dict[str, Any], spec_json: str, source: Optional[str] = None) -> str:
-    """Start the run that ``spec_json`` describes, with the function uploaded under its
-    run id; reply with the first poll (``run_started``, or the early failure)."""
+    """Start the run that ``spec_json`` describes, with the function (and the config's
+    objects) uploaded under its run id; reply with the first poll (``run_started``, or
+    the early failure: a config this side refuses is that failure, not a crash)."""
     state = session_state(namespace)
     spec = json.loads(spec_json)
     run_id = spec["run_id"]
     payload = base64.b64decode("".join(state["uploads"].pop(run_id)))
-    run = RemoteRun(build_config(spec, namespace), load_function(payload), source)
+    loaded = load_function(payload)
+    train_fn, objects = loaded, None
+    if spec.get("objects"):
+        train_fn, objects = loaded["function"], loaded["objects"]
+    try:
+        config = build_config(spec, namespace, objects)
+    except Exception as exc:  # noqa: BLE001 - the client gets it as its one-line error
+        return reply(_refused(exc))
+    run = RemoteRun(config, train_fn, source)
     state["runs"][run_id] = run
     run.start()
     return reply(run.poll(0))
