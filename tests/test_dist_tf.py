@@ -15,7 +15,7 @@ from tf_dist_fns import N_EXAMPLES
 from maggy_magic import experiment
 from maggy_magic.distributed import tf as dist_tf
 from maggy_magic.distributed.config import TfDistributedConfig
-from maggy_magic.errors import DistTrainingError
+from maggy_magic.errors import ConfigError, DistTrainingError
 
 # the worker processes get the test functions with the training function, by value
 cloudpickle.register_pickle_by_value(tf_dist_fns)
@@ -96,6 +96,36 @@ def test_maggy_config_model_and_datasets(tmp_path):
     # 2 training epochs and one evaluation, each split between the ranks
     assert len(seen0) == len(seen1) == 3 * N_EXAMPLES // 2
     assert not set(seen0) & set(seen1)
+
+
+@pytest.mark.slow
+def test_maggy_process_data_reads_the_dataset_paths_on_every_rank(tmp_path):
+    """Maggy's positional order (model, dataset, process_data, ..., hparams): only the
+    paths travel; each rank reads them with process_data, and the data shards as before."""
+    import numpy as np
+
+    x, y = tf_dist_fns.data()
+    paths = []
+    for name in ("train", "test"):
+        paths.append(str(tmp_path / f"{name}.npz"))
+        np.savez(paths[-1], x=x, y=y)
+    result = experiment.lagom(tf_dist_fns.train_maggy_style, TfDistributedConfig(
+        tf_dist_fns.build, paths, tf_dist_fns.read_npz, False, "tfDist", 0.2, "",
+        {"lr": 0.5, "batch": 32, "epochs": 2, "out_dir": str(tmp_path)},
+        workers=2, optimization_key="loss", direction="min"))
+    assert result.state == "finished" and result.metrics["replicas"] == 2
+    for path in paths:
+        readers = {int(open(f"{path}.read-by-{rank}").read()) for rank in (0, 1)}
+        assert len(readers) == 2 and os.getpid() not in readers  # each rank, not here
+    seen0, seen1 = ids(tmp_path, 0), ids(tmp_path, 1)
+    assert len(seen0) == len(seen1) == 3 * N_EXAMPLES // 2 and not set(seen0) & set(seen1)
+
+
+def test_process_data_that_is_not_a_function_is_one_line():
+    with pytest.raises(ConfigError) as info:
+        TfDistributedConfig(None, ["a.npz"], "read_npz")
+    assert str(info.value) == ("process_data must be a function that reads dataset and "
+                               "returns the data, got str")
 
 
 @pytest.mark.slow

@@ -116,3 +116,17 @@ def train_dies_once(lr, epochs, dist_context):
                         callbacks=[backup_and_restore(), DieAfterTwo()])
     return {"loss": history.history["loss"][-1], "epochs_run": len(history.history["loss"]),
             "attempt": dist_context.attempt}
+
+
+def read_npz(paths):
+    """Maggy's ``process_data``: reads the files ``paths`` names on this rank and returns
+    ``[train, test]`` as arrays; records which rank read them next to the files."""
+    import numpy as np
+
+    sets = []
+    for path in paths:
+        with np.load(path) as arrays:
+            sets.append((arrays["x"], arrays["y"]))
+        with open(f"{path}.read-by-{rank()}", "w") as handle:
+            handle.write(str(os.getpid()))
+    return sets

@@ -2,8 +2,8 @@
 
 ``TorchDistributedConfig(module, dataset, hparams, process_data, mixed_precision,
 zero_lvl, deepspeed_config, name, hb_interval, description)`` and
-``TfDistributedConfig(model, dataset, hparams, process_data, mixed_precision, name,
-hb_interval, description)`` are Maggy's signatures; everything after them is keyword-only:
+``TfDistributedConfig(model, dataset, process_data, mixed_precision, name, hb_interval,
+description, hparams)`` are Maggy's signatures; everything after them is keyword-only:
 ``workers`` (the world size, default 2), ``optimization_key``, ``direction``,
 ``max_restarts`` (restarts of the gang from the chief's last checkpoint, default 0),
 ``checkpoint_dir`` (shared by every rank; default ``<run dir>/checkpoints``), ``shard``
@@ -184,15 +184,26 @@ class TorchDistributedConfig(DistributedConfig):
 class TfDistributedConfig(DistributedConfig):
     """TensorFlow MultiWorkerMirroredStrategy over ``workers`` ranks (see
     :mod:`maggy_magic.distributed.tf`). ``model``: a Keras model, or a function / class building
-    one; ``dataset``: ``[train_set, test_set]`` or a training set alone."""
+    one; ``dataset``: ``[train_set, test_set]`` or a training set alone; with
+    ``process_data`` (Maggy's), ``dataset`` is what it reads (paths, usually): every rank
+    calls ``process_data(dataset)`` where the data lives, and what that returns is the
+    dataset. Maggy's argument order: ``(model, dataset, process_data, mixed_precision,
+    name, hb_interval, description, hparams)``."""
 
     framework = "tf"
 
-    def __init__(self, model: Any = None, dataset: Any = None,
-                 hparams: Optional[Dict[str, Any]] = None, process_data: Any = None,
+    def __init__(self, model: Any = None, dataset: Any = None, process_data: Any = None,
                  mixed_precision: bool = False, name: str = "tfDist", hb_interval: float = 1,
-                 description: str = "", **options: Any):
-        _unsupported(process_data=process_data, mixed_precision=mixed_precision)
+                 description: str = "", hparams: Optional[Dict[str, Any]] = None,
+                 **options: Any):
+        _unsupported(mixed_precision=mixed_precision)
+        if process_data is not None:
+            from .tf import DataFromPaths
+
+            if not callable(process_data):
+                raise ConfigError(f"process_data must be a function that reads dataset and "
+                                  f"returns the data, got {type(process_data).__name__}")
+            dataset = DataFromPaths(process_data, dataset)
         super().__init__(model, dataset, hparams, name=name, hb_interval=hb_interval,
                          description=description, **options)
 

@@ -13,7 +13,8 @@ What :func:`session` does on each rank, in a fresh worker process:
    every model it builds there, with ``tf.keras`` or ``from tensorflow import keras``, is
    mirrored on all ranks and its ``model.fit`` all-reduces the gradients.
 
-The contract (Maggy's ``TfDistributedConfig(model, dataset, hparams)`` names):
+The contract (Maggy's ``TfDistributedConfig(model, dataset, process_data, ...,
+hparams)`` names):
 
 * ``hparams``: fixed hyperparameters, injected by name like a trial's.
 * ``model``: optional; a Keras model class or a function that returns a (compiled)
@@ -26,7 +27,8 @@ The contract (Maggy's ``TfDistributedConfig(model, dataset, hparams)`` names):
   ``tf.data.Dataset`` whose auto-shard policy is ``DATA``: batch it with the *global*
   batch size as on one machine; ``model.fit`` gives each rank a disjoint share of every
   global batch. Without ``dataset`` the function loads its own data; ``model.fit`` on
-  arrays shards the same way.
+  arrays shards the same way. With ``process_data`` (:class:`DataFromPaths`), each rank
+  first calls ``process_data(dataset)`` and what it returns is the dataset.
 * Checkpoints: ``dist_context.checkpoint_dir`` (``dist_context`` is injected by name) is
   the same directory on every rank and every attempt, so every rank can restore from it
   (it must be on a file system all ranks see), e.g. with
@@ -74,9 +76,27 @@ def check_model(model: Any) -> None:
             f"{type(model).__name__}; pass its class or a function that returns it")
 
 
+class DataFromPaths:
+    """Maggy's ``process_data``: ``dataset`` (paths, usually) is read on every rank, where
+    the data lives, by ``process_data(dataset)``; what it returns follows the contract
+    above. Only the paths travel."""
+
+    def __init__(self, process_data: Any, dataset: Any):
+        self.process_data, self.dataset = process_data, dataset
+
+    def load(self) -> Any:
+        value = self.process_data(self.dataset)
+        try:
+            check_dataset(value)
+        except DistTrainingError as exc:
+            raise DistTrainingError(f"process_data returned data that does not fit: {exc}") \
+                from None
+        return value
+
+
 def check_dataset(dataset: Any) -> None:
     """Raise :class:`DistTrainingError` unless ``dataset`` follows the contract above."""
-    if dataset is None:
+    if dataset is None or isinstance(dataset, DataFromPaths):
         return
     items = dataset if isinstance(dataset, list) else [dataset]
     if not 1 <= len(items) <= 2:
@@ -120,6 +140,8 @@ def session(context: Any, model: Any, dataset: Any, hparams: Dict[str, Any],
     import tensorflow as tf
 
     _check_keras(tf)
+    if isinstance(dataset, DataFromPaths):
+        dataset = dataset.load()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     try:
         with strategy.scope():

@@ -96,7 +96,7 @@ def build_dist(shell: Any, options: Dict[str, Any], magic: Dict[str, Any],
                         required=not own)
     hparams = _variable(namespace, magic.get("hparams"), ("hparams",), "--hparams",
                         required=False)
-    config = classes[framework](model, dataset, hparams, **options)
+    config = classes[framework](model, dataset, hparams=hparams, **options)
     config.validate()
     names = list(config.hparams)
     train_fn = capture.find_train_fn(
