@@ -4,7 +4,8 @@
 es_interval, es_min, es_policy, name, description, hb_interval, model, dataset)`` is
 Maggy's signature; everything after it is keyword-only and specific to maggy-magic
 (backend, workers, fault tolerance, run directory, resume, ``gpus_per_trial`` and
-``cpus_per_trial``: what each trial gets, see :mod:`maggy_magic.resources`).
+``cpus_per_trial``: what each trial gets, see :mod:`maggy_magic.resources`; the stop
+conditions ``time_budget`` and ``target``, see :mod:`maggy_magic.driver.stopping`).
 ``AblationConfig(ablation_study, ablator, direction, name, description, hb_interval,
 model, dataset)`` likewise.
 
@@ -25,10 +26,12 @@ from .resources import cpus_option, gpus_option
 from .searchspace import Searchspace
 from .validation import (
     address_option,
+    duration_option,
     nonnegative_int,
     port_option,
     positive_int,
     positive_number,
+    target_option,
     tls_option,
     validate_common,
 )
@@ -114,10 +117,15 @@ class HyperparameterOptConfig(RunOptions):
                  direction: str = "max", es_interval: float = 1, es_min: int = 10,
                  es_policy: Any = "median", name: str = "HPOptimization",
                  description: str = "", hb_interval: float = 1, model: Any = None,
-                 dataset: Any = None, **options: Any):
+                 dataset: Any = None, *, time_budget: Any = None,
+                 target: Optional[float] = None, **options: Any):
         optimizer_options = options.pop("optimizer_options", None) or {}
         super().__init__(**options)
         self.num_trials = num_trials
+        #: Stop conditions (see :mod:`maggy_magic.driver.stopping`): seconds (or "90s",
+        #: "30m", "1h30m") this session of the run may take, and the metric value that
+        #: ends the search once a trial reaches it (>= for max, <= for min).
+        self.time_budget, self.target = time_budget, target
         self.optimizer = optimizer
         self.optimizer_options = dict(optimizer_options)
         self.searchspace = searchspace if searchspace is not None else Searchspace()
@@ -140,6 +148,8 @@ class HyperparameterOptConfig(RunOptions):
                               f"{type(self.searchspace).__name__}")
         positive_number("es_interval", self.es_interval)
         nonnegative_int("es_min", self.es_min)
+        self.time_budget = duration_option("time_budget", self.time_budget)
+        self.target = target_option("target", self.target)
         validate_common(self)
 
     def make_optimizer(self) -> Any:
@@ -176,14 +186,17 @@ class HyperparameterOptConfig(RunOptions):
                 "es_min": self.es_min, "hb_interval": self.hb_interval,
                 "backend": named(self.backend), "workers": self.workers,
                 "max_failures": self.max_failures, "max_retries": self.max_retries,
-                "seed": self.seed, **self.resources_dict()}
+                "seed": self.seed, "time_budget": self.time_budget, "target": self.target,
+                **self.resources_dict()}
 
 
 class AblationConfig(RunOptions):
     """An ablation study: the base trial and one trial without each component.
 
     The study decides the trials (so there is no ``num_trials``) and no trial is stopped
-    early: each one's final metric is compared with the base's.
+    early: each one's final metric is compared with the base's. ``time_budget`` ends the
+    study gracefully after that long (as for a search); there is no ``target``, since
+    every component's trial is the point of a study.
     """
 
     kind = "ablation"
@@ -195,9 +208,10 @@ class AblationConfig(RunOptions):
                  direction: str = "max", name: str = "ablationStudy", description: str = "",
                  hb_interval: float = 1, model: Any = None, dataset: Any = None, *,
                  optimization_key: str = "metric", ablator_options: Optional[dict] = None,
-                 **options: Any):
+                 time_budget: Any = None, **options: Any):
         super().__init__(**options)
         self.ablation_study = ablation_study
+        self.time_budget = time_budget
         self.ablator = ablator
         self.ablator_options = dict(ablator_options or {})
         self.direction = direction
@@ -211,6 +225,7 @@ class AblationConfig(RunOptions):
     def validate_options(self) -> None:
         """Check every setting but the study (the magic checks its options before it runs
         the cell that defines the study)."""
+        self.time_budget = duration_option("time_budget", self.time_budget)
         validate_common(self)
         from .ablation import ABLATORS, AbstractAblator
 
@@ -261,7 +276,7 @@ class AblationConfig(RunOptions):
                 "es_policy": self.es_policy, "hb_interval": self.hb_interval,
                 "backend": _named(self.backend), "workers": self.workers,
                 "max_failures": self.max_failures, "max_retries": self.max_retries,
-                "seed": self.seed, **self.resources_dict()}
+                "seed": self.seed, "time_budget": self.time_budget, **self.resources_dict()}
 
 
 def _named(x: Any) -> Any:

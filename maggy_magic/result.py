@@ -39,6 +39,12 @@ class ExperimentResult(collections.abc.Mapping):
 
     # -- convenience --------------------------------------------------------------------
     @property
+    def stop_reason(self) -> Optional[str]:
+        """Why a stopped run stopped: the Stop button, ``%maggy stop``, its time budget
+        or its target (None unless ``state`` is ``stopped``)."""
+        return self.error if self.state == "stopped" else None
+
+    @property
     def best_params(self) -> Optional[Dict[str, Any]]:
         return dict(self.best_trial["params"]) if self.best_trial else None
 
@@ -113,7 +119,8 @@ class ExperimentResult(collections.abc.Mapping):
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable summary (what ``result.json`` holds)."""
         return {"name": self.name, "run_id": self.run_id, "run_dir": self.run_dir,
-                "state": self.state, "error": self.error, "direction": self.direction,
+                "state": self.state, "error": self.error, "stop_reason": self.stop_reason,
+                "direction": self.direction,
                 "optimization_key": self.optimization_key, **self._maggy(),
                 "counts": {"finished": self.num_finished,
                            "early_stopped": self.num_early_stopped,
@@ -149,6 +156,7 @@ class ExperimentResult(collections.abc.Mapping):
     def __repr__(self) -> str:
         best = (f"best {self.optimization_key}={self.best_metric:.6g} (trial {self.best_id}) "
                 f"with {self.best_params}") if self.best_trial else "no successful trial"
-        return (f"<ExperimentResult {self.name} {self.state}: {best}; "
+        state = f"{self.state} ({self.stop_reason})" if self.stop_reason else self.state
+        return (f"<ExperimentResult {self.name} {state}: {best}; "
                 f"{self.num_finished} finished, {self.num_early_stopped} early-stopped, "
                 f"{self.num_failed} failed; {self.run_dir}>")

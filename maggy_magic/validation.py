@@ -110,3 +110,43 @@ def positive_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+#: A duration: hours, minutes and seconds in that order, each part optional ("1h30m").
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def duration_option(name: str, value: Any) -> Optional[float]:
+    """``value`` of option ``name`` (``time_budget``) is None, a number of seconds > 0 or
+    a string such as ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``; returns the
+    seconds."""
+    if value is None:
+        return None
+    flag = "--" + name.replace("_", "-")
+    seconds: Optional[float] = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text) if text else None
+        if match and any(match.groups()):
+            hours, minutes, secs = (float(part or 0) for part in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        elif re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name} ({flag}) takes a time above zero: seconds (90) or a "
+                          f"duration such as '90s', '30m', '2h' or '1h30m', got {value!r}")
+    return seconds
+
+
+def target_option(name: str, value: Any) -> Optional[float]:
+    """``value`` of option ``name`` (``target``) is None or a finite number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value):
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{name} ({flag}) takes the metric value that ends the search, a "
+                          f"number such as 0.95, got {value!r}")
+    return float(value)

@@ -316,3 +316,37 @@ def test_dist_options_on_an_hpo_line_are_refused(shell, capsys):
         assert one_line_error(result, ConfigError, capsys) == (
             f"{flag} does not apply to %%maggy hpo; remove it (%maggy help lists the options)")
 
+
+
+# -- the stop conditions (runs: tests/test_stop_conditions.py) ------------------------------
+def test_time_budget_and_target_parse_to_their_python_api_names():
+    from maggy_magic.magics.options import parse_options
+
+    assert parse_options(["--time-budget", "1h30m", "--target", "0.9"], "%%maggy hpo") == \
+        {"time_budget": "1h30m", "target": 0.9}
+    assert "--time-budget" in help_text() and "--target" in help_text()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("hpo --time-budget ten", "time_budget (--time-budget) takes a time above zero: seconds "
+                              "(90) or a duration such as '90s', '30m', '2h' or '1h30m', "
+                              "got 'ten'"),
+    ("hpo --time-budget=-5s", "time_budget (--time-budget) takes a time above zero: seconds "
+                              "(90) or a duration such as '90s', '30m', '2h' or '1h30m', "
+                              "got '-5s'"),
+    ("hpo --target high", "--target takes a number, got 'high'"),
+    ("ablation --time-budget 0", "time_budget (--time-budget) takes a time above zero: "
+                                 "seconds (90) or a duration such as '90s', '30m', '2h' or "
+                                 "'1h30m', got '0'"),
+    ("dist --workers 2 --framework torch --time-budget 2s",
+     "--time-budget does not apply to %%maggy dist; remove it (%maggy help lists the options)"),
+    ("dist --workers 2 --framework torch --target 1",
+     "--target does not apply to %%maggy dist; remove it (%maggy help lists the options)"),
+    ("ablation --target 1",
+     "--target does not apply to %%maggy ablation; remove it (%maggy help lists the options)"),
+])
+def test_bad_or_misplaced_stop_conditions_are_one_line_errors(shell, capsys, line, message):
+    result = run(shell, f"%%maggy {line}\n" + CELL)
+    assert one_line_error(result, ConfigError, capsys) == message
+    assert not os.path.exists("maggy_experiments")
+    assert "train" not in shell.user_ns                      # refused before the cell ran

@@ -26,6 +26,7 @@ from .eventloop import EventLoop
 from .hub import ConnectionHub
 from .record import RunRecord
 from .settings import DriverSettings, WorkerState
+from .stopping import StopConditions
 from .tls import server_context, wants_tls
 from .trial_queue import TrialQueue
 
@@ -52,7 +53,8 @@ class Driver(EventLoop):
         self.trials: Dict[str, Trial] = dict(trials or {})
         self.queue = TrialQueue(optimizer, self.trials,
                                 (t for t in self.trials.values() if not t.done))
-        self.record = RunRecord(self.trials, events, self.queue)
+        self.limits = StopConditions(settings, lambda why: self._begin_stop("stopped", why))
+        self.record = RunRecord(self.trials, events, self.queue, self.limits.finished)
         self.files = RunFiles(settings.run_dir, events, settings.files_limit, settings.storage)
         #: The ended trials, in the order they ended (the optimizer's ``final_store``).
         self.final = self.record.final
@@ -102,6 +104,7 @@ class Driver(EventLoop):
         self.optimizer.trial_store = self.trials
         self.optimizer.final_store = self.final
         try:
+            self.limits.start(self.add_periodic)  # the time budget runs from here
             self._dispatch()
             self.add_periodic(self.settings.es_interval, self._check_earlystop, first=True)
             self.add_periodic(HEARTBEAT_CHECK, self._check_workers, first=True)

@@ -10,7 +10,7 @@ driver tells it what happened. Driver loop thread only.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..events import EventStream
 from ..trial import Trial
@@ -21,8 +21,11 @@ from .trial_queue import TrialQueue
 class RunRecord:
     """Trial states and events of one run (``trials`` is the run's table)."""
 
-    def __init__(self, trials: Dict[str, Trial], events: EventStream, queue: TrialQueue):
+    def __init__(self, trials: Dict[str, Trial], events: EventStream, queue: TrialQueue,
+                 on_finished: Optional[Callable[[Trial], None]] = None):
         self.trials, self.events, self.queue = trials, events, queue
+        #: Called with each trial that returned, after its ``trial_finished`` event.
+        self.on_finished = on_finished
         self.final: List[Trial] = sorted((t for t in trials.values() if t.done),
                                          key=lambda t: t.end or 0.0)
         #: Failed trials that count against ``max_failures`` (a gang's failure counts once).
@@ -66,6 +69,8 @@ class RunRecord:
         self.events.emit("trial_finished", trial=trial.trial_id, value=trial.final_metric,
                          metrics=trial.metric_dict, state=trial.status,
                          duration=trial.duration, t=trial.end)
+        if self.on_finished is not None:
+            self.on_finished(trial)
 
     def failed(self, trial: Trial, error: str, error_type: str, tb: Optional[str],
                counted: bool = True) -> None:

@@ -55,7 +55,8 @@ class DriverSettings:
                  stop_grace: float = 30.0, prefetch: bool = True,
                  rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
                  run_dir: Optional[str] = None, files_limit: int = 256 * 1024 * 1024,
-                 storage: Optional[str] = None):
+                 storage: Optional[str] = None, time_budget: Optional[float] = None,
+                 target: Optional[float] = None):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -77,3 +78,6 @@ class DriverSettings:
         #: Bytes of files one trial (or one recorded checkpoint) may send to the driver,
         #: and the storage URI that workers not sharing the driver's disk upload to.
         self.files_limit, self.storage = files_limit, storage
+        #: Stop conditions (see :mod:`.stopping`): seconds this session may take, and the
+        #: metric value whose reaching ends the run.
+        self.time_budget, self.target = time_budget, target

@@ -82,6 +82,10 @@ OPTIONS: List[Option] = [
            _earlystops),
     Option(("--es-interval",), "es_interval", "float", "seconds between early-stop checks"),
     Option(("--es-min",), "es_min", "int", "finished trials before early stopping starts"),
+    Option(("--time-budget",), "time_budget", "str",
+           "end the run gracefully after this long: 90s, 30m, 2h, 1h30m (per session)"),
+    Option(("--target",), "target", "float",
+           "end the search once a trial's metric reaches this (>= max, <= min)"),
     Option(("--workers",), "workers", "int", "parallel workers (default: CPUs, <= trials)"),
     Option(("--gpus-per-trial",), "gpus_per_trial", "float",
            "GPUs per trial (dist: per rank): 1, 2, ... or 0.5, 0.25 (trials share a GPU)"),
@@ -152,8 +156,8 @@ LIVY_OPTIONS = {"livy_session": "session", "livy_url": "url", "livy_auth": "auth
 #: Options that only one experiment kind takes. Given on the line of another kind they
 #: are an error; as session defaults (``%maggy config``) other kinds ignore them.
 KIND_OPTIONS = {"hpo": ("num_trials", "optimizer", "optimizer_options", "es_policy",
-                        "es_interval", "es_min", "space"),
-                "ablation": ("study", "ablator"),
+                        "es_interval", "es_min", "space", "time_budget", "target"),
+                "ablation": ("study", "ablator", "time_budget"),
                 "dist": ("framework", "model", "dataset", "hparams", "max_restarts")}
 
 

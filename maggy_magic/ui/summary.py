@@ -71,7 +71,10 @@ def summary_html(result: Any, *, max_rows: int = 50) -> str:
         f'run {_e(result.run_id)} · <span class="maggy-state">{_e(result.state)}</span></div>',
         f"<div>{_e(_counts_line(result, len(records)))}</div>",
     ]
-    if result.error:
+    reason = getattr(result, "stop_reason", None)
+    if reason:  # a stop is no error: the Stop button, the time budget or the target
+        parts.append(f'<div class="maggy-stop-reason">stopped: {_e(reason)}</div>')
+    elif result.error:
         parts.append(f'<div style="color:{_BEST}">{_e(result.error)}</div>')
     if best is not None:
         params = ", ".join(f"{_e(k)}={_e(fmt(v))}" for k, v in best["params"].items())
@@ -103,8 +106,10 @@ def summary_text(result: Any) -> str:
     best = result.best_trial
     best_text = (f"best {result.optimization_key}={fmt(best['value'])} (trial {best['trial']})"
                  if best else "no metric")
+    reason = getattr(result, "stop_reason", None)
     return (f"maggy-magic {result.name} run {result.run_id} {result.state}: "
-            f"{_counts_line(result, len(result.trial_records))}; {best_text}")
+            f"{_counts_line(result, len(result.trial_records))}; {best_text}"
+            + (f"; stopped: {reason}" if reason else ""))
 
 
 def learning_curves_svg(records: Sequence[Dict[str, Any]], key: str,

@@ -138,10 +138,12 @@ class TextProgress:
         best = result.best_trial
         best_text = (f"best {result.optimization_key}={fmt(best['value'])} (trial "
                      f"{best['trial']}) with {best['params']}" if best else "no metric")
+        reason = getattr(result, "stop_reason", None)
         self._write(f"{self.title} [{result.state}] {len(result.trial_records)} trials: "
                     f"{result.num_finished} finished, {result.num_early_stopped} "
                     f"early-stopped, {result.num_failed} failed | {best_text} | "
-                    f"{_clock(time.time() - self._started)}\n")
+                    f"{_clock(time.time() - self._started)}"
+                    + (f" | stopped: {reason}" if reason else "") + "\n")
         self._write(format_table(result.trial_records, result.optimization_key,
                                  result.direction, self.max_rows) + "\n")
 
