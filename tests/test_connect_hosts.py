@@ -51,10 +51,36 @@ def spark(netcluster):
     with ConnectServer(master=netcluster.url, conf=conf, address=address) as server:
         session = server.session()
         netcluster.wait_workers(2)
+        wait_for_both_hosts(session)
         yield session
         session.stop()
     if mode is None:
         os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+
+def wait_for_both_hosts(session, guard=120.0):
+    """Until a job of two 1 s tasks runs on both hosts: both executors of the server's
+    application have registered (a Connect client cannot list executors)."""
+    import time
+
+    def where(batches):
+        import socket as _socket
+        import time as _time
+
+        import pyarrow as _pa
+
+        for _ in batches:
+            pass
+        _time.sleep(1.0)
+        yield _pa.RecordBatch.from_pylist([{"host": _socket.gethostname()}])
+
+    deadline = time.monotonic() + guard
+    while True:
+        rows = session.range(2, numPartitions=2).mapInArrow(where, "host string").collect()
+        if {row["host"] for row in rows} == {"host1", "host2"}:
+            return
+        assert time.monotonic() < deadline, "the second host's executor never registered"
+        time.sleep(1.0)
 
 
 def test_trials_run_on_both_hosts_with_a_local_module_that_travels(spark, user_code,
