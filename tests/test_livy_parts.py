@@ -123,6 +123,19 @@ def test_config_objects_travel_with_the_function_and_plain_options_as_json():
     assert bundle.config_objects(dist) == {"model": "M", "dataset": ["D"]}
 
 
+
+def test_the_run_options_of_every_kind_travel_to_the_cluster():
+    from maggy_magic import HyperparameterOptConfig, Searchspace
+
+    config = HyperparameterOptConfig(
+        num_trials=2, searchspace=Searchspace(x=("DOUBLE", [0, 1])), backend="livy",
+        tls=False, files_limit_mb=8, driver_port="50000-50010", max_failures=3, seed=4)
+    spec = bundle.config_spec(config, "remote", {})
+    assert "objects" not in spec and spec["searchspace"] == config.searchspace.to_dict()
+    assert (spec["tls"], spec["files_limit_mb"], spec["driver_port"], spec["max_failures"],
+            spec["seed"], spec["storage"]) == (False, 8, "50000-50010", 3, 4, None)
+
+
 def test_a_config_the_cluster_refuses_is_its_one_line_error_in_the_first_reply():
     import base64
     import json

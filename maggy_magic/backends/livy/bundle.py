@@ -24,7 +24,7 @@ REPLY_START, REPLY_END = "<<maggy-livy-reply>>", "<<end-maggy-livy-reply>>"
 #: Run options every kind sends as they are (every one JSON-serialisable).
 RUN_KEYS = ("workers", "max_failures", "max_retries", "hb_timeout", "stop_grace", "seed",
             "run_id", "driver_host", "driver_bind", "driver_port", "gpus_per_trial",
-            "cpus_per_trial")
+            "cpus_per_trial", "tls", "storage", "files_limit_mb")
 #: The keywords of each kind's config that travel as JSON.
 KIND_KEYS = {
     "hpo": ("num_trials", "optimizer", "optimizer_options", "optimization_key", "direction",
