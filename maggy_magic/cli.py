@@ -19,11 +19,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from .errors import ConfigError, MaggyError, closest
+from .ui import PROGRESS_ENV, UI_ENV
 
 #: Environment variable: a file where every experiment of this process appends a line.
 RUN_RECORD_ENV = "MAGGY_MAGIC_RUN_RECORD"
-#: Environment variable read by the magics to pick their display (see maggy_magic.ui).
-UI_ENV = "MAGGY_MAGIC_UI"
+#: How often the terminal is given what the experiments' text progress added.
+FOLLOW_INTERVAL = 0.2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,13 +84,16 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
     cwd = cwd or os.path.dirname(os.path.abspath(notebook))
     with tempfile.TemporaryDirectory(prefix="maggy-magic-") as scratch:
         record = os.path.join(scratch, "runs.jsonl")
-        env = {RUN_RECORD_ENV: record, UI_ENV: os.environ.get(UI_ENV, "papermill")}
+        progress = os.path.join(scratch, "progress.log")
+        # the text progress goes to this terminal, not into the saved notebook
+        env = {RUN_RECORD_ENV: record, UI_ENV: os.environ.get(UI_ENV, "papermill"),
+               PROGRESS_ENV: progress}
         if kernel_name is None:
             kernel_name = _write_kernel_spec(scratch)
             path = os.environ.get("JUPYTER_PATH")
             env["JUPYTER_PATH"] = scratch + (os.pathsep + path if path else "")
         failure = None
-        with _environment(env):
+        with _environment(env), _Follow(progress if log_output else None):
             try:
                 papermill.execute_notebook(notebook, output, parameters=params,
                                            kernel_name=kernel_name, language="python",
@@ -259,6 +263,45 @@ def _write_kernel_spec(scratch: str) -> str:
     with open(os.path.join(folder, "kernel.json"), "w", encoding="utf-8") as handle:
         json.dump(spec, handle)
     return name
+
+
+class _Follow:
+    """While the block runs, copy what is appended to ``path`` to stderr (every
+    ``FOLLOW_INTERVAL`` s, and what is left at the end); nothing when ``path`` is None."""
+
+    def __init__(self, path: Optional[str]):
+        import threading
+
+        self.path, self.offset = path, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="maggy-follow", daemon=True)
+
+    def __enter__(self) -> "_Follow":
+        if self.path is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.path is not None:
+            self.done.set()
+            self.thread.join(10)
+            self._copy()
+
+    def _run(self) -> None:
+        while not self.done.wait(FOLLOW_INTERVAL):
+            self._copy()
+
+    def _copy(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return
+        if text:
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 class _environment:

@@ -153,10 +153,13 @@ def test_run_executes_a_notebook_with_parameters():
                    if line.startswith("run directory: "))
     assert os.path.isdir(run_dir) and os.path.basename(os.path.dirname(run_dir)) == "cli"
     assert f"output notebook: {os.path.abspath('done.ipynb')}" in out.stdout
-    # --log-output streamed the cell's text progress while it ran
+    # --log-output showed the text progress (and the prints of the cell) while it ran;
+    # the saved notebook has the summary, not the progress
     assert "[finished] 3 trials: 3 finished" in out.stderr
     done = nbformat.read("done.ipynb", as_version=4)
     outputs = done.cells[-1].outputs
+    assert not any("[finished]" in o.get("text", "") or "[running]" in o.get("text", "")
+                   for o in outputs), outputs
     html = [o for o in outputs if "text/html" in o.get("data", {})]
     assert html and "best" in html[-1]["data"]["text/html"]
     with open(os.path.join(run_dir, "result.json")) as handle:

@@ -13,8 +13,11 @@ A *live display* is what the magic hands the experiment; both kinds have the sam
 that module imports and a widget frontend is present, else :class:`~.text.TextProgress`.
 The environment variable ``MAGGY_MAGIC_UI`` sets the default of ``auto``: ``text``,
 ``widget``, or ``papermill`` — both at once, for unattended runs: the widget's final state
-is saved in the output notebook and the text progress is the cell's readable log (the
-``maggy-magic run`` command sets it).
+is saved in the output notebook and the text progress is the readable log (the
+``maggy-magic run`` command sets it). ``MAGGY_MAGIC_PROGRESS`` names a file for that log
+(``maggy-magic run`` sets it and shows the file on its terminal as it grows), so that the
+saved notebook holds the dashboard and the summary rather than a progress line per
+half second; without it the log is the cell's output.
 ``finish(display, result)`` lets a display print its final words (the text table); the
 static HTML summary (:mod:`.summary`) is shown by the magic in every case.
 """
@@ -31,6 +34,8 @@ from ..errors import ConfigError, did_you_mean
 UI_MODES = ("auto", "widget", "text", "papermill")
 #: Environment variable that picks what ``auto`` means.
 UI_ENV = "MAGGY_MAGIC_UI"
+#: Environment variable naming the file the text progress of unattended runs goes to.
+PROGRESS_ENV = "MAGGY_MAGIC_PROGRESS"
 
 
 def dashboard_module() -> Optional[ModuleType]:
@@ -65,7 +70,8 @@ def live_display(title: str, on_stop: Callable[[], None], mode: str = "auto") ->
             return board
         from .text import TextProgress
 
-        return _Both(board, TextProgress(title))
+        log = _progress_log()
+        return _Both(board, TextProgress(title, stream=log), log)
     if mode == "widget":
         raise ConfigError("--ui widget needs the live dashboard (anywidget in a Jupyter "
                           "kernel with a widget frontend); use --ui text or --ui auto")
@@ -81,8 +87,8 @@ class _Both:
     click Stop in an unattended run, so the dashboard needs no message pump there.
     """
 
-    def __init__(self, board: Any, text: Any):
-        self.board, self.text = board, text
+    def __init__(self, board: Any, text: Any, log: Any = None):
+        self.board, self.text, self.log = board, text, log
 
     def __call__(self, event: dict) -> None:
         self.board(event)
@@ -101,6 +107,20 @@ class _Both:
 
     def finish(self, result: Any) -> None:
         finish(self.text, result)
+        if self.log is not None:
+            self.log.close()
+
+
+def _progress_log() -> Any:
+    """The file ``PROGRESS_ENV`` names, opened to append line by line; None (the cell's
+    output) when unset or when it cannot be opened."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)
+    except OSError:
+        return None
 
 
 def finish(display: Any, result: Any) -> None:
