@@ -49,8 +49,13 @@ class RunOptions:
                  driver_bind: Optional[str] = None, driver_port: Any = None,
                  storage: Optional[str] = None, files_limit_mb: float = 256,
                  gpus_per_trial: Optional[float] = None,
-                 cpus_per_trial: Optional[int] = None):
-        self.backend = backend
+                 cpus_per_trial: Optional[int] = None, run_on: Optional[str] = None):
+        if run_on is not None and backend not in ("local", run_on):
+            raise ConfigError(f"backend={backend!r} and run_on={run_on!r} both say where "
+                              "trials run; give one of them")
+        #: Where trials run (``run_on=`` is the same: the name that cannot collide with
+        #: Maggy's ``TorchDistributedConfig(backend="torch")``, the training framework).
+        self.backend = backend if run_on is None else run_on
         self.workers = workers
         self.max_failures = max_failures
         self.max_retries = max_retries

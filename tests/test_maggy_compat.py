@@ -184,3 +184,31 @@ def test_importing_the_callbacks_imports_no_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# -- TorchDistributedConfig: Maggy's backend is the framework ---------------------------
+def test_torch_dist_takes_maggys_positional_arguments_and_runs():
+    from test_dist import Linear, make_data, plain
+
+    from maggy_magic import TorchDistributedConfig
+
+    config = TorchDistributedConfig(Linear, [make_data()], {}, "torch", False, 0, None,
+                                    "maggyTorch", 0.2, "Maggy's positional call", workers=2)
+    assert config.backend == "local" and config.name == "maggyTorch"
+    result = experiment.lagom(plain, config)
+    assert result.state == "finished", result.error
+
+
+def test_where_torch_ranks_run_is_run_on_or_a_place_given_as_backend():
+    from maggy_magic import ConfigError, TorchDistributedConfig
+
+    assert TorchDistributedConfig(backend="torch", run_on="spark").backend == "spark"
+    assert TorchDistributedConfig(backend="spark").backend == "spark"  # not a framework
+    assert TorchDistributedConfig(backend="spark").to_dict()["backend"] == "spark"
+    with pytest.raises(ConfigError, match="both say where the ranks run; give run_on only"):
+        TorchDistributedConfig(backend="spark", run_on="local")
+    with pytest.raises(ConfigError) as info:
+        TorchDistributedConfig(backend="deepspeed")
+    assert str(info.value) == (
+        "backend='deepspeed' (DeepSpeed ZeRO) is not supported by maggy-magic's "
+        "distributed training; use backend='torch' (DistributedDataParallel)")

@@ -1,14 +1,16 @@
 """Configs of data-parallel training runs, with Maggy's names and argument order.
 
-``TorchDistributedConfig(module, dataset, hparams, process_data, mixed_precision,
-zero_lvl, deepspeed_config, name, hb_interval, description)`` and
+``TorchDistributedConfig(module, dataset, hparams, backend, mixed_precision,
+zero_lvl, deepspeed_config, name, hb_interval, description)`` (``backend``: Maggy's, the
+framework, ``"torch"``) and
 ``TfDistributedConfig(model, dataset, process_data, mixed_precision, name, hb_interval,
 description, hparams)`` are Maggy's signatures; everything after them is keyword-only:
 ``workers`` (the world size, default 2), ``optimization_key``, ``direction``,
 ``max_restarts`` (restarts of the gang from the chief's last checkpoint, default 0),
 ``checkpoint_dir`` (shared by every rank; default ``<run dir>/checkpoints``), ``shard``
 (give each rank its own part of the training set, default True), ``rendezvous_timeout``,
-``abort_timeout`` and the run options every experiment has (backend, backend_options,
+``abort_timeout`` and the run options every experiment has (``run_on``, where the ranks
+run, also read from a place given as ``backend=``; backend_options,
 root, ``gpus_per_trial`` / ``cpus_per_trial`` per rank, ...).
 
 A dist run is one *gang* of ``workers`` trials (see :mod:`maggy_magic.distributed.plan`) through
@@ -162,17 +164,33 @@ class TorchDistributedConfig(DistributedConfig):
     in DDP as ``module`` (or ``model``). ``dataset``: ``[train_set, test_set]`` or a
     training set alone (map-style torch datasets); each rank's ``train_set`` is its
     disjoint shard (rank r gets items r, r + N, r + 2N, ...).
+
+    ``backend`` keeps Maggy's meaning, the training framework: ``"torch"`` (the default;
+    ``"deepspeed"`` is a one-line "not supported"). Where the ranks run is ``run_on=``
+    (``"local"``, ``"spark"``, ``"livy"``), the name every config takes; a place given as
+    ``backend=`` (``backend="spark"``) is read as ``run_on`` too, since no framework has
+    such a name.
     """
 
     framework = "torch"
 
     def __init__(self, module: Any = None, dataset: Any = None,
-                 hparams: Optional[Dict[str, Any]] = None, process_data: Any = None,
+                 hparams: Optional[Dict[str, Any]] = None, backend: str = "torch",
                  mixed_precision: bool = False, zero_lvl: int = 0,
                  deepspeed_config: Any = None, name: str = "torchDist", hb_interval: float = 1,
                  description: str = "", **options: Any):
-        _unsupported(process_data=process_data, mixed_precision=mixed_precision,
-                     zero_lvl=zero_lvl, deepspeed_config=deepspeed_config)
+        _unsupported(mixed_precision=mixed_precision, zero_lvl=zero_lvl,
+                     deepspeed_config=deepspeed_config)
+        if backend == "deepspeed":
+            raise ConfigError("backend='deepspeed' (DeepSpeed ZeRO) is not supported by "
+                              "maggy-magic's distributed training; use backend='torch' "
+                              "(DistributedDataParallel)")
+        if backend != "torch":  # a place: where the ranks run
+            if options.get("run_on") not in (None, backend):
+                raise ConfigError(f"backend={backend!r} and run_on={options['run_on']!r} "
+                                  "both say where the ranks run; give run_on only (backend "
+                                  "is the framework: 'torch')")
+            options["run_on"] = backend
         super().__init__(module, dataset, hparams, name=name, hb_interval=hb_interval,
                          description=description, **options)
 
