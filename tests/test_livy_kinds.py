@@ -121,6 +121,9 @@ def test_a_dist_run_the_cluster_cannot_hold_is_the_same_one_line_error(server, t
             backend_options=livy(server)))
     message = str(info.value)
     assert "\n" not in message and "can run 2 worker(s) together" in message, message
+    # it never ran: the partial result says it failed, with the same message
+    assert info.value.result.state == "failed" and info.value.result.error == message
+    assert not info.value.result.trial_records
 
 
 def test_tf_dist_runs_on_the_session(server, tmp_path):
@@ -203,3 +206,33 @@ def test_the_ablation_magic_runs_the_cells_study_on_the_session(server, shell):
     assert list(result.ablation.metric) == [33.0, 30.0, 3.0]
     with open(os.path.join(result.run_dir, "cell.py")) as handle:
         assert "study.features.include" in handle.read()
+
+
+DIST_CELL = '''
+import torch
+torch.manual_seed(0)
+_x = torch.randn(32, 2)
+dataset = [torch.utils.data.TensorDataset(_x, _x.sum(1))]
+module = torch.nn.Linear(2, 1)
+hparams = {"lr": 0.05}
+
+def train(module, train_set, lr, reporter, dist_context):
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    for step, (x, y) in enumerate(torch.utils.data.DataLoader(train_set, batch_size=4)):
+        loss = torch.nn.functional.mse_loss(module(x).squeeze(-1), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        reporter.broadcast(-loss.item(), step)
+    return {"metric": -loss.item(), "items": len(train_set),
+            "world": dist_context.world_size}
+'''
+
+
+def test_the_dist_magic_runs_the_cells_module_on_the_session(server, shell):
+    # the cell's module, dataset and function exist only in the notebook
+    shell.run_cell_magic("maggy", f"dist --backend livy --url {server.url} --workers 2 "
+                                  "--framework torch --ui text -o dres", DIST_CELL)
+    result = shell.user_ns["dres"]
+    assert type(result) is DistResult and result.state == "finished"
+    # the world size as the chief saw it, and the chief's half of the 32 items
+    assert result.metrics["world"] == 2 and result.metrics["items"] == 16
+    assert list(result.ranks["rank"]) == [0, 1]

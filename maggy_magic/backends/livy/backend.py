@@ -165,7 +165,11 @@ class LivyBackend:
             result = _rebuild(final["result"], store.path,
                               getattr(config, "result_class", ExperimentResult))
         else:
-            result = _partial(store.path, config, run_id, poller.failure)
+            refused = (final or {}).get("error") or {}  # ended before it had a result
+            if refused.get("type") == "ExperimentInterrupted":
+                refused = {}
+            result = _partial(store.path, config, run_id,
+                              poller.failure or refused.get("message"))
         result.remote_run_dir = poller.remote_dir  # type: ignore[attr-defined]
         store.write_json("result.json", dict(result.to_dict(),
                                               remote_run_dir=poller.remote_dir))
@@ -329,8 +333,7 @@ def _forget(target: LivyTarget, run_id: str, timeout: float) -> None:
         pass
 
 
-def _partial(local_dir: str, config: Any, run_id: str, failure: Optional[BaseException]
-             ) -> ExperimentResult:
+def _partial(local_dir: str, config: Any, run_id: str, failure: Any) -> ExperimentResult:
     """What the local record holds when no result came back (the session died...)."""
     trials, _, _ = load_trials(local_dir)
     return getattr(config, "result_class", ExperimentResult).from_trials(
