@@ -196,10 +196,12 @@ def train(model_function, dataset_function, reporter):
 """
 
 
-def test_the_ablation_magic_runs_the_cells_study_on_the_session(server, shell):
+def test_the_ablation_magic_runs_the_cells_study_on_the_session(server, shell, capsys):
     # the cell's generators and function exist only in the notebook: they travel by value
     cell = shell.run_cell(CELL.format(url=server.url))
     assert cell.success, cell.error_in_exec
+    # the same text progress as a local ablation, fed by the events that came back
+    assert "3 trials" in capsys.readouterr().out
     result = shell.user_ns["res"]
     assert type(result) is ExperimentResult and result.state == "finished"
     assert list(result.ablation.component) == ["base", "alpha", "beta"]
@@ -236,3 +238,38 @@ def test_the_dist_magic_runs_the_cells_module_on_the_session(server, shell):
     # the world size as the chief saw it, and the chief's half of the 32 items
     assert result.metrics["world"] == 2 and result.metrics["items"] == 16
     assert list(result.ranks["rank"]) == [0, 1]
+
+
+def held_trial(dataset, reporter):
+    """Reports until it is told to stop early (bounded)."""
+    deadline = time.time() + 60
+    step = 0
+    while time.time() < deadline:
+        reporter.broadcast(dataset, step)
+        step += 1
+        time.sleep(0.1)
+    return {"metric": dataset}
+
+
+def test_a_stop_on_an_ablation_study_ends_it_on_the_session(server):
+    handles = []
+
+    def stop_once_started(event):
+        if event["type"] == "trial_started" and event["trial"] == "0000":
+            handles[0].request_stop("stopped from the dashboard")
+
+    study = AblationStudy("weights", 1, "y", dataset_generator=kept_weight)
+    study.features.include("alpha", "beta")
+    started = time.time()
+    result = experiment.run(held_trial, AblationConfig(
+        study, name="livy-stop", workers=1, stop_grace=5, backend="livy",
+        backend_options=livy(server)),
+        listeners=[stop_once_started], on_driver=lambda handle, backend: handles.append(handle))
+    assert time.time() - started < 50  # the held trial did not run out its minute
+    # a graceful stop, as on the other backends: no other component started
+    assert type(result) is ExperimentResult and result.state == "stopped"
+    assert [t["trial"] for t in result.trial_records] == ["0000"]
+    last = journal(result.remote_run_dir)[-1]
+    assert last["type"] == "run_finished" and last["state"] == "stopped"
+    assert any(e["type"] == "stop_requested" and e["reason"] == "stopped from the dashboard"
+               for e in journal(result.run_dir))
