@@ -92,6 +92,20 @@ def shell(tmp_path_factory):
     sys.modules["__main__"] = main
 
 
+def no_spark_session():
+    """Stop this process's SparkSession / SparkContext (another module's) and leave Connect
+    mode: pyspark holds one SparkContext per process and no Connect session next to a
+    classic one. Returns whether Connect mode was on before (to restore it)."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if SparkSession._instantiatedSession is not None:
+        SparkSession._instantiatedSession.stop()
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    return os.environ.get("SPARK_CONNECT_MODE_ENABLED") is not None
+
+
 def journal(run_dir):
     """The events of a run directory's journal."""
     with open(os.path.join(run_dir, "journal.jsonl")) as handle:

@@ -273,6 +273,21 @@ class NamespacedCluster:
             return []
         return [w.get("host") for w in workers if w.get("state") == "ALIVE"]
 
+    def wait_no_applications(self, guard: float = START_GUARD) -> None:
+        """Until the master runs no application (one that ended has let its executors
+        go), so that the next session gets the workers' cores."""
+        deadline = time.monotonic() + guard
+        while True:
+            try:
+                if not self.state().get("activeapps"):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(f"an application still held the workers after "
+                                         f"{guard:g} s: {self._tail('master')}")
+            time.sleep(0.5)
+
     def wait_workers(self, count: int, guard: float = START_GUARD) -> None:
         deadline = time.monotonic() + guard
         up = {h.address for h in self.hosts.values() if not h.killed}

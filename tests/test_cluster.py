@@ -208,8 +208,6 @@ def tf_across(lr, epochs, out_dir, dist_context=None):
 
 
 def test_a_tensorflow_gang_spans_both_hosts(session, netcluster):
-    import json
-
     netcluster.wait_executors(session, 2)
     from maggy_magic.distributed.config import TfDistributedConfig
 
@@ -217,6 +215,14 @@ def test_a_tensorflow_gang_spans_both_hosts(session, netcluster):
         hparams={"lr": 0.5, "epochs": 2, "out_dir": "/tmp"}, workers=2,
         optimization_key="loss", direction="min", backend="spark",
         backend_options={"spark": session}, hb_interval=0.2, hb_timeout=60))
+    check_tf_gang_across(result, netcluster_prefix(session))
+
+
+def check_tf_gang_across(result, prefix):
+    """The run of ``tf_across`` finished with one rank on each host, both in one TF
+    cluster of their addresses on the cluster network (``prefix``), one model."""
+    import json
+
     assert result.state == "finished" and result.metrics["replicas"] == 2
     ranks = {r["rank"]: r for r in (json.loads(line[3:]) for _, line in
                                     log_lines(result.run_dir) if line.startswith("tf {"))}
@@ -225,8 +231,7 @@ def test_a_tensorflow_gang_spans_both_hosts(session, netcluster):
     workers = ranks[0]["tf_config"]["cluster"]["worker"]
     assert workers == ranks[1]["tf_config"]["cluster"]["worker"]
     hosts = [w.rsplit(":", 1)[0] for w in workers]
-    assert len(set(hosts)) == 2 and all(h.startswith(netcluster_prefix(session))
-                                        for h in hosts), workers
+    assert len(set(hosts)) == 2 and all(h.startswith(prefix) for h in hosts), workers
     assert ranks[0]["losses"] == ranks[1]["losses"]  # the same all-reduced model
 
 

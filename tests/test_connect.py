@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import executor_jvm, journal
+from conftest import executor_jvm, journal, no_spark_session
 from connect_server import ConnectServer
 from test_spark_gpus import DISCOVERY, held_trial, overlapping
 
@@ -31,15 +31,7 @@ HANG_GUARD = 90.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    # pyspark holds no Connect session next to a classic one (another module's)
-    if SparkSession._instantiatedSession is not None:
-        SparkSession._instantiatedSession.stop()
-    if SparkContext._active_spark_context is not None:
-        SparkContext._active_spark_context.stop()
-    mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    was_connect = no_spark_session()
     # each executor gets one GPU address of its own to schedule (there is no GPU here)
     folder = tmp_path_factory.mktemp("gpus")
     (folder / "claims").mkdir()
@@ -52,7 +44,7 @@ def server(tmp_path_factory):
         yield running
     # pyspark leaves the process in Connect mode: the next modules' classic sessions
     # would be refused
-    if mode is None:
+    if not was_connect:
         os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 

@@ -7,13 +7,13 @@ TensorFlow gang reach each other across hosts.
 """
 
 import collections
-import json
 import os
 
 import pytest
 import test_code_travels as travels
+from conftest import no_spark_session
 from connect_server import ConnectServer
-from test_cluster import log_lines, tf_across
+from test_cluster import check_tf_gang_across, tf_across
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 from maggy_magic.distributed.config import TfDistributedConfig
@@ -34,17 +34,8 @@ def train(x, reporter):
 
 @pytest.fixture(scope="module")
 def spark(netcluster):
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    # the standalone workers serve one application at a time, and pyspark holds no
-    # Connect session next to a classic one
-    if SparkSession._instantiatedSession is not None:
-        SparkSession._instantiatedSession.stop()
-    if SparkContext._active_spark_context is not None:
-        SparkContext._active_spark_context.stop()
+    was_connect = no_spark_session()  # the standalone workers serve one application
     netcluster.ensure_hosts(2)
-    mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
     address = netcluster.driver_address
     conf = {"spark.driver.host": address, "spark.driver.bindAddress": address,
             "spark.executor.memory": "768m", "spark.executor.cores": "1"}
@@ -54,7 +45,8 @@ def spark(netcluster):
         wait_for_both_hosts(session)
         yield session
         session.stop()
-    if mode is None:
+    netcluster.wait_no_applications()  # the next module's session gets the executors
+    if not was_connect:
         os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
@@ -101,13 +93,4 @@ def test_a_tensorflow_gang_spans_both_hosts_on_connect(spark, netcluster):
         hparams={"lr": 0.5, "epochs": 2, "out_dir": "/tmp"}, workers=2,
         optimization_key="loss", direction="min", backend="spark", hb_interval=0.2,
         hb_timeout=60))
-    assert result.state == "finished" and result.metrics["replicas"] == 2
-    ranks = {r["rank"]: r for r in (json.loads(line[3:]) for _, line in
-                                    log_lines(result.run_dir) if line.startswith("tf {"))}
-    assert sorted(ranks) == [0, 1]
-    assert {ranks[0]["host"], ranks[1]["host"]} == {"host1", "host2"}
-    workers = ranks[0]["tf_config"]["cluster"]["worker"]
-    prefix = netcluster.driver_address.rsplit(".", 1)[0] + "."
-    hosts = [w.rsplit(":", 1)[0] for w in workers]
-    assert len(set(hosts)) == 2 and all(h.startswith(prefix) for h in hosts), workers
-    assert ranks[0]["losses"] == ranks[1]["losses"]  # the same all-reduced model
+    check_tf_gang_across(result, netcluster.driver_address.rsplit(".", 1)[0] + ".")

@@ -13,7 +13,7 @@ import os
 import time
 
 import pytest
-from conftest import journal
+from conftest import journal, no_spark_session
 
 from maggy_magic import ConfigError, HyperparameterOptConfig, Searchspace, experiment
 
@@ -33,14 +33,7 @@ echo '{{"name": "gpu", "addresses": []}}'
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    # one SparkContext per process: another module's (or a Connect mode) must go first
-    if SparkSession._instantiatedSession is not None:
-        SparkSession._instantiatedSession.stop()
-    if SparkContext._active_spark_context is not None:
-        SparkContext._active_spark_context.stop()
+    no_spark_session()  # one SparkContext per process: another module's must go first
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     folder = tmp_path_factory.mktemp("gpus")
