@@ -1,4 +1,5 @@
-"""The live dashboard in a real browser: JupyterLab 4 + Debian's chromium via Playwright.
+"""The live dashboard in a real browser: JupyterLab 4 and Jupyter Notebook 7, with Debian's
+chromium via Playwright.
 
 A ``%%maggy hpo`` cell runs an experiment of 12 trials with the dashboard, and the next
 cell, queued behind it, prints the result. While the experiment runs, the test watches the
@@ -104,10 +105,17 @@ def gates(tmp_path):
         (path / gate).touch()
 
 
-@pytest.fixture
-def lab(tmp_path, gates):
-    """A JupyterLab server on a free port, with a kernel spec for this interpreter and a
-    notebook holding the experiment cell. Yields (url of the notebook, server log path)."""
+#: The front ends: JupyterLab 4 and Jupyter Notebook 7, (module, app class, notebook URL).
+FRONTENDS = {"jupyterlab": ("jupyterlab", "LabApp", "lab/tree"),
+             "notebook7": ("notebook", "JupyterNotebookApp", "notebooks")}
+
+
+@pytest.fixture(params=sorted(FRONTENDS))
+def lab(request, tmp_path, gates):
+    """A JupyterLab (or Notebook 7) server on a free port, with a kernel spec for this
+    interpreter and a notebook holding the experiment cell. Yields (url of the notebook,
+    server log path)."""
+    module, app, path = FRONTENDS[request.param]
     import nbformat
 
     home = tmp_path / "lab"
@@ -141,21 +149,21 @@ def lab(tmp_path, gates):
             env["JUPYTER_RUNTIME_DIR"] = str(runtime)
             with open(log_path, "a") as log:
                 server = subprocess.Popen(
-                    [sys.executable, "-m", "jupyterlab", "--no-browser", "--port=0",
+                    [sys.executable, "-m", module, "--no-browser", "--port=0",
                      "--ServerApp.port_retries=0", "--ip=127.0.0.1", "--allow-root",
                      f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                      # kernels talk over files, not ports
                      "--KernelManager.transport=ipc", f"--KernelManager.ip={home / 'ipc'}",
                      f"--LabServerApp.user_settings_dir={home / 'settings'}",
                      f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
-                     "--LabApp.expose_app_in_browser=True",
+                     f"--{app}.expose_app_in_browser=True",
                      "--ServerApp.open_browser=False"],
                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(root))
             base = serving(server, runtime, token, log_path)
             if base is not None:
                 break
         assert base is not None, log_path.read_text()[-3000:]
-        yield f"{base}/lab/tree/dashboard.ipynb?token={token}", log_path
+        yield f"{base}/{path}/dashboard.ipynb?token={token}", log_path
     finally:
         if server is not None:
             server.terminate()
@@ -200,7 +208,7 @@ def number(page, selector):
     return int(found.group()) if found else 0
 
 
-def test_dashboard_in_jupyterlab(lab, gates, artifacts):
+def test_dashboard_in_the_browser(lab, gates, artifacts):
     from playwright.sync_api import sync_playwright
 
     url, log_path = lab
@@ -322,4 +330,4 @@ def run_and_watch(page, url, gates, artifacts):
                         summary.text_content().strip())
     assert best and best.group(2) == best_id, summary.text_content()
     assert text(page, ".maggy-summary .maggy-state") == "stopped"
-    page.screenshot(path=os.path.join(artifacts, "jupyterlab.png"), full_page=True)
+    page.screenshot(path=os.path.join(artifacts, "page.png"), full_page=True)
