@@ -46,7 +46,10 @@ def spark(tmp_path_factory):
     backend = SparkBackend(master=MASTER, conf={
         "spark.worker.resource.gpu.amount": "1",
         "spark.worker.resource.gpu.discoveryScript": str(script),
-        "spark.executor.resource.gpu.amount": "1"})
+        "spark.executor.resource.gpu.amount": "1",
+        # the master's 2 cores per executor, said again: a JVM keeps the settings of the
+        # first session of this process (e.g. a cluster module's 1 core) as defaults
+        "spark.executor.cores": "2"})
     yield backend.session
     backend.session.stop()
 
