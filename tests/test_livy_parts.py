@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from maggy_magic.backends.livy import bundle, statements
+from maggy_magic.backends.livy import bundle, remote, statements
 from maggy_magic.backends.livy.remote import EventBuffer
 
 
@@ -134,6 +134,14 @@ def test_the_run_options_of_every_kind_travel_to_the_cluster():
     assert "objects" not in spec and spec["searchspace"] == config.searchspace.to_dict()
     assert (spec["tls"], spec["files_limit_mb"], spec["driver_port"], spec["max_failures"],
             spec["seed"], spec["storage"]) == (False, 8, "50000-50010", 3, 4, None)
+    # the stop conditions too: the cluster's driver is the one that stops the search
+    timed = HyperparameterOptConfig(
+        num_trials=2, searchspace=Searchspace(x=("DOUBLE", [0, 1])), backend="livy",
+        time_budget="2m", target=0.9)
+    spec = bundle.config_spec(timed, "remote", {})
+    assert (spec["time_budget"], spec["target"]) == (timed.time_budget, 0.9)
+    rebuilt = remote.build_config(spec, {})
+    assert (rebuilt.time_budget, rebuilt.target) == (timed.time_budget, 0.9)
 
 
 def test_a_config_the_cluster_refuses_is_its_one_line_error_in_the_first_reply():

@@ -28,9 +28,10 @@ RUN_KEYS = ("workers", "max_failures", "max_retries", "hb_timeout", "stop_grace"
 #: The keywords of each kind's config that travel as JSON.
 KIND_KEYS = {
     "hpo": ("num_trials", "optimizer", "optimizer_options", "optimization_key", "direction",
-            "es_interval", "es_min", "es_policy", "name", "description", "hb_interval"),
+            "es_interval", "es_min", "es_policy", "name", "description", "hb_interval",
+            "time_budget", "target"),
     "ablation": ("ablator", "ablator_options", "optimization_key", "direction", "name",
-                 "description", "hb_interval"),
+                 "description", "hb_interval", "time_budget"),
     "dist": ("hparams", "optimization_key", "direction", "name", "description",
              "hb_interval", "max_restarts", "checkpoint_dir", "shard", "rendezvous_timeout",
              "abort_timeout"),
