@@ -287,3 +287,14 @@ class AblationConfig(RunOptions):
 def _named(x: Any) -> Any:
     return x if x is None or isinstance(x, str) else \
         (x.__name__ if isinstance(x, type) else type(x).__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """Maggy's ``from maggy.config import TorchDistributedConfig, TfDistributedConfig``:
+    the dist configs live in :mod:`maggy_magic.distributed.config` (which imports this
+    module), loaded when first asked for here."""
+    if name in ("TorchDistributedConfig", "TfDistributedConfig"):
+        from .distributed import config as dist_config
+
+        return getattr(dist_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

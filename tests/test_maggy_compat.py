@@ -212,3 +212,37 @@ def test_where_torch_ranks_run_is_run_on_or_a_place_given_as_backend():
     assert str(info.value) == (
         "backend='deepspeed' (DeepSpeed ZeRO) is not supported by maggy-magic's "
         "distributed training; use backend='torch' (DistributedDataParallel)")
+
+
+# -- Maggy's import paths ---------------------------------------------------------------
+#: Import lines of Maggy's docs and examples; with ``maggy`` renamed they must give the
+#: same objects as maggy_magic's own names.
+MAGGY_IMPORTS = {
+    "from maggy import experiment, Searchspace, tensorboard": ("experiment", "Searchspace",
+                                                               "tensorboard"),
+    "from maggy.searchspace import Searchspace": ("Searchspace",),
+    "from maggy.config import HyperparameterOptConfig, AblationConfig": (
+        "HyperparameterOptConfig", "AblationConfig"),
+    "from maggy.config import TorchDistributedConfig, TfDistributedConfig": (
+        "TorchDistributedConfig", "TfDistributedConfig"),
+    "from maggy.ablation import AblationStudy": ("AblationStudy",),
+    "from maggy.ablation.ablationstudy import AblationStudy": ("AblationStudy",),
+    "from maggy.ablation.ablator import AbstractAblator": ("AbstractAblator",),
+    "from maggy.optimizer import RandomSearch, GridSearch, Asha, SingleRun": (
+        "RandomSearch", "GridSearch", "Asha", "SingleRun"),
+    "from maggy.optimizer.abstractoptimizer import AbstractOptimizer": ("AbstractOptimizer",),
+    "from maggy.earlystop.abstractearlystop import AbstractEarlyStop": ("AbstractEarlyStop",),
+    "from maggy.trial import Trial": ("Trial",),
+}
+
+
+@pytest.mark.parametrize("line", sorted(MAGGY_IMPORTS))
+def test_maggys_import_lines_work_with_the_package_renamed(line):
+    import maggy_magic
+    from maggy_magic import optimizers
+
+    names = {}
+    exec(line.replace("from maggy", "from maggy_magic", 1), names)
+    for name in MAGGY_IMPORTS[line]:
+        ours = getattr(maggy_magic, name, None) or getattr(optimizers, name)
+        assert names[name] is ours, (line, name)
