@@ -11,7 +11,8 @@ import time
 import pytest
 from conftest import executor_jvm, journal, no_spark_session
 from connect_server import ConnectServer
-from test_spark_gpus import DISCOVERY, held_trial, overlapping
+from test_gpus import overlapping
+from test_spark_gpus import DISCOVERY, held_trial
 
 from maggy_magic import (
     AblationConfig,

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from conftest import journal, no_spark_session
+from test_gpus import overlapping
 
 from maggy_magic import ConfigError, HyperparameterOptConfig, Searchspace, experiment
 
@@ -87,14 +88,6 @@ def run_on_gpus(workers, gpus):
         assert trial["metrics"]["seen"] == "cvd=" + ",".join(trial["devices"])
         assert trial["metrics"]["growth"] == "true"
     return joined, trials
-
-
-def overlapping(trials):
-    for i, a in enumerate(trials):
-        for b in trials[i + 1:]:
-            if a["metrics"]["start"] < b["metrics"]["end"] and \
-                    b["metrics"]["start"] < a["metrics"]["end"]:
-                yield a, b
 
 
 def test_one_gpu_per_trial_never_shares_an_address(spark):
