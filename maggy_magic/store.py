@@ -85,6 +85,12 @@ class RunStore:
             handle.write(json.dumps(data, default=str))
         os.replace(tmp, os.path.join(self.path, filename))
 
+    def write_cell(self, cell: str) -> None:
+        """Keep the cell (``cell.py``) of a run whose training function lives elsewhere
+        (a cell run in a Livy session's namespace)."""
+        with open(os.path.join(self.path, "cell.py"), "w", encoding="utf-8") as handle:
+            handle.write(cell)
+
     def write_source(self, fn: Any, cell: Optional[str] = None) -> None:
         """Keep the training function's source (``train.py``) and the cell (``cell.py``)."""
         try:
@@ -94,8 +100,7 @@ class RunStore:
         with open(os.path.join(self.path, "train.py"), "w", encoding="utf-8") as handle:
             handle.write(source)
         if cell is not None:
-            with open(os.path.join(self.path, "cell.py"), "w", encoding="utf-8") as handle:
-                handle.write(cell)
+            self.write_cell(cell)
 
     def __call__(self, event: Dict[str, Any]) -> None:
         if self.failed is not None:

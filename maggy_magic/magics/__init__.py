@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from ..cell_builders import CELL_COMMANDS
 from ..errors import ConfigError, ExperimentInterrupted, MaggyError, did_you_mean
-from .cells import CELL_COMMANDS
 from .commands import LINE_COMMANDS
 from .options import MAGIC_OPTIONS, help_text, livy_options, options_for, parse_options
+from .remote_cells import line_config, runs_remote
+
+
+def run(*args: Any, **kwargs: Any) -> Any:
+    """:func:`maggy_magic.experiment.run`, imported when a cell runs."""
+    from ..experiment import run as run_experiment
+
+    return run_experiment(*args, **kwargs)
 
 
 @magics_class
@@ -69,15 +77,30 @@ class MaggyMagics(Magics):
         if options.pop("help", False):
             print(help_text())
             return None
-        options = livy_options(options_for(command, options, self.defaults))
+        options = options_for(command, options, self.defaults)
         magic = {key: options.pop(key) for key in MAGIC_OPTIONS if key in options}
+        if runs_remote(self.shell, magic.pop("cell", None), options):
+            return self._run_remote(command, livy_options(options), magic, cell)
+        options = livy_options(options)
         config, train_fn = CELL_COMMANDS[command](self.shell, options, magic, cell)
-        return self._run(config, train_fn, magic, cell)
+        return self._run(config, magic, lambda listeners, on_driver, wait: run(
+            train_fn, config, listeners=listeners, on_driver=on_driver, wait=wait,
+            source=cell))
 
-    def _run(self, config: Any, train_fn: Any, magic: Dict[str, Any], cell: str) -> Any:
-        """Run the experiment with a live display; bind and return its result."""
+    def _run_remote(self, command: str, options: Dict[str, Any], magic: Dict[str, Any],
+                    cell: str) -> Any:
+        """The cell's body, its names and the experiment all on the Livy session."""
+        from ..backends import get_backend
+
+        config = line_config(command, options, magic)
+        backend = get_backend("livy", **config.backend_options)
+        return self._run(config, magic, lambda listeners, on_driver, wait: backend.run_cell(
+            config, magic, cell, listeners=listeners, on_driver=on_driver, wait=wait))
+
+    def _run(self, config: Any, magic: Dict[str, Any], start: Callable[..., Any]) -> Any:
+        """Run the experiment (``start(listeners, on_driver, wait)``) with a live display;
+        bind and return its result."""
         from .. import ui
-        from ..experiment import run
 
         drivers: List[Any] = []
 
@@ -98,8 +121,7 @@ class MaggyMagics(Magics):
 
         try:
             try:
-                result = run(train_fn, config, listeners=[display], on_driver=on_driver,
-                             wait=display.wait, source=cell)
+                result = start([display], on_driver, display.wait)
             finally:
                 for driver in drivers:
                     self.running.pop(driver.events.run_id, None)

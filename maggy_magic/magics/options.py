@@ -123,6 +123,9 @@ OPTIONS: List[Option] = [
     Option(("--auth",), "livy_auth", "choice", "livy: none, basic or kerberos (password: "
            "$MAGGY_LIVY_PASSWORD or sparkmagic's config)", lambda: ("none", "basic", "kerberos")),
     Option(("--user",), "livy_user", "str", "livy: user name for basic auth"),
+    Option(("--cell",), "cell", "choice", "livy: where the cell body runs: local (this kernel, "
+           "its names shipped) or remote (the Livy session's namespace; the default in "
+           "sparkmagic's PySpark kernel)", lambda: ("local", "remote")),
     Option(("--fn",), "fn", "identifier", "name of the training function", per_cell=True),
     Option(("--space",), "space", "identifier", "name of the Searchspace", per_cell=True),
     Option(("--study",), "study", "identifier", "name of the AblationStudy (ablation)",
@@ -149,7 +152,7 @@ _BY_DEST = {o.dest: o for o in OPTIONS}
 #: Options that are not config keywords; the magic consumes them (names of the cell's
 #: variables, the output variable, the display, the dist framework).
 MAGIC_OPTIONS = ("fn", "space", "study", "output", "ui", "framework", "model", "dataset",
-                 "hparams")
+                 "hparams", "cell")
 #: Options that become livy backend options (``--session`` is ``session``...).
 LIVY_OPTIONS = {"livy_session": "session", "livy_url": "url", "livy_auth": "auth",
                 "livy_user": "user"}

@@ -34,7 +34,7 @@ from ...events import EventStream
 from ...result import ExperimentResult
 from ...store import RunStore, load_trials, new_run_id
 from . import bootstrap, statements
-from .bundle import config_objects, config_spec
+from .bundle import CELL_NAMES, config_objects, config_spec
 from .remote import POLL_EVENTS
 from .session import LivyTarget, find_session
 from .settings import LivySettings
@@ -109,22 +109,66 @@ class LivyBackend:
         cluster gets ``train_fn`` itself (its experiment wraps it again), with the config's
         objects when it has any."""
         settings = self.settings
-        run_id = config.run_id or new_run_id()
         spec = dict(config_spec(config, settings.remote_root, settings.spark_options),
-                    run_id=run_id)
+                    run_id=config.run_id or new_run_id())
         objects = config_objects(config)
         if objects:
             payload = _bundle(train_fn, objects)
+
+        def send(target: LivyTarget, timeout: float) -> Dict[str, Any]:
+            # the local modules of the function and of the objects' code (generators, model)
+            bootstrap.ship_code(target, train_fn, timeout, also=_code_of(objects))
+            bootstrap.upload(target, spec["run_id"], payload, timeout, "function upload")
+            return bootstrap.call(target, statements.start(json.dumps(spec), source),
+                                  timeout, "start")
+
+        return self._drive(config, spec["run_id"], send, listeners, on_driver, wait,
+                           train_fn, source)
+
+    def run_cell(self, config: Any, magic: Dict[str, Any], cell: str, *,
+                 listeners: Iterable[Callable] = (),
+                 on_driver: Optional[Callable[[Any, Any], None]] = None,
+                 wait: Optional[Callable[[Any], None]] = None) -> ExperimentResult:
+        """Run a ``%%maggy`` cell whose body runs in the session's namespace (``--cell
+        remote``): the body, the names in ``magic`` (``fn``, ``space``, ``study``,
+        ``model``...) and the experiment are all found on the cluster
+        (:mod:`.remote_cell`); ``config`` holds the line's options (checked here). The
+        rest is :meth:`run_experiment`'s: the same dashboard, errors and result."""
+        spec = dict(config_spec(config, self.settings.remote_root, self.settings.spark_options,
+                                from_cell=True),
+                    run_id=config.run_id or new_run_id(), cell=cell,
+                    magic={k: v for k, v in magic.items() if k in CELL_NAMES and v})
+
+        def send(target: LivyTarget, timeout: float) -> Dict[str, Any]:
+            answer = bootstrap.call(target, statements.start_cell(json.dumps(spec)), timeout,
+                                    "start")
+            printed = answer.pop("cell_output", "")
+            if printed:
+                print(printed)
+            return answer
+
+        return self._drive(config, spec["run_id"], send, listeners, on_driver, wait,
+                           None, cell)
+
+    def _drive(self, config: Any, run_id: str,
+               send: Callable[[LivyTarget, float], Dict[str, Any]],
+               listeners: Iterable[Callable], on_driver: Optional[Callable[[Any, Any], None]],
+               wait: Optional[Callable[[Any], None]], train_fn: Optional[Callable],
+               source: Optional[str]) -> ExperimentResult:
+        """Find the session, install maggy_magic there, open the local record, ``send``
+        the run (its reply is the first poll), then follow it until its result."""
+        settings = self.settings
         target = find_session(settings)
         timeout = settings.statement_timeout
         bootstrap.prepare(target, settings.ship, timeout)
-        # the local modules of the function and of the objects' code (generators, model)
-        bootstrap.ship_code(target, train_fn, timeout, also=_code_of(objects))
 
         store = RunStore.create(config.root, config.name, run_id)
         store.write_json("config.json", dict(config.to_dict(), backend="livy",
                                              livy_session=target.label))
-        store.write_source(train_fn, cell=source)
+        if train_fn is not None:
+            store.write_source(train_fn, cell=source)
+        else:
+            store.write_cell(source or "")
         events = EventStream(run_id)
         events.add(store)
         for listener in listeners:
@@ -132,10 +176,7 @@ class LivyBackend:
         handle = RemoteRunHandle(events)
         poller = _Poller(target, run_id, handle, events, settings, store)
         try:
-            bootstrap.upload(target, run_id, payload, timeout, "function upload")
-            first = bootstrap.call(target, statements.start(json.dumps(spec), source),
-                                   timeout, "start")
-            poller.absorb(first)
+            poller.absorb(send(target, timeout))
         except BaseException:
             store.close()
             raise

@@ -36,6 +36,8 @@ KIND_KEYS = {
              "hb_interval", "max_restarts", "checkpoint_dir", "shard", "rendezvous_timeout",
              "abort_timeout"),
 }
+#: The names a ``--cell remote`` cell may give for what the cluster's namespace holds.
+CELL_NAMES = ("fn", "space", "study", "model", "dataset", "hparams", "framework")
 #: The keywords whose values are objects: they travel with the function (cloudpickle).
 OBJECT_KEYS = {"hpo": (), "ablation": ("ablation_study",), "dist": ("model", "dataset")}
 
@@ -51,9 +53,14 @@ def config_objects(config: Any) -> Dict[str, Any]:
     return objects
 
 
-def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any]) -> Dict[str, Any]:
+def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any], *,
+                from_cell: bool = False) -> Dict[str, Any]:
     """The JSON form of ``config`` to run on the cluster with the spark backend (a dist
     run in barrier mode, unless ``spark_options`` say otherwise).
+
+    ``from_cell``: the cell runs in the session's namespace and the cluster finds the
+    search space, the study, the model and dataset there; the spec carries the line's
+    options only (no ``searchspace``, ``objects`` or dist ``hparams``).
 
     A search's optimizer and early-stopping rule must be named (an object would need
     pickling); the objects of other kinds are named in ``objects`` and travel with the
@@ -74,15 +81,17 @@ def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any]) ->
                           "in the API) or resume with --backend local or spark")
     spec = {key: getattr(config, key) for key in KIND_KEYS[kind] + RUN_KEYS}
     spec["kind"] = kind
-    objects = sorted(config_objects(config))
+    objects = [] if from_cell else sorted(config_objects(config))
     if objects:
         spec["objects"] = objects
     if "ablator" in objects:
         del spec["ablator"]
     options = dict(spark_options)
-    if kind == "hpo":
+    if kind == "hpo" and not from_cell:
         spec["searchspace"] = config.searchspace.to_dict()
     elif kind == "dist":
+        if from_cell:
+            del spec["hparams"]
         spec["framework"] = config.framework
         options.setdefault("barrier", True)  # every rank at once
     spec["root"] = remote_root

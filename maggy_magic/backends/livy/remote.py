@@ -189,6 +189,16 @@ def load_function(payload: bytes) -> Any:
     return _Unpickler(io.BytesIO(payload)).load()
 
 
+def spark_options(spec: Dict[str, Any], namespace: Dict[str, Any]) -> Dict[str, Any]:
+    """The spec's spark backend options, on the session's SparkSession unless they name
+    another one."""
+    options = dict(spec.get("backend_options") or {})
+    if "spark" not in options and "master" not in options and \
+            namespace.get("spark") is not None:
+        options["spark"] = namespace["spark"]
+    return options
+
+
 def build_config(spec: Dict[str, Any], namespace: Dict[str, Any],
                  objects: Optional[Dict[str, Any]] = None) -> Any:
     """The config of ``spec["kind"]`` from its JSON form and the ``objects`` that came
@@ -198,11 +208,7 @@ def build_config(spec: Dict[str, Any], namespace: Dict[str, Any],
     framework = kwargs.pop("framework", None)
     kwargs.pop("objects", None)
     kwargs.update(objects or {})
-    options = dict(kwargs.get("backend_options") or {})
-    if "spark" not in options and "master" not in options and \
-            namespace.get("spark") is not None:
-        options["spark"] = namespace["spark"]
-    kwargs["backend_options"] = options
+    kwargs["backend_options"] = spark_options(spec, namespace)
     if kind == "ablation":
         from ...config import AblationConfig
 
@@ -253,6 +259,23 @@ def start(namespace: Dict[str, Any], spec_json: str, source: Optional[str] = Non
     state["runs"][run_id] = run
     run.start()
     return reply(run.poll(0))
+
+
+def start_cell(namespace: Dict[str, Any], spec_json: str) -> str:
+    """Run the cell of ``spec_json`` in ``namespace`` (:mod:`.remote_cell`) and start the
+    experiment it describes; reply like :func:`start`, with what the cell printed
+    (``cell_output``). The cell's errors and the builders' are the early failure."""
+    from .remote_cell import build
+
+    spec = json.loads(spec_json)
+    try:
+        config, train_fn, printed = build(spec, namespace, spark_options(spec, namespace))
+    except Exception as exc:  # noqa: BLE001 - the client gets it as its one-line error
+        return reply(_refused(exc))
+    run = RemoteRun(config, train_fn, spec.get("cell"))
+    session_state(namespace)["runs"][spec["run_id"]] = run
+    run.start()
+    return reply(dict(run.poll(0), cell_output=printed))
 
 
 def poll(namespace: Dict[str, Any], run_id: str, cursor: int,

@@ -68,6 +68,13 @@ def _sparkmagic_instances(shell: Any) -> List[Any]:
     return [m for m in registry.values() if hasattr(m, "spark_controller")]
 
 
+def in_sparkmagic_kernel(shell: Any = None) -> bool:
+    """Whether ``shell`` is the one inside sparkmagic's wrapper kernels (PySpark...),
+    where ordinary cells run in the kernel's Livy session."""
+    return any(type(m).__module__.startswith("sparkmagic.kernels")
+               for m in _sparkmagic_instances(shell))
+
+
 def _sessions(instance: Any) -> Dict[str, Any]:
     manager = getattr(instance.spark_controller, "session_manager", None)
     return dict(getattr(manager, "sessions", {}) or {})

@@ -161,6 +161,11 @@ def start(spec_json: str, source: Optional[str]) -> str:
             f"print(_maggy_remote.start(globals(), {spec_json!r}, {source!r}))\n")
 
 
+def start_cell(spec_json: str) -> str:
+    return (f"import {_REMOTE} as _maggy_remote\n"
+            f"print(_maggy_remote.start_cell(globals(), {spec_json!r}))\n")
+
+
 def poll(run_id: str, cursor: int, limit: int) -> str:
     return (f"import {_REMOTE} as _maggy_remote\n"
             f"print(_maggy_remote.poll(globals(), {run_id!r}, {int(cursor)}, {int(limit)}))\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 #: What a builder returns: the experiment's config and the training function.
 Experiment = Tuple[Any, Callable[..., Any]]
@@ -26,11 +26,11 @@ def build_hpo(shell: Any, options: Dict[str, Any], magic: Dict[str, Any],
               cell: str) -> Experiment:
     """A hyperparameter search: the cell's Searchspace (``--space``; none needed by an
     optimizer that runs once) and training function (``--fn``) taking its names."""
-    from .. import capture
-    from ..config import HyperparameterOptConfig
-    from ..optimizers import get_optimizer
-    from ..optimizers.singlerun import SingleRun
-    from ..trainfn import check_signature
+    from . import capture
+    from .config import HyperparameterOptConfig
+    from .optimizers import get_optimizer
+    from .optimizers.singlerun import SingleRun
+    from .trainfn import check_signature
 
     config = HyperparameterOptConfig(**options)
     config.validate()  # option mistakes surface before the cell body runs
@@ -56,9 +56,9 @@ def build_ablation(shell: Any, options: Dict[str, Any], magic: Dict[str, Any],
     """An ablation study: the cell's AblationStudy (``--study``) and a training function
     (``--fn``) that takes what the study hands it; the study's own generators are not
     candidates."""
-    from .. import capture
-    from ..ablation.runner import check_train_fn
-    from ..config import AblationConfig
+    from . import capture
+    from .ablation.runner import check_train_fn
+    from .config import AblationConfig
 
     config = AblationConfig(**options)
     config.validate_options()  # option mistakes surface before the cell body runs
@@ -78,10 +78,10 @@ def build_dist(shell: Any, options: Dict[str, Any], magic: Dict[str, Any],
     """Data-parallel training with ``--framework`` (torch unless given): the notebook's
     model, dataset and hyperparameter dict (``--model``/``--dataset``/``--hparams`` or
     their default names) and a training function taking them."""
-    from .. import capture
-    from ..distributed.config import TfDistributedConfig, TorchDistributedConfig
-    from ..distributed.runner import INJECTED
-    from ..trainfn import check_signature
+    from . import capture
+    from .distributed.config import TfDistributedConfig, TorchDistributedConfig
+    from .distributed.runner import INJECTED
+    from .trainfn import check_signature
 
     # parse_options has checked the name against the --framework choices
     classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}
