@@ -52,22 +52,23 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def running_kernel(base, env, timeout):
+def running_kernel(base, env, timeout, module="ipykernel_launcher", name="maggy-test"):
     """A :class:`Kernel` started under ``base`` (a pathlib folder) with ``env`` added to
-    its environment, working in ``base/work``; shut down on exit."""
+    its environment, working in ``base/work``; shut down on exit. ``module`` is what
+    ``python -m`` runs (e.g. sparkmagic's PySpark kernel), ``name`` the spec's name."""
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec_dir = base / "kernels" / "maggy-test"
+    spec_dir = base / "kernels" / name
     spec_dir.mkdir(parents=True)
     env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
     (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-m", module, "-f", "{connection_file}"],
         "display_name": "maggy-magic test", "language": "python", "env": env}))
     specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
     work = base / "work"
     work.mkdir()
-    manager = KernelManager(kernel_name="maggy-test", kernel_spec_manager=specs,
+    manager = KernelManager(kernel_name=name, kernel_spec_manager=specs,
                             connection_file=str(base / "connection.json"), transport="ipc",
                             ip=str(base / "ipc"))
     manager.start_kernel(cwd=str(work))

@@ -14,6 +14,7 @@ valid choice; the notebook shows such errors as one line instead of a traceback.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional
@@ -152,10 +153,39 @@ class MaggyMagics(Magics):
                               f"%%maggy {command} and define the training function in it")
         if command in ("", "-h", "--help"):
             command = "help"
+        if command == "attach":
+            return self._attach(args)
         if command not in LINE_COMMANDS:
             raise ConfigError(f"unknown %maggy command {command!r}; "
                               f"{did_you_mean(command, LINE_COMMANDS)}")
         return LINE_COMMANDS[command](args, self.defaults, self.running)
+
+    def _attach(self, args: List[str]) -> Any:
+        """``%maggy attach RUN [--root DIR] [--name NAME] [-o VAR] [--ui MODE]``: follow a
+        run that goes on in a Livy session again (its kernel restarted), with a live
+        dashboard replayed from its start; return its result."""
+        from .. import runs
+        from ..backends.livy import LivyBackend
+        from .commands import livy_credentials, root_and_name, run_ref
+
+        ref, rest = run_ref(args)
+        if ref is None:
+            raise ConfigError("%maggy attach needs a run: a run id, NAME/RUN_ID or 'latest' "
+                              "(%maggy list shows the runs going on a cluster)")
+        magic = {}
+        for flag, key in (("-o", "output"), ("--output", "output"), ("--ui", "ui")):
+            if flag in rest:
+                at = rest.index(flag)
+                if at + 1 >= len(rest):
+                    raise ConfigError(f"{flag} needs a value")
+                magic[key] = rest[at + 1]
+                del rest[at:at + 2]
+        root, name = root_and_name(rest, self.defaults, "%maggy attach")
+        path = runs.find_run(root, ref, name)
+        backend = LivyBackend(**livy_credentials(self.defaults))
+        shown = type("Attached", (), {"name": os.path.basename(os.path.dirname(path))})
+        return self._run(shown, magic, lambda listeners, on_driver, wait: backend.attach(
+            path, listeners=listeners, on_driver=on_driver, wait=wait))
 
     def close(self) -> None:
         """Stop the runs in progress (the extension is being unloaded)."""

@@ -10,6 +10,7 @@ result) or None.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import runs
@@ -59,11 +60,47 @@ def list_runs(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]
     """``%maggy list [--root DIR] [--name NAME]``: the table of runs, or None if none."""
     if _asked_for_help(args):
         return None
-    root, name = _root_and_name(args, defaults, "%maggy list")
+    root, name = root_and_name(args, defaults, "%maggy list")
     table = runs.runs_table(root, name, running=set(running))
     if table is None:
         print(f"maggy-magic: no runs under {root}")
+    _print_cluster_runs(runs.run_dirs(root, name), defaults, running)
     return table
+
+
+def livy_credentials(defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """The livy settings that ``%maggy config`` gave (auth kind, user, conf file): what
+    reaching a recorded run's Livy server again needs, besides its URL."""
+    options = {k: v for k, v in (defaults.get("backend_options") or {}).items()
+               if k in ("auth", "user", "conf_file", "statement_timeout", "password_env")}
+    for dest, key in (("livy_auth", "auth"), ("livy_user", "user")):
+        if defaults.get(dest):
+            options[key] = defaults[dest]
+    return options
+
+
+def _print_cluster_runs(paths: List[str], defaults: Dict[str, Any],
+                        running: Dict[str, Any]) -> None:
+    """The runs still going on Livy sessions that unfinished local records name."""
+    from ..backends.livy.listing import cluster_runs, unfinished_livy_runs
+
+    paths = [p for p in paths if os.path.basename(p) not in running]
+    if not unfinished_livy_runs(paths):
+        return
+    from ..backends.livy.settings import LivySettings
+
+    for row in cluster_runs(paths, LivySettings(**livy_credentials(defaults))):
+        if "error" in row:
+            print(f"maggy-magic: {row['session']} did not answer about run(s) "
+                  f"{', '.join(row['runs'])}: {row['error']}")
+        elif row.get("going"):
+            print(f"maggy-magic: run {row['run_id']} ({row['name']}) is going on "
+                  f"{row['session']}: {row['finished']} trial(s) finished; "
+                  f"%maggy attach {row['run_id']} follows it")
+        else:
+            print(f"maggy-magic: run {row['run_id']} ({row['name']}) ended on "
+                  f"{row['session']} while nothing followed it; %maggy attach "
+                  f"{row['run_id']} takes its result")
 
 
 def show(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> Any:
@@ -72,11 +109,11 @@ def show(args: List[str], defaults: Dict[str, Any], running: Dict[str, Any]) -> 
 
     if _asked_for_help(args):
         return None
-    ref, rest = _run_ref(args)
+    ref, rest = run_ref(args)
     if ref is None:
         raise ConfigError("%maggy show needs a run: a run id, NAME/RUN_ID, 'latest' or a "
                           "run directory (%maggy list shows them)")
-    root, name = _root_and_name(rest, defaults, "%maggy show")
+    root, name = root_and_name(rest, defaults, "%maggy show")
     path = runs.find_run(root, ref, name)
     result = runs.load_result(path, running=set(running))
     ui.replay(path, f"{result.name} {result.run_id}")
@@ -89,11 +126,11 @@ def tensorboard(args: List[str], defaults: Dict[str, Any], running: Dict[str, An
 
     if _asked_for_help(args):
         return
-    ref, rest = _run_ref(args)
+    ref, rest = run_ref(args)
     if ref is None:
         raise ConfigError("%maggy tensorboard needs a run: a run id, NAME/RUN_ID, 'latest' "
                           "or a run directory (%maggy list shows them)")
-    root, name = _root_and_name(rest, defaults, "%maggy tensorboard")
+    root, name = root_and_name(rest, defaults, "%maggy tensorboard")
     print(how_to_open(runs.find_run(root, ref, name)))
 
 
@@ -110,14 +147,14 @@ def _asked_for_help(args: List[str]) -> bool:
     return False
 
 
-def _run_ref(args: List[str]) -> Tuple[Optional[str], List[str]]:
+def run_ref(args: List[str]) -> Tuple[Optional[str], List[str]]:
     """The run reference (the first word unless it is an option) and the words after it."""
     if args and not args[0].startswith("-"):
         return args[0], args[1:]
     return None, args
 
 
-def _root_and_name(args: List[str], defaults: Dict[str, Any],
+def root_and_name(args: List[str], defaults: Dict[str, Any],
                    prog: str) -> Tuple[str, Optional[str]]:
     options = parse_options(args, prog)
     unknown = set(options) - {"root", "name"}

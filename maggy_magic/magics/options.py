@@ -312,9 +312,12 @@ HELP = """\
 %%maggy dist --workers N --framework torch|tf [--model M --dataset D --hparams H]
                            data-parallel training of the cell's training function: one
                            rank per worker, the chief's (rank 0) result is the run's
-%maggy list [--root DIR] [--name NAME]   runs with their state and best metric
+%maggy list [--root DIR] [--name NAME]   runs with their state and best metric (and
+                           the livy runs still going on their sessions)
 %maggy show RUN            summary (and dashboard) of a run: a run id, NAME/RUN_ID,
                            'latest' or a run directory
+%maggy attach RUN [-o VAR] follow again a run going on a Livy session (after a kernel
+                           restart): its live dashboard from the start, then its result
 %maggy tensorboard RUN     the command that opens a run in TensorBoard (trials' logs
                            from tensorboard.logdir() and the HParams summary)
 %maggy stop                stop the run in progress gracefully

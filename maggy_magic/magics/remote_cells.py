@@ -53,6 +53,5 @@ def line_config(command: str, options: Dict[str, Any], magic: Dict[str, Any]) ->
     from ..distributed.config import TfDistributedConfig, TorchDistributedConfig
 
     classes = {"torch": TorchDistributedConfig, "tf": TfDistributedConfig}
-    config = classes[magic.get("framework") or "torch"](None, None, **options)
-    config.validate()
-    return config
+    # a dist config's checks need its model: the cluster's builder makes them
+    return classes[magic.get("framework") or "torch"](None, None, **options)

@@ -23,20 +23,30 @@ result holds the trials of the local record.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ...errors import ExperimentInterrupted, LivyError, LivySessionError, MaggyError, error_class
+from ...errors import (
+    ConfigError,
+    ExperimentInterrupted,
+    LivyError,
+    LivySessionError,
+    MaggyError,
+    ResumeError,
+    error_class,
+)
 from ...events import EventStream
 from ...result import ExperimentResult
-from ...store import RunStore, load_trials, new_run_id
+from ...runs import find_run
+from ...store import RunStore, load_trials, new_run_id, read_journal
 from . import bootstrap, statements
 from .bundle import CELL_NAMES, config_objects, config_spec
 from .remote import POLL_EVENTS
-from .session import LivyTarget, find_session
+from .session import LivyTarget, find_session, following, target_for
 from .settings import LivySettings
 
 #: Seconds to wait for the run's last poll after an interrupt or a stop on abandon.
@@ -109,8 +119,10 @@ class LivyBackend:
         cluster gets ``train_fn`` itself (its experiment wraps it again), with the config's
         objects when it has any."""
         settings = self.settings
+        run_id, resumed = _run_id(config)
         spec = dict(config_spec(config, settings.remote_root, settings.spark_options),
-                    run_id=config.run_id or new_run_id())
+                    run_id=run_id, resume=run_id if resumed else None,
+                    buffer_events=settings.buffer_events)
         objects = config_objects(config)
         if objects:
             payload = _bundle(train_fn, objects)
@@ -122,8 +134,8 @@ class LivyBackend:
             return bootstrap.call(target, statements.start(json.dumps(spec), source),
                                   timeout, "start")
 
-        return self._drive(config, spec["run_id"], send, listeners, on_driver, wait,
-                           train_fn, source)
+        return self._drive(config, run_id, send, listeners, on_driver, wait, train_fn,
+                           source, resumed)
 
     def run_cell(self, config: Any, magic: Dict[str, Any], cell: str, *,
                  listeners: Iterable[Callable] = (),
@@ -134,9 +146,11 @@ class LivyBackend:
         ``model``...) and the experiment are all found on the cluster
         (:mod:`.remote_cell`); ``config`` holds the line's options (checked here). The
         rest is :meth:`run_experiment`'s: the same dashboard, errors and result."""
+        run_id, resumed = _run_id(config)
         spec = dict(config_spec(config, self.settings.remote_root, self.settings.spark_options,
                                 from_cell=True),
-                    run_id=config.run_id or new_run_id(), cell=cell,
+                    run_id=run_id, resume=run_id if resumed else None, cell=cell,
+                    buffer_events=self.settings.buffer_events,
                     magic={k: v for k, v in magic.items() if k in CELL_NAMES and v})
 
         def send(target: LivyTarget, timeout: float) -> Dict[str, Any]:
@@ -147,46 +161,88 @@ class LivyBackend:
                 print(printed)
             return answer
 
-        return self._drive(config, spec["run_id"], send, listeners, on_driver, wait,
-                           None, cell)
+        return self._drive(config, run_id, send, listeners, on_driver, wait, None, cell,
+                           resumed)
 
     def _drive(self, config: Any, run_id: str,
                send: Callable[[LivyTarget, float], Dict[str, Any]],
                listeners: Iterable[Callable], on_driver: Optional[Callable[[Any, Any], None]],
                wait: Optional[Callable[[Any], None]], train_fn: Optional[Callable],
-               source: Optional[str]) -> ExperimentResult:
-        """Find the session, install maggy_magic there, open the local record, ``send``
-        the run (its reply is the first poll), then follow it until its result."""
+               source: Optional[str], resumed: Optional[str] = None) -> ExperimentResult:
+        """Find the session, install maggy_magic there, open the local record (the one of
+        ``resumed``, continued), ``send`` the run (its reply is the first poll), then
+        follow it until its result."""
         settings = self.settings
         target = find_session(settings)
         timeout = settings.statement_timeout
         bootstrap.prepare(target, settings.ship, timeout)
 
-        store = RunStore.create(config.root, config.name, run_id)
-        store.write_json("config.json", dict(config.to_dict(), backend="livy",
-                                             livy_session=target.label))
+        store = RunStore(resumed, resumed=True) if resumed else \
+            RunStore.create(config.root, config.name, run_id)
+        store.write_json("config.json", dict(
+            config.to_dict(), backend="livy", livy_session=target.label,
+            livy={"url": target.client.shown, "session_id": target.session_id}))
         if train_fn is not None:
             store.write_source(train_fn, cell=source)
         else:
             store.write_cell(source or "")
-        events = EventStream(run_id)
-        events.add(store)
-        for listener in listeners:
-            events.add(listener)
-        handle = RemoteRunHandle(events)
-        poller = _Poller(target, run_id, handle, events, settings, store)
+        poller, handle = self._poller(target, run_id, store, listeners)
         try:
             poller.absorb(send(target, timeout))
         except BaseException:
             store.close()
             raise
-        remote_dir = poller.remote_dir
         print(f"maggy-magic: run {run_id} on {target.label}; its directory on the cluster: "
-              f"{remote_dir or '(not created)'}; local record: {store.path}")
+              f"{poller.remote_dir or '(not created)'}; local record: {store.path}")
+        return self._follow(poller, handle, config, store, on_driver, wait)
+
+    def attach(self, path: str, *, listeners: Iterable[Callable] = (),
+               on_driver: Optional[Callable[[Any, Any], None]] = None,
+               wait: Optional[Callable[[Any], None]] = None) -> ExperimentResult:
+        """Follow again the cluster run whose local record is ``path`` (``%maggy attach``):
+        the listeners get every event from the start (the session's buffer, and its
+        journal for what fell out of the buffer), the local record gets the events it
+        lacks; then as :meth:`run_experiment`, to the same result."""
+        recorded = _recorded_config(path)
+        coords = recorded.get("livy") or {}
+        run_id = os.path.basename(os.path.normpath(path))
+        if recorded.get("backend") != "livy" or not coords.get("url"):
+            raise ConfigError(f"run {run_id} did not run on a Livy session ({path}); "
+                              "%maggy show replays it")
+        target = target_for(coords["url"], int(coords["session_id"]), self.settings)
+        timeout = self.settings.statement_timeout
+        first = bootstrap.call(target, statements.poll(run_id, 0, POLL_EVENTS), timeout,
+                               "attach")
+        if "unknown_run" in first:
+            raise LivySessionError(f"{target.label} no longer has run {run_id} (it ended and "
+                                   "its result was taken, or the session was restarted); "
+                                   f"%maggy show {run_id} shows what the local record kept")
+        store = RunStore(path, resumed=True)
+        kept = max((int(e.get("seq", -1)) for e in read_journal(path)), default=-1)
+        poller, handle = self._poller(target, run_id, store, listeners, kept)
+        poller.absorb(first)
+        print(f"maggy-magic: attached to run {run_id} on {target.label}; local record: "
+              f"{store.path}")
+        return self._follow(poller, handle, _Recorded(recorded, path), store, on_driver, wait)
+
+    def _poller(self, target: LivyTarget, run_id: str, store: RunStore,
+                listeners: Iterable[Callable], kept: int = -1) -> Tuple["_Poller", Any]:
+        events = EventStream(run_id)
+        events.add(_After(store, kept))
+        for listener in listeners:
+            events.add(listener)
+        handle = RemoteRunHandle(events)
+        return _Poller(target, run_id, handle, events, self.settings, store), handle
+
+    def _follow(self, poller: "_Poller", handle: RemoteRunHandle, config: Any,
+                store: RunStore, on_driver: Optional[Callable[[Any, Any], None]],
+                wait: Optional[Callable[[Any], None]]) -> ExperimentResult:
+        target, run_id, timeout = poller.target, poller.run_id, self.settings.statement_timeout
         interrupted = False
         if not handle.done:
             from ...experiment import supervise
 
+            following(target, run_id, True)  # its session stays up if this process ends
             poller.start()
             try:
                 interrupted = supervise(
@@ -194,6 +250,7 @@ class LivyBackend:
                     before=None if on_driver is None else lambda: on_driver(handle, self))
             finally:
                 poller.close()
+                following(target, run_id, False)
         else:
             _forget(target, run_id, timeout)
         store.close()
@@ -227,19 +284,71 @@ class LivyBackend:
             if not issubclass(cls, MaggyError) or cls.__name__ != error.get("type"):
                 message = f"{error.get('type')}: {message}"
             if issubclass(cls, ExperimentInterrupted) or (interrupted and final is None):
-                raise _interrupted(result, poller.remote_dir)
+                raise _interrupted(result, poller.remote_dir, config)
             exc = cls(message)
             exc.result = result
             raise exc
         if interrupted:
-            raise _interrupted(result, poller.remote_dir)
+            raise _interrupted(result, poller.remote_dir, config)
         return result
 
 
-def _interrupted(result: ExperimentResult, remote_dir: Any) -> ExperimentInterrupted:
+def _interrupted(result: ExperimentResult, remote_dir: Any, config: Any
+                 ) -> ExperimentInterrupted:
+    if getattr(config, "resumable", True):
+        then = f"resume with resume={result.run_id!r} to run the rest"
+    else:
+        then = f"a {config.kind} run cannot be resumed; start it again"
     return ExperimentInterrupted(
-        f"experiment interrupted after {result.num_finished} finished trial(s); the livy "
-        f"backend cannot resume it (run directory on the cluster: {remote_dir})", result)
+        f"experiment interrupted after {result.num_finished} finished trial(s); {then} "
+        f"({result.run_dir}; on the cluster: {remote_dir})", result)
+
+
+def _run_id(config: Any) -> Tuple[str, Optional[str]]:
+    """``(run id, local record to continue or None)``: a resumed run keeps its id and
+    record (it must have run on Livy); otherwise the config's id or a new one."""
+    if not config.resume:
+        return config.run_id or new_run_id(), None
+    path = find_run(config.root, str(config.resume), name=config.name)
+    backend = _recorded_config(path).get("backend")
+    if backend != "livy":
+        raise ResumeError(f"run {os.path.basename(path)} ran with the {backend} backend, not on "
+                          f"Livy; resume it with --backend {backend}")
+    return os.path.basename(os.path.normpath(path)), path
+
+
+def _recorded_config(path: str) -> Dict[str, Any]:
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+class _Recorded:
+    """What the end of a run needs of its config, read from its local record."""
+
+    def __init__(self, recorded: Dict[str, Any], path: str):
+        self.kind = recorded.get("kind", "hpo")
+        self.name = recorded.get("name") or os.path.basename(os.path.dirname(path))
+        self.direction = recorded.get("direction", "max")
+        self.optimization_key = recorded.get("optimization_key", "metric")
+        self.resumable = self.kind != "dist"
+        if self.kind == "dist":
+            from ...distributed.result import DistResult
+
+            self.result_class = DistResult
+
+
+class _After:
+    """The local record as a listener that skips the events it holds (seq <= ``kept``)."""
+
+    def __init__(self, store: RunStore, kept: int):
+        self.store, self.kept = store, kept
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if int(event.get("seq", self.kept + 1)) > self.kept:
+            self.store(event)
 
 
 class _Poller:
@@ -297,10 +406,7 @@ class _Poller:
                                    "what arrived")
         lost = answer.get("lost")
         if lost:
-            self._deliver({"type": "events_lost", "run": self.run_id, "seq": self.last_seq,
-                           "t": time.time(), "first": lost[0], "end": lost[1],
-                           "count": lost[1] - lost[0],
-                           "reason": "the cluster's event buffer overflowed between polls"})
+            self._recover(lost[1] - lost[0], answer.get("events") or [])
         for event in answer.get("events") or []:
             if event.get("type") == "run_started":
                 self.remote_dir = event.get("run_dir")
@@ -311,6 +417,34 @@ class _Poller:
         if answer.get("done"):
             self.final = answer
             self.handle.finish()
+
+    def _recover(self, count: int, after: List[Dict[str, Any]]) -> None:
+        """Deliver the ``count`` events that fell out of the cluster's buffer before the
+        events ``after``, read from the run's journal there; what cannot be read is an
+        ``events_lost`` event, never a silent hole."""
+        end = int(after[0]["seq"]) if after else self.last_seq + 1 + count
+        first, timeout = end - count, self.settings.statement_timeout
+        try:
+            while first < end:
+                answer = bootstrap.call(self.target, statements.replay(
+                    self.run_id, first, end, POLL_EVENTS), timeout, "replay")
+                found = answer.get("events") or []
+                if not found:
+                    break
+                for event in found:
+                    self.last_seq = event.get("seq", self.last_seq)
+                    if event.get("type") == "run_started":
+                        self.remote_dir = event.get("run_dir")
+                    self._deliver(event)
+                first = int(found[-1]["seq"]) + 1
+        except LivyError:
+            pass
+        if first < end:
+            self._deliver({"type": "events_lost", "run": self.run_id, "seq": self.last_seq,
+                           "t": time.time(), "first": first, "end": end,
+                           "count": end - first,
+                           "reason": "the cluster's event buffer overflowed between polls "
+                                     "and its journal did not have them"})
 
     def _deliver(self, event: Dict[str, Any]) -> None:
         with self._lock:

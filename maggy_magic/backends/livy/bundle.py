@@ -76,9 +76,6 @@ def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any], *,
                 raise ConfigError(f"with the livy backend, {key} must be given by name (an "
                                   f"object cannot be sent to the cluster), got "
                                   f"{type(getattr(config, key)).__name__}")
-    if config.resume:
-        raise ConfigError("the livy backend cannot resume a run yet; drop --resume (resume= "
-                          "in the API) or resume with --backend local or spark")
     spec = {key: getattr(config, key) for key in KIND_KEYS[kind] + RUN_KEYS}
     spec["kind"] = kind
     objects = [] if from_cell else sorted(config_objects(config))

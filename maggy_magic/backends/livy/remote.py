@@ -78,6 +78,8 @@ class RemoteRun:
                  capacity: int = BUFFER_EVENTS):
         self.config, self.train_fn, self.source = config, train_fn, source
         self.buffer = EventBuffer(capacity)
+        self.run_dir: Optional[str] = None
+        self.finished = 0
         self.result: Optional[Dict[str, Any]] = None
         self.error: Optional[Dict[str, str]] = None
         self._driver: Any = None
@@ -122,8 +124,22 @@ class RemoteRun:
 
     def _listen(self, event: Dict[str, Any]) -> None:
         self.buffer(event)
-        if event["type"] == "run_started":
+        if event["type"] == "trial_finished":
+            self.finished += 1
+        elif event["type"] == "run_started":
+            self.run_dir = event.get("run_dir")
             self._started.set()
+
+    @property
+    def going(self) -> bool:
+        return not self._done.is_set()
+
+    def describe(self, run_id: str) -> Dict[str, Any]:
+        """What ``%maggy list`` shows of this run."""
+        return {"run_id": run_id, "name": getattr(self.config, "name", None),
+                "kind": getattr(self.config, "kind", None), "going": self.going,
+                "finished": self.finished, "events": self.buffer.total,
+                "run_dir": self.run_dir}
 
     def _on_driver(self, driver: Any, backend: Any) -> None:
         launch = backend.start
@@ -247,6 +263,10 @@ def start(namespace: Dict[str, Any], spec_json: str, source: Optional[str] = Non
     spec = json.loads(spec_json)
     run_id = spec["run_id"]
     payload = base64.b64decode("".join(state["uploads"].pop(run_id)))
+    capacity = int(spec.pop("buffer_events", None) or BUFFER_EVENTS)
+    going = _still_going(state, run_id)
+    if going is not None:
+        return going
     loaded = load_function(payload)
     train_fn, objects = loaded, None
     if spec.get("objects"):
@@ -255,10 +275,22 @@ def start(namespace: Dict[str, Any], spec_json: str, source: Optional[str] = Non
         config = build_config(spec, namespace, objects)
     except Exception as exc:  # noqa: BLE001 - the client gets it as its one-line error
         return reply(_refused(exc))
-    run = RemoteRun(config, train_fn, source)
+    run = RemoteRun(config, train_fn, source, capacity)
     state["runs"][run_id] = run
     run.start()
     return reply(run.poll(0))
+
+
+def _still_going(state: Dict[str, Any], run_id: str) -> Optional[str]:
+    """A refusal when ``run_id`` still runs in this session (resumed while it goes on)."""
+    run = state["runs"].get(run_id)
+    if run is None or not run.going:
+        return None
+    from ...errors import ResumeError
+
+    return reply(_refused(ResumeError(
+        f"run {run_id} is still going on this Livy session; re-attach to it with "
+        f"%maggy attach {run_id} instead of resuming it")))
 
 
 def start_cell(namespace: Dict[str, Any], spec_json: str) -> str:
@@ -268,11 +300,15 @@ def start_cell(namespace: Dict[str, Any], spec_json: str) -> str:
     from .remote_cell import build
 
     spec = json.loads(spec_json)
+    capacity = int(spec.pop("buffer_events", None) or BUFFER_EVENTS)
+    going = _still_going(session_state(namespace), spec["run_id"])
+    if going is not None:
+        return going
     try:
         config, train_fn, printed = build(spec, namespace, spark_options(spec, namespace))
     except Exception as exc:  # noqa: BLE001 - the client gets it as its one-line error
         return reply(_refused(exc))
-    run = RemoteRun(config, train_fn, spec.get("cell"))
+    run = RemoteRun(config, train_fn, spec.get("cell"), capacity)
     session_state(namespace)["runs"][spec["run_id"]] = run
     run.start()
     return reply(dict(run.poll(0), cell_output=printed))
@@ -295,6 +331,30 @@ def stop(namespace: Dict[str, Any], run_id: str, mode: str, reason: str) -> str:
         return reply({"unknown_run": run_id})
     run.request(mode, reason)
     return reply({"requested": mode})
+
+
+def runs(namespace: Dict[str, Any]) -> str:
+    """Reply ``{runs: [...]}``: every run this session holds (:meth:`RemoteRun.describe`)."""
+    held = session_state(namespace)["runs"]
+    return reply({"runs": [run.describe(run_id) for run_id, run in list(held.items())]})
+
+
+def replay(namespace: Dict[str, Any], run_id: str, first: int, end: int,
+           limit: int = POLL_EVENTS) -> str:
+    """Reply ``{events}``: up to ``limit`` events of ``run_id`` with ``first <= seq < end``
+    from its journal on this side (what fell out of the buffer before a poll took it)."""
+    from ...store import read_journal
+
+    run = session_state(namespace)["runs"].get(run_id)
+    if run is None or run.run_dir is None:
+        return reply({"unknown_run": run_id})
+    found: List[Dict[str, Any]] = []
+    for event in read_journal(run.run_dir):
+        if first <= int(event.get("seq", -1)) < end:
+            found.append(event)
+            if len(found) >= limit:
+                break
+    return reply({"events": found})
 
 
 def forget(namespace: Dict[str, Any], run_id: str) -> str:

@@ -4,7 +4,8 @@ sparkmagic keeps its sessions in the controller of its magics instance (``%load_
 sparkmagic.magics`` registers ``RemoteSparkMagics``; the PySpark wrapper kernel registers
 ``KernelMagics``). We reach that instance through the IPython shell's registered magics
 and use the session's endpoint (URL, auth object, headers) as it is: no second
-controller, no credential read. Without a sparkmagic session, or with ``url`` given, we
+controller, no credential read. Without a sparkmagic session, or with ``url`` given (not
+the one of sparkmagic's config, which is where its own kernels make their session), we
 create a session from the settings and keep it for the next run of this process (deleted
 when the process exits).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -38,7 +40,7 @@ class LivyTarget:
 
 def find_session(settings: LivySettings, shell: Any = None) -> LivyTarget:
     """The session a run uses (see the module docstring); raises a one-line error."""
-    if settings.url is None or settings.session is not None:
+    if not settings.url_given or settings.session is not None:
         found = sparkmagic_session(settings.session, shell)
         if found is not None:
             return found
@@ -117,6 +119,38 @@ def sparkmagic_session(name: Optional[str], shell: Any = None) -> Optional[LivyT
                                           f"{session_id} at {client.shown})", owned=False)
 
 
+def target_for(url: str, session_id: int, settings: LivySettings,
+               shell: Any = None) -> LivyTarget:
+    """The Livy session ``session_id`` at ``url`` (a recorded run's): through this kernel's
+    sparkmagic endpoint for that server when it has one (its credentials), else with the
+    settings' credentials."""
+    for instance in _sparkmagic_instances(shell):
+        for name, chosen in _sessions(instance).items():
+            http = chosen.http_client
+            if display_url(http.endpoint.url).rstrip("/") == display_url(url).rstrip("/"):
+                found = sparkmagic_session(name, shell)
+                if found is not None:
+                    return LivyTarget(found.client, session_id,
+                                      f"Livy session {session_id} at {found.client.shown}",
+                                      owned=False)
+    client = LivyClient(url, auth=settings.requests_auth(), headers=settings.headers,
+                        verify=settings.verify)
+    return LivyTarget(client, session_id, f"Livy session {session_id} at {client.shown}",
+                      owned=False)
+
+
+#: Runs that this process follows, by (client URL, session id): their sessions stay up.
+_going: Dict[Tuple[str, int], set] = {}
+
+
+def following(target: LivyTarget, run_id: str, going: bool) -> None:
+    """Note that ``run_id`` on ``target`` is (``going``) or is no longer followed here."""
+    key = (target.client.shown, target.session_id)
+    with _owned_lock:
+        runs = _going.setdefault(key, set())
+        (runs.add if going else runs.discard)(run_id)
+
+
 def own_session(settings: LivySettings) -> LivyTarget:
     """A session created from the settings; reused while it lives by runs that ask for the
     same session properties, made again when not."""
@@ -150,13 +184,20 @@ def own_session(settings: LivySettings) -> LivyTarget:
 
 
 def close_owned(key: Optional[Tuple[str, ...]] = None) -> None:
-    """Delete the sessions this process created (one of them, with ``key``)."""
+    """Delete the sessions this process created (one of them, with ``key``); at exit
+    (no ``key``), a session with a run still going stays up for ``%maggy attach``."""
     with _owned_lock:
         items = [(key, _owned.pop(key))] if key in _owned else \
             ([] if key is not None else list(_owned.items()))
         if key is None:
             _owned.clear()
     for _, (client, session_id) in items:
+        going = sorted(_going.get((client.shown, session_id)) or ())
+        if key is None and going:
+            print(f"maggy-magic: Livy session {session_id} at {client.shown} stays up: run(s) "
+                  f"{', '.join(going)} go on there (%maggy attach RUN follows one again)",
+                  file=sys.stderr)
+            continue
         try:
             client.delete_session(session_id)
         except Exception:  # noqa: BLE001 - best effort at exit

@@ -23,7 +23,7 @@ from ...errors import ConfigError, did_you_mean
 #: Keys of ``backend_options`` the livy backend understands.
 OPTIONS = ("session", "url", "auth", "user", "password_env", "conf_file", "poll_interval",
            "statement_timeout", "start_timeout", "session_conf", "ship", "remote_root",
-           "spark_options")
+           "spark_options", "buffer_events", "chunk_bytes")
 AUTH_KINDS = ("none", "basic", "kerberos")
 SHIP_MODES = ("auto", "always", "never")
 #: sparkmagic's auth names → ours.
@@ -76,10 +76,18 @@ class LivySettings:
                  statement_timeout: float = 120.0, start_timeout: Optional[float] = None,
                  session_conf: Optional[Dict[str, Any]] = None, ship: str = "auto",
                  remote_root: str = "maggy_experiments",
-                 spark_options: Optional[Dict[str, Any]] = None):
+                 spark_options: Optional[Dict[str, Any]] = None,
+                 buffer_events: int = 20000, chunk_bytes: Optional[int] = None):
         for name, value in (("poll_interval", poll_interval),
-                            ("statement_timeout", statement_timeout)):
+                            ("statement_timeout", statement_timeout),
+                            ("buffer_events", buffer_events)):
             _positive(name, value)
+        if chunk_bytes is not None:
+            _positive("chunk_bytes", chunk_bytes)
+        #: events the cluster keeps for polls (older ones are read from its journal)
+        self.buffer_events = int(buffer_events)
+        #: bytes of payload per upload statement (None: sized by the upload itself)
+        self.chunk_bytes = None if chunk_bytes is None else int(chunk_bytes)
         if start_timeout is not None:
             _positive("start_timeout", start_timeout)
         if ship not in SHIP_MODES:
@@ -97,6 +105,9 @@ class LivySettings:
         conf = read_sparkmagic_config(conf_file)
         creds = conf.get("kernel_python_credentials") or {}
         self.url = (url or creds.get("url") or "").strip() or None
+        #: the URL was an option (not sparkmagic's config): it wins over this kernel's
+        #: sparkmagic session
+        self.url_given = bool(url)
         same_server = url is None or (creds.get("url") or "").rstrip("/") == url.rstrip("/")
         self.user = user or (creds.get("username") if same_server else None) or None
         configured = str(creds.get("auth") or "").strip().lower()
@@ -172,5 +183,6 @@ def _config_password(creds: Dict[str, Any]) -> Optional[str]:
 
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"livy backend option {name} must be a positive number of seconds, "
+        unit = {"buffer_events": "events", "chunk_bytes": "bytes"}.get(name, "seconds")
+        raise ConfigError(f"livy backend option {name} must be a positive number of {unit}, "
                           f"got {value!r}")

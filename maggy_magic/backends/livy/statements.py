@@ -176,6 +176,17 @@ def stop(run_id: str, mode: str, reason: str) -> str:
             f"print(_maggy_remote.stop(globals(), {run_id!r}, {mode!r}, {reason!r}))\n")
 
 
+def runs() -> str:
+    return (f"import {_REMOTE} as _maggy_remote\n"
+            f"print(_maggy_remote.runs(globals()))\n")
+
+
+def replay(run_id: str, first: int, end: int, limit: int) -> str:
+    return (f"import {_REMOTE} as _maggy_remote\n"
+            f"print(_maggy_remote.replay(globals(), {run_id!r}, {int(first)}, {int(end)}, "
+            f"{int(limit)}))\n")
+
+
 def forget(run_id: str) -> str:
     return (f"import {_REMOTE} as _maggy_remote\n"
             f"print(_maggy_remote.forget(globals(), {run_id!r}))\n")
