@@ -14,6 +14,11 @@ Figures, all in the same run:
 3. floor: the poll interval itself (a line waits up to one interval for the next poll, so
    p95 cannot be much below ``0.95 x interval + peer p95``), and the median round trip of a
    no-op statement on the session (the cost of one poll).
+4. upload: a ``--upload-mb`` (100) MB payload (a training set captured as a global) sent to
+   the session as the livy backend sends it (statements that grow from 1 to 8 MiB of
+   base64 while the session takes them quickly), against the fixed 256 KiB statements of
+   earlier versions and against the floor: the same bytes in one HTTP POST to a loopback
+   server that only reads them (no Livy, no Python on the other side).
 
 Usage::
 
@@ -98,12 +103,57 @@ def statement_rtt(target, count: int = 20) -> float:
     return statistics.median(times)
 
 
+def upload_rate(target, data: bytes, chunk=None) -> Dict[str, float]:
+    """Seconds, MB/s and statements of one upload of ``data`` (then dropped there)."""
+    from maggy_magic.backends.livy import bootstrap
+
+    key = f"bench-{chunk}"
+    started = time.perf_counter()
+    statements = bootstrap.upload(target, key, data, 600, "bench upload", chunk)
+    took = time.perf_counter() - started
+    target.client.run(target.session_id, f"_maggy_livy['uploads'].pop({key!r}, None)", 60,
+                      "bench cleanup")
+    return {"seconds": took, "mb_s": len(data) / 2**20 / took, "statements": statements}
+
+
+def loopback_floor(size: int) -> float:
+    """MB/s of one HTTP POST of ``size`` base64 bytes to a server that only reads them."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self):
+            left = int(self.headers["Content-Length"])
+            while left:
+                left -= len(self.rfile.read(min(left, 1 << 20)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    body = b"A" * (size * 4 // 3)
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=600)
+    connection.request("POST", "/", body=body)
+    connection.getresponse().read()
+    took = time.perf_counter() - started
+    server.server_close()
+    return size / 2**20 / took
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--lines", type=int, default=20, help="marks per trial")
     parser.add_argument("--every", type=float, default=0.25, help="seconds between marks")
     parser.add_argument("--no-peer", action="store_true", help="skip the direct spark run")
+    parser.add_argument("--upload-mb", type=float, default=100.0,
+                        help="payload size of the upload figures (0: skip them)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 if p95 > target")
     args = parser.parse_args()
@@ -127,6 +177,11 @@ def main() -> int:
         target = livy_session.own_session(LivySettings(**options))
         figures["statement_rtt"] = statement_rtt(target)
         figures["livy"] = summary(livy.values)
+        if args.upload_mb > 0:
+            data = os.urandom(int(args.upload_mb * 2**20))
+            figures["upload"] = {"sized": upload_rate(target, data),
+                                 "fixed_256k": upload_rate(target, data, 256 * 1024),
+                                 "floor_mb_s": loopback_floor(len(data))}
         livy_session.close_owned()
     if not args.no_peer:
         figures["peer"] = summary(run_search("spark", {"master": MASTER}, args, root).values)
@@ -148,6 +203,16 @@ def main() -> int:
               f"p95 {lv['p95'] / peer['p95']:.2f}; livy p95 - spark p95 = "
               f"{lv['p95'] - peer['p95']:.3f} s vs the interval {interval:.3f} s + one round "
               f"trip {rtt:.3f} s")
+    if "upload" in figures:
+        up, floor = figures["upload"], figures["upload"]["floor_mb_s"]
+        for label, key in (("sized statements (1 -> 8 MiB)", "sized"),
+                           ("fixed 256 KiB statements", "fixed_256k")):
+            fig = up[key]
+            print(f"upload {args.upload_mb:.0f} MB, {label:<30} {fig['seconds']:6.1f} s  "
+                  f"{fig['mb_s']:6.1f} MB/s  {fig['statements']:4d} statements  "
+                  f"{fig['mb_s'] / floor:.2f} of the floor")
+        print(f"upload floor: one loopback HTTP POST, no Livy       {floor:6.1f} MB/s; sized "
+              f"/ fixed {up['sized']['mb_s'] / up['fixed_256k']['mb_s']:.1f}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)

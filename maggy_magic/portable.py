@@ -165,3 +165,10 @@ def _referenced_values(fn: Callable) -> Iterator[tuple]:
         for param in params:
             if param.default is not param.empty:
                 yield chain, f"default of {param.name}", param.default
+
+
+def captured_values(fn: Callable) -> Iterator[tuple]:
+    """``(name, value)`` for each global, closure variable and default that travels with
+    ``fn`` (and the notebook functions it calls), named as ``f() → name`` past ``fn``."""
+    for chain, name, value in _referenced_values(fn):
+        yield "".join(f"{c}() → " for c in chain[1:]) + name, value

@@ -27,6 +27,12 @@ What a test can rely on:
 * with ``auth``, requests without the right basic credentials get 401 and a
   ``WWW-Authenticate`` header; with ``csrf``, POST/DELETE without ``X-Requested-By`` get
   400 "Missing Required Header for CSRF protection.".
+* idle sessions end as in Livy: with ``session_timeout`` (``livy.server.session.timeout``,
+  1h in Livy, off here unless a test gives it), a session whose last activity (its
+  creation, a statement submitted or cancelled, a statement ending) is older than that is
+  deleted, busy or not (Livy's ``timeout-check.skip-busy`` is false by default); a session
+  created with ``heartbeatTimeoutInSecond`` is deleted once that long passes without a
+  request to ``/sessions/{id}...`` (``GET /sessions`` does not count), after the first one.
 * fault injection, off unless a test asks: ``misbehave(method, path, ...)`` makes the next
   matching requests get what a proxy or a sick server in front of Livy would answer (a 5xx
   page, a 200 that is not JSON, or no answer until released); ``kill_session_process``
@@ -227,6 +233,22 @@ class Session:
         self._command_fd: Optional[int] = None
         self._write_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.last_activity = time.monotonic()
+        self.heartbeat_deadline: Optional[float] = None
+
+    def heartbeat(self) -> None:
+        """A request about this session arrived (Livy's ``SessionHeartbeat``)."""
+        timeout = self.request.get("heartbeatTimeoutInSecond") or 0
+        if timeout > 0:
+            self.heartbeat_deadline = time.monotonic() + timeout
+
+    def expired(self, idle_timeout: Optional[float]) -> bool:
+        now = time.monotonic()
+        if self.state in ("dead", "error", "killed", "success", "shutting_down"):
+            return False
+        if idle_timeout is not None and now - self.last_activity > idle_timeout:
+            return True
+        return self.heartbeat_deadline is not None and now > self.heartbeat_deadline
 
     def view(self) -> dict:
         request = self.request
@@ -328,8 +350,11 @@ class LivyServer:
 
     def __init__(self, auth: Optional[tuple] = None, csrf: bool = True,
                  spark_master: str = "local-cluster[2,1,1024]", python: Optional[str] = None,
-                 env: Optional[dict] = None, conf: Optional[dict] = None):
+                 env: Optional[dict] = None, conf: Optional[dict] = None,
+                 session_timeout: Optional[float] = None):
         self.auth = tuple(auth) if auth is not None else None
+        self.session_timeout = session_timeout
+        self.expired_sessions: list[int] = []
         self.csrf = csrf
         self.spark_master = spark_master
         self.env = dict(env or {})
@@ -360,7 +385,21 @@ class LivyServer:
         self._serve_thread = threading.Thread(target=self._httpd.serve_forever,
                                               name="livy-server", daemon=True)
         self._serve_thread.start()
+        threading.Thread(target=self._collect_expired, name="livy-gc", daemon=True).start()
         return self
+
+    def _collect_expired(self) -> None:
+        """Livy's session garbage collection, every quarter second until the server stops."""
+        while self._httpd is not None:
+            with self._lock:
+                expired = [s for s in self._active.values() if s.expired(self.session_timeout)]
+            for session in expired:
+                self.expired_sessions.append(session.id)
+                try:
+                    self.delete_session(session.id)
+                except LivyError:
+                    pass  # deleted meanwhile
+            time.sleep(0.25)
 
     def stop(self) -> None:
         """Stop serving and kill every session's processes."""
@@ -561,6 +600,7 @@ class LivyServer:
                                        else "available")
                 if session.state == "busy":
                     session.state = "idle"
+                    session.last_activity = time.monotonic()  # Livy: busy -> idle
         self._dispatch(session)
 
     def _on_exit(self, session: Session) -> None:
@@ -614,6 +654,7 @@ class LivyServer:
         session = self._active.get(session_id)
         if session is None:
             raise LivyError(404, f"Session '{session_id}' not found.")
+        session.heartbeat()
         return session
 
     # -- statements ------------------------------------------------------------------------
@@ -637,6 +678,7 @@ class LivyServer:
                 raise LivyError(400, f"Session is in state {session.state}")
             statement = Statement(len(session.statements), code, kind)
             session.statements.append(statement)
+            session.last_activity = time.monotonic()
             view = statement.view()
         self._dispatch(session)
         return view
@@ -669,6 +711,7 @@ class LivyServer:
             statement = self._statement_by_id(session, statement_id)
             if statement is None:
                 raise LivyError(404, "Statement not found")
+            session.last_activity = time.monotonic()
             if statement.state == "waiting":
                 statement.state = "cancelled"
                 statement.completed = _now_ms()

@@ -52,7 +52,9 @@ def test_poll_replay_delivers_a_gap_event_then_the_rest(tmp_path):
     stream.add(store)
     stream.add(seen.append)
     handle = RemoteRunHandle(stream)
-    poller = _Poller(None, "r", handle, stream, LivySettings(url="http://x:1"), store)
+    # a session that lost the run's journal too: the replay finds nothing
+    target = SessionHere({"_maggy_livy": {"uploads": {}, "runs": {}}})
+    poller = _Poller(target, "r", handle, stream, LivySettings(url="http://x:1"), store)
     poller.absorb({"events": [_event(0)], "lost": None, "cursor": 1, "done": False})
     poller.absorb({"events": [_event(5)], "lost": [1, 5], "cursor": 6, "done": True,
                    "result": None, "error": None})
@@ -61,6 +63,103 @@ def test_poll_replay_delivers_a_gap_event_then_the_rest(tmp_path):
     assert seen[1]["count"] == 4 and seen[1]["first"] == 1 and seen[1]["end"] == 5
     assert [e["type"] for e in read_journal(store.path)] == ["metric", "events_lost", "metric"]
     assert handle.done and poller.cursor == 6
+
+
+class SessionHere:
+    """Runs the statements the client sends in a namespace of this process, as a Livy
+    session would in its own (for the pieces that need no Spark)."""
+
+    session_id, label = 0, "a namespace here"
+
+    def __init__(self, namespace):
+        self.namespace = namespace
+        self.client = self
+
+    def run(self, session_id, code, timeout, what):
+        printed = []
+        self.namespace["print"] = lambda *args: printed.append(" ".join(map(str, args)))
+        exec(code, self.namespace)  # noqa: S102 - the client's own statements
+        return "\n".join(printed)
+
+
+def test_events_that_fell_out_of_the_buffer_are_read_from_the_cluster_journal(tmp_path):
+    from maggy_magic.backends.livy.backend import RemoteRunHandle, _Poller
+    from maggy_magic.backends.livy.settings import LivySettings
+    from maggy_magic.events import EventStream
+    from maggy_magic.store import RunStore, read_journal
+
+    cluster = RunStore(str(tmp_path / "cluster"))
+    for i in range(6):
+        cluster(_event(i))
+    cluster.close()
+
+    class Held:  # what the session holds of the run: where its journal is
+        run_dir = cluster.path
+
+    target = SessionHere({"_maggy_livy": {"uploads": {}, "runs": {"r": Held()}}})
+    local = RunStore(str(tmp_path / "local"))
+    stream = EventStream("r")
+    seen = []
+    stream.add(local)
+    stream.add(seen.append)
+    poller = _Poller(target, "r", RemoteRunHandle(stream), stream,
+                     LivySettings(url="http://x:1"), local)
+    poller.absorb({"events": [_event(0)], "lost": None, "cursor": 1, "done": False})
+    poller.absorb({"events": [_event(5)], "lost": [1, 5], "cursor": 6, "done": True,
+                   "result": None, "error": None})
+    local.close()
+    assert [e["seq"] for e in seen] == list(range(6))
+    assert [e["seq"] for e in read_journal(local.path)] == list(range(6))
+
+
+def test_a_reattached_record_keeps_each_event_once(tmp_path):
+    from maggy_magic.backends.livy.backend import _After
+    from maggy_magic.store import RunStore, read_journal
+
+    store = RunStore(str(tmp_path / "run"))
+    for i in range(3):
+        store(_event(i))
+    keep = _After(store, kept=2)  # the record held seq 0..2; the replay starts at 0
+    for i in range(5):
+        keep(_event(i))
+    store.close()
+    assert [e["seq"] for e in read_journal(store.path)] == [0, 1, 2, 3, 4]
+
+
+def test_a_remote_cell_runs_in_the_session_namespace_and_finds_its_names():
+    from maggy_magic.backends.livy.remote_cell import build
+    from maggy_magic.errors import ConfigError
+
+    namespace = {"__name__": "__main__", "offset": 3}
+    exec("def helper(x):\n    return x + offset\n", namespace)  # an earlier cell
+    cell = ("from maggy_magic import Searchspace\nprint('cell ran')\n"
+            "space = Searchspace(x=('DOUBLE', [0, 1]))\n"
+            "def train(x, reporter):\n    return {'metric': helper(x)}\n")
+    spec = {"kind": "hpo", "num_trials": 2, "run_id": "r", "cell": cell, "magic": {},
+            "backend": "spark", "es_policy": "none"}
+    config, train_fn, printed = build(spec, namespace, {"master": "local[1]"})
+    assert printed == "cell ran" and list(config.searchspace.keys()) == ["x"]
+    assert train_fn.__globals__ is namespace and namespace["train"] is train_fn
+    assert train_fn(0.5, None) == {"metric": 3.5}
+    assert config.backend_options == {"master": "local[1]"} and config.num_trials == 2
+    with pytest.raises(NameError):
+        build(dict(spec, cell="missing + 1"), namespace, {})
+    with pytest.raises(ConfigError, match="--fn 'nope' is not defined"):
+        build(dict(spec, magic={"fn": "nope"}), namespace, {})
+
+
+def test_a_big_payload_names_its_heaviest_captured_globals(capsys):
+    from maggy_magic.backends.livy.payload import big_payload_note
+
+    big, small = bytes(3 * 2**20), bytes(10)
+
+    def train(x):
+        return len(big) + len(small) + x
+
+    assert big_payload_note(train, {}, 2**20, threshold=4 * 2**20) is None
+    note = big_payload_note(train, {}, 3 * 2**20, threshold=2**20)
+    assert "as 3.0 MB, mostly big (3.0 MB);" in note and "small" not in note
+    assert note in capsys.readouterr().out
 
 
 def test_reply_survives_noise_printed_around_it():
@@ -73,7 +172,8 @@ def test_reply_survives_noise_printed_around_it():
     statements.probe(), statements.upload("k", "QUJD"), statements.install("k", "m.zip"),
     statements.start('{"run_id": "r"}', "x = '''\"quotes\"'''"),
     statements.poll("r", 3, 10), statements.stop("r", "stop", "it's done"),
-    statements.forget("r")])
+    statements.forget("r"), statements.start_cell('{"cell": "x = 1"}'), statements.runs(),
+    statements.replay("r", 0, 5, 10)])
 def test_statements_are_valid_python(code):
     ast.parse(code)
 

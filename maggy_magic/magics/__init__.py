@@ -165,7 +165,7 @@ class MaggyMagics(Magics):
         run that goes on in a Livy session again (its kernel restarted), with a live
         dashboard replayed from its start; return its result."""
         from .. import runs
-        from ..backends.livy import LivyBackend
+        from ..backends.livy.backend import LivyBackend
         from .commands import livy_credentials, root_and_name, run_ref
 
         ref, rest = run_ref(args)

@@ -45,6 +45,7 @@ from ...runs import find_run
 from ...store import RunStore, load_trials, new_run_id, read_journal
 from . import bootstrap, statements
 from .bundle import CELL_NAMES, config_objects, config_spec
+from .payload import big_payload_note
 from .remote import POLL_EVENTS
 from .session import LivyTarget, find_session, following, target_for
 from .settings import LivySettings
@@ -127,10 +128,14 @@ class LivyBackend:
         if objects:
             payload = _bundle(train_fn, objects)
 
+        big_payload_note(train_fn, objects, len(payload))
+
         def send(target: LivyTarget, timeout: float) -> Dict[str, Any]:
             # the local modules of the function and of the objects' code (generators, model)
-            bootstrap.ship_code(target, train_fn, timeout, also=_code_of(objects))
-            bootstrap.upload(target, spec["run_id"], payload, timeout, "function upload")
+            bootstrap.ship_code(target, train_fn, timeout, also=_code_of(objects),
+                                chunk=settings.chunk_bytes)
+            bootstrap.upload(target, spec["run_id"], payload, timeout, "function upload",
+                             settings.chunk_bytes)
             return bootstrap.call(target, statements.start(json.dumps(spec), source),
                                   timeout, "start")
 
@@ -175,7 +180,7 @@ class LivyBackend:
         settings = self.settings
         target = find_session(settings)
         timeout = settings.statement_timeout
-        bootstrap.prepare(target, settings.ship, timeout)
+        bootstrap.prepare(target, settings.ship, timeout, settings.chunk_bytes)
 
         store = RunStore(resumed, resumed=True) if resumed else \
             RunStore.create(config.root, config.name, run_id)
