@@ -41,7 +41,7 @@ def test_buffer_is_safe_between_a_writer_and_a_reader():
 
 
 def test_poll_replay_delivers_a_gap_event_then_the_rest(tmp_path):
-    from maggy_magic.backends.livy.backend import RemoteRunHandle, _Poller
+    from maggy_magic.backends.livy.follow import Poller, RemoteRunHandle
     from maggy_magic.backends.livy.settings import LivySettings
     from maggy_magic.events import EventStream
     from maggy_magic.store import RunStore, read_journal
@@ -54,7 +54,7 @@ def test_poll_replay_delivers_a_gap_event_then_the_rest(tmp_path):
     handle = RemoteRunHandle(stream)
     # a session that lost the run's journal too: the replay finds nothing
     target = SessionHere({"_maggy_livy": {"uploads": {}, "runs": {}}})
-    poller = _Poller(target, "r", handle, stream, LivySettings(url="http://x:1"), store)
+    poller = Poller(target, "r", handle, stream, LivySettings(url="http://x:1"), store)
     poller.absorb({"events": [_event(0)], "lost": None, "cursor": 1, "done": False})
     poller.absorb({"events": [_event(5)], "lost": [1, 5], "cursor": 6, "done": True,
                    "result": None, "error": None})
@@ -83,7 +83,7 @@ class SessionHere:
 
 
 def test_events_that_fell_out_of_the_buffer_are_read_from_the_cluster_journal(tmp_path):
-    from maggy_magic.backends.livy.backend import RemoteRunHandle, _Poller
+    from maggy_magic.backends.livy.follow import Poller, RemoteRunHandle
     from maggy_magic.backends.livy.settings import LivySettings
     from maggy_magic.events import EventStream
     from maggy_magic.store import RunStore, read_journal
@@ -102,7 +102,7 @@ def test_events_that_fell_out_of_the_buffer_are_read_from_the_cluster_journal(tm
     seen = []
     stream.add(local)
     stream.add(seen.append)
-    poller = _Poller(target, "r", RemoteRunHandle(stream), stream,
+    poller = Poller(target, "r", RemoteRunHandle(stream), stream,
                      LivySettings(url="http://x:1"), local)
     poller.absorb({"events": [_event(0)], "lost": None, "cursor": 1, "done": False})
     poller.absorb({"events": [_event(5)], "lost": [1, 5], "cursor": 6, "done": True,
@@ -113,13 +113,13 @@ def test_events_that_fell_out_of_the_buffer_are_read_from_the_cluster_journal(tm
 
 
 def test_a_reattached_record_keeps_each_event_once(tmp_path):
-    from maggy_magic.backends.livy.backend import _After
+    from maggy_magic.backends.livy.follow import After
     from maggy_magic.store import RunStore, read_journal
 
     store = RunStore(str(tmp_path / "run"))
     for i in range(3):
         store(_event(i))
-    keep = _After(store, kept=2)  # the record held seq 0..2; the replay starts at 0
+    keep = After(store, kept=2)  # the record held seq 0..2; the replay starts at 0
     for i in range(5):
         keep(_event(i))
     store.close()
