@@ -287,13 +287,15 @@ def test_interrupt_sends_a_stop_statement(kernel, tmp_path):
         os.unlink(hold)
     name, value = cell_error(reply)
     assert name == "ExperimentInterrupted", value
-    assert "cannot resume" in value and "--resume" not in value, value
+    run_id = value.split("--resume ", 1)[1].split()[0]  # resumable like any search
+    assert "run the cell again with --resume" in value, value
     state, remote_dir = kernel.value("[cut.state, cut.remote_run_dir]")
     assert state == "interrupted"
     # the cluster's driver ended the run on the stop statement, while the trials were held
     last = journal(remote_dir)[-1]
     assert last["type"] == "run_finished" and last["state"] == "interrupted"
     assert last["counts"]["finished"] == 0
+    assert os.path.basename(remote_dir) == run_id
 
 
 def test_session_killed_mid_run_is_one_line_and_keeps_the_record(kernel, server, tmp_path):

@@ -179,6 +179,9 @@ def test_a_maggy_cell_runs_in_the_session_namespace_with_a_live_dashboard(kernel
     with open(os.path.join(run_dir, "journal.jsonl")) as handle:
         types = [json.loads(line)["type"] for line in handle]
     assert types[0] == "run_started" and types[-1] == "run_finished"
+    # %maggy line commands run in the kernel as anywhere
+    reply, messages = kernel.execute("%maggy list")
+    assert reply["content"]["status"] == "ok" and "inkernel" in texts(messages)
     # and the credentials reached no output
     assert PASSWORD not in " ".join(kernel.outputs)
 

@@ -148,3 +148,19 @@ def test_sparkmagic_heartbeats_keep_a_session_and_their_end_lets_it_go(server, t
         assert requests.get(f"{server.url}/sessions/{sid}", timeout=30).status_code == 404
     finally:
         conf.override_all({})
+
+
+def test_a_session_with_a_run_going_stays_up_when_this_process_ends(server, capsys):
+    from maggy_magic.backends.livy.session import following
+
+    target = own_session(LivySettings(url=server.url, start_timeout=300.0))
+    following(target, "20261201-000000-beef", True)
+    try:
+        close_owned()  # what runs at exit
+    finally:
+        following(target, "20261201-000000-beef", False)
+    assert server.sessions[target.session_id].state == "idle"  # not deleted
+    note = capsys.readouterr().err
+    assert f"Livy session {target.session_id}" in note and "stays up" in note
+    assert "20261201-000000-beef" in note and "%maggy attach" in note
+    target.client.delete_session(target.session_id)
