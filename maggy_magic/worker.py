@@ -378,6 +378,13 @@ def main() -> None:
 
         return cloudpickle.loads(payload)
 
+    serve(header, load)
+
+
+def serve(header: Dict[str, Any], load: Callable[[], Callable]) -> None:
+    """Run the worker loop of ``header`` (driver address, secret, worker id...) with the
+    function ``load()`` gives, then leave the process (exit code 0; the loop's own exits
+    say otherwise). Shared by spawned workers and those forked from a template."""
     loop = WorkerLoop(load, header["worker"], header["host"], header["port"],
                       bytes.fromhex(header["secret"]), on_driver_lost="exit",
                       fingerprint=header.get("fingerprint"), devices=header.get("devices"))
@@ -386,4 +393,3 @@ def main() -> None:
     loop.run()
     sys.stdout.flush()
     os._exit(0)
-

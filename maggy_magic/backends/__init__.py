@@ -8,7 +8,7 @@ from ..errors import ConfigError, did_you_mean
 from .base import Backend, Launch
 
 #: Options of the local backend (``backend_options`` / ``--backend-opt KEY=VALUE``).
-LOCAL_OPTIONS = ("max_restarts",)
+LOCAL_OPTIONS = ("max_restarts", "start")
 
 
 def _local(**options: Any) -> Backend:

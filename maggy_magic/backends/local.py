@@ -1,10 +1,16 @@
 """The local backend: long-lived worker processes on this machine.
 
-Each worker is a fresh Python process running :func:`maggy_magic.worker.main` (spawned,
-never forked from the kernel, so the kernel's threads and state do not leak into it).
-Its setup (driver address, secret, TLS fingerprint, ``sys.path``) and the cloudpickled
-training function go through its stdin; its raw output goes to ``workers/<id>.out`` in
-the run directory, while the worker loop streams lines to the driver. Workers live in
+Workers are never forked from the kernel, so the kernel's threads and state do not leak
+into them. By default (``start="auto"``) one template process is spawned per run: it
+imports the worker's modules and loads the cloudpickled training function once, and
+every worker is forked from it (:mod:`.template`), so starting W workers costs one
+interpreter's imports, not W. A dist run (its ranks want fresh processes), a run that
+asks for GPUs or CPUs per trial (their environment must be set before the frameworks
+load), ``start="spawn"``, or a template that cannot load the function spawns each worker
+as a fresh Python process running :func:`maggy_magic.worker.main`, with its setup
+(driver address, secret, TLS fingerprint, ``sys.path``) and the function on its stdin.
+A worker's raw output goes to ``workers/<id>.out`` in the run directory, while the
+worker loop streams lines to the driver. Workers live in
 their own session, so a terminal's Ctrl-C reaches only the kernel, which then stops
 them. A worker that dies while the run is still going is replaced, up to a restart
 budget.
@@ -35,6 +41,10 @@ from ..errors import ConfigError
 from ..resources import Resources, assign, too_many, visible_devices, worker_env
 from ..worker import ABORT_EXIT
 from .base import Backend, Launch
+from .forks import Template
+
+#: How workers start: auto (forked from a template when the run allows it), fork, spawn.
+START_METHODS = ("auto", "fork", "spawn")
 
 _TAIL_BYTES = 2000
 
@@ -44,9 +54,14 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, max_restarts: Optional[int] = None):
+    def __init__(self, max_restarts: Optional[int] = None, start: str = "auto"):
+        if start not in START_METHODS:
+            raise ConfigError(f"local backend option start must be one of "
+                              f"{', '.join(START_METHODS)}, got {start!r}")
         self.max_restarts = max_restarts
+        self.start_method = start
         self._procs: Dict[str, subprocess.Popen] = {}
+        self._template: Optional[Template] = None
         self._lock = threading.Lock()
         self._stopping = False
         self._restarts = 0
@@ -94,8 +109,22 @@ class LocalBackend(Backend):
         if self.visible is not None:
             self.devices = assign(self.visible, launch.num_workers, self.resources)
         os.makedirs(os.path.join(launch.run_dir, "workers"), exist_ok=True)
+        if self.start_method != "spawn" and not launch.fresh_processes and \
+                not self.resources and hasattr(os, "fork"):
+            self._template = Template.start(
+                self._env(None), self._payload, [p for p in sys.path if p],
+                os.path.join(launch.run_dir, "workers", "template.out"), self._exited)
         for index in range(launch.num_workers):
             self._spawn(str(index))
+
+    def _env(self, devices: Optional[List[str]]) -> Dict[str, str]:
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        python_path = os.environ.get("PYTHONPATH", "")
+        return dict(os.environ, PYTHONUNBUFFERED="1",
+                    PYTHONPATH=package_parent + (os.pathsep + python_path if python_path
+                                                 else ""),
+                    **worker_env(devices, self.resources.cpus))
 
     def _spawn(self, worker_id: str) -> None:
         launch = self._launch
@@ -107,13 +136,9 @@ class LocalBackend(Backend):
         if devices is not None:
             header["devices"] = devices
         out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        python_path = os.environ.get("PYTHONPATH", "")
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=package_parent + (os.pathsep + python_path if python_path
-                                                else ""),
-                   **worker_env(devices, self.resources.cpus))
+        if self._template is not None and self._template.fork(worker_id, header):
+            return
+        env = self._env(devices)
         with open(out_path, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from maggy_magic.worker import main; main()"],
@@ -139,6 +164,16 @@ class LocalBackend(Backend):
             if self._stopping or self._procs.get(worker_id) is not proc:
                 return
             del self._procs[worker_id]
+        self._exited(worker_id, code)
+
+    def _exited(self, worker_id: str, code: int) -> None:
+        """A worker process ended with ``code`` while the run goes on."""
+        launch = self._launch
+        assert launch is not None
+        out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
+        with self._lock:
+            if self._stopping:
+                return
             # exit code 0: the worker left because the driver ended the run;
             # ABORT_EXIT: the driver aborted it (its gang failed) and expects a new one;
             # anything else (DRIVER_LOST_EXIT: its connection broke) is replaced while the
@@ -147,7 +182,7 @@ class LocalBackend(Backend):
             restart = aborted or (code != 0 and self._restarts < (self.max_restarts or 0))
             if restart and not aborted:
                 self._restarts += 1
-            alive = len(self._procs)
+            alive = len(self._procs) + (self._template.alive() if self._template else 0)
         if restart:
             self._spawn(worker_id)
         elif code != 0 and alive == 0 and self._launch is not None:
@@ -161,6 +196,8 @@ class LocalBackend(Backend):
             proc = self._procs.get(worker_id)
         if proc is not None and proc.poll() is None:
             proc.kill()
+        elif self._template is not None:
+            self._template.kill(worker_id)
 
     def stop(self, grace: float = 5.0) -> None:
         """Workers leave by themselves on ``shutdown``; whoever is left after ``grace``
@@ -175,11 +212,16 @@ class LocalBackend(Backend):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self._template is not None:
+            self._template.stop(max(0.0, deadline - time.monotonic()))
 
     def pids(self) -> Dict[str, int]:
         """Worker id → process id of the live workers (for tests and tools)."""
         with self._lock:
-            return {wid: p.pid for wid, p in self._procs.items() if p.poll() is None}
+            found = {wid: p.pid for wid, p in self._procs.items() if p.poll() is None}
+        if self._template is not None:
+            found.update(self._template.pids())
+        return found
 
     def describe(self) -> dict:
         return {"backend": self.name}

@@ -1,0 +1,133 @@
+"""A template worker: one fresh process per run that imports the worker's modules and
+loads the training function once, then forks every local worker from itself.
+
+Spawning W interpreters costs W times the imports and the function's unpickling (its
+modules: numpy, scikit-learn...), which on a small machine is most of a run with many
+workers. The template pays that once; a fork costs milliseconds. It is itself spawned,
+never forked from the kernel, so nothing of the kernel's threads or state reaches a
+worker, and it starts no thread of its own.
+
+The protocol, JSON lines (the kernel's :class:`~.local.LocalBackend` speaks it):
+
+- stdin: ``{"sys_path": [...], "payload_bytes": N}``, then N bytes of the cloudpickled
+  function; then commands: ``{"fork": id, "header": {...}}`` (the worker's setup, as a
+  spawned worker reads it). End of input: no more workers; the template leaves once its
+  workers have.
+- stdout: ``{"ready": pid}`` once the function is loaded, or ``{"unavailable": reason}``
+  (the workers are then spawned as before); ``{"forked": id, "pid": pid}`` per fork;
+  ``{"output": id, "data": base64}`` for what a worker wrote to its stdout or stderr (the
+  kernel keeps it in the run directory, which a worker's machine may not see);
+  ``{"exited": id, "code": exit code}`` when a worker ends (a signal ``s`` is ``-s``),
+  after its last output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import sys
+from typing import Any, Callable, Dict
+
+#: Seconds between looks for ended workers while no command arrives.
+REAP_EVERY = 0.05
+
+
+def _send(message: Dict[str, Any]) -> None:
+    os.write(1, json.dumps(message).encode() + b"\n")
+
+
+def _read_exact(stream: Any, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _child(command: Dict[str, Any], load: Callable[[], Callable], out: int) -> None:
+    """In the forked worker: its own session, its output into ``out``, no stdin, then
+    the worker loop."""
+    from ..worker import serve
+
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.close(null)
+    try:
+        serve(command["header"], load)  # leaves the process itself
+    except BaseException:  # noqa: BLE001 - a worker must never return into the template
+        import traceback
+
+        traceback.print_exc()
+    os._exit(1)
+
+
+def main() -> None:
+    """The template's loop (see the module docstring)."""
+    stdin = sys.stdin.buffer
+    setup = json.loads(stdin.readline())
+    payload = _read_exact(stdin, int(setup["payload_bytes"]))
+    for entry in reversed(setup.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        import cloudpickle
+
+        from .. import worker  # noqa: F401 - imported once, here, for every fork
+
+        function = cloudpickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001 - spawned workers report it properly
+        _send({"unavailable": f"{type(exc).__name__}: {exc}"})
+        return
+    _send({"ready": os.getpid()})
+    children: Dict[int, str] = {}
+    outputs: Dict[int, str] = {}  # read end of a worker's output pipe -> worker id
+    ended: Dict[str, int] = {}  # worker id -> exit code, told once its output is drained
+    fd, buffered, closed = stdin.fileno(), b"", False
+    while not closed or children or outputs or ended:
+        watched = list(outputs) + ([] if closed else [fd])
+        readable = select.select(watched, [], [], REAP_EVERY)[0] if watched else \
+            select.select([], [], [], REAP_EVERY)[0]
+        for ready in readable:
+            data = os.read(ready, 65536)
+            if ready == fd:
+                closed = not data
+                buffered += data
+            elif data:
+                _send({"output": outputs[ready], "data": base64.b64encode(data).decode()})
+            else:
+                os.close(ready)
+                del outputs[ready]
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            command = json.loads(line)
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                _child(command, lambda: function, write_end)
+            os.close(write_end)
+            children[pid], outputs[read_end] = command["fork"], command["fork"]
+            _send({"forked": command["fork"], "pid": pid})
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            worker = children.pop(pid, None)
+            if worker is not None:
+                ended[worker] = os.waitstatus_to_exitcode(status)
+        draining = set(outputs.values())
+        for worker in [w for w in ended if w not in draining]:
+            _send({"exited": worker, "code": ended.pop(worker)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""How local workers start: forked from one template process per run that has imported
+the training function's modules and loaded it once (never forked from this process), or
+spawned one by one where a run needs fresh processes (dist ranks, GPU or CPU requests,
+``start="spawn"``)."""
+
+import os
+
+import pytest
+
+from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+from maggy_magic.errors import ConfigError
+
+
+@pytest.fixture
+def counting_module(tmp_path, monkeypatch):
+    """A module that notes each process that imports it (in ``imports.txt``)."""
+    (tmp_path / "heavy_module.py").write_text(
+        "import os\n"
+        f"with open({str(tmp_path / 'imports.txt')!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "def work(x):\n    return x * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("heavy_module")
+    yield module, tmp_path / "imports.txt"
+
+
+def run(module, tmp_path, workers=4, trials=8, **backend_options):
+    work = module.work
+
+    def train(x, reporter):
+        import os as system
+        import time
+
+        time.sleep(0.3)  # long enough for every worker to get trials
+        return {"metric": work(x), "pid": system.getpid(), "parent": system.getppid()}
+
+    return experiment.lagom(train, HyperparameterOptConfig(
+        num_trials=trials, searchspace=Searchspace(x=("DOUBLE", [0, 1])), es_policy="none",
+        workers=workers, root=str(tmp_path / "runs"), backend_options=backend_options))
+
+
+def test_workers_fork_from_one_template_that_loaded_the_function_once(counting_module,
+                                                                       tmp_path):
+    module, imports = counting_module
+    imports.write_text("")  # this process's own import is not the workers'
+    result = run(module, tmp_path)
+    assert result.state == "finished" and result.num_finished == 8
+    metrics = [t["metrics"] for t in result.trial_records]
+    parents = {m["parent"] for m in metrics}
+    # every worker has the same parent, the template, which is not this process
+    assert len(parents) == 1 and parents != {os.getpid()}
+    assert len({m["pid"] for m in metrics}) == 4
+    # the function's modules were imported once, by the template, for all 4 workers
+    assert imports.read_text().split() == [str(int(parents.pop()))]
+
+
+def test_spawned_workers_each_import_the_function_modules(counting_module, tmp_path):
+    module, imports = counting_module
+    imports.write_text("")
+    result = run(module, tmp_path, start="spawn")
+    assert result.state == "finished"
+    pids = {t["metrics"]["pid"] for t in result.trial_records}
+    assert sorted(imports.read_text().split()) == sorted(str(int(p)) for p in pids)
+    assert {t["metrics"]["parent"] for t in result.trial_records} == {os.getpid()}
+
+
+def test_a_run_with_cpus_per_trial_spawns_its_workers(counting_module, tmp_path):
+    module, imports = counting_module
+    work = module.work
+
+    def train(x, reporter):
+        import os as system
+
+        return {"metric": work(x), "threads": system.environ.get("OMP_NUM_THREADS"),
+                "parent": system.getppid()}
+
+    result = experiment.lagom(train, HyperparameterOptConfig(
+        num_trials=2, searchspace=Searchspace(x=("DOUBLE", [0, 1])), es_policy="none",
+        workers=2, cpus_per_trial=1, root=str(tmp_path / "runs")))
+    # the thread pools' size is in each worker's environment before anything loads
+    assert {float(t["metrics"]["threads"]) for t in result.trial_records} == {1.0}
+    assert {t["metrics"]["parent"] for t in result.trial_records} == {os.getpid()}
+
+
+def test_a_killed_forked_worker_is_forked_again_and_its_trial_retried(tmp_path):
+    def train(x, reporter):
+        import os as system
+        import signal
+
+        marker = tmp_path / "killed-once"
+        if x > 0.5 and not marker.exists():
+            marker.write_text("")
+            system.kill(system.getpid(), signal.SIGKILL)
+        return {"metric": x, "pid": system.getpid(), "parent": system.getppid()}
+
+    result = experiment.lagom(train, HyperparameterOptConfig(
+        num_trials=6, searchspace=Searchspace(x=("DISCRETE", [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])),
+        optimizer="gridsearch", es_policy="none", workers=2, hb_timeout=5,
+        root=str(tmp_path / "runs")))
+    assert result.state == "finished" and result.num_finished == 6
+    assert len({t["metrics"]["parent"] for t in result.trial_records}) == 1
+    assert (tmp_path / "killed-once").exists()
+
+
+def test_an_unknown_start_method_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="local backend option start must be one of "
+                                          "auto, fork, spawn, got 'forkserver'"):
+        run(type("M", (), {"work": staticmethod(lambda x: x)}), tmp_path,
+            start="forkserver")
