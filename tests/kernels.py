@@ -52,17 +52,24 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def running_kernel(base, env, timeout):
+def running_kernel(base, env, timeout, python=None):
     """A :class:`Kernel` started under ``base`` (a pathlib folder) with ``env`` added to
-    its environment, working in ``base/work``; shut down on exit."""
+    its environment, working in ``base/work``; shut down on exit. ``python``: the
+    interpreter of another environment, which then imports what it has installed (the
+    checkout is not put on its path); default this Python, with the checkout."""
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec_dir = base / "kernels" / "maggy-test"
     spec_dir.mkdir(parents=True)
-    env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
+    inherited = None
+    if python is None:
+        env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
+    else:
+        env = dict({"IPYTHONDIR": str(base / "ipython")}, **env)
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "maggy-magic test", "language": "python", "env": env}))
     specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
     work = base / "work"
@@ -70,7 +77,7 @@ def running_kernel(base, env, timeout):
     manager = KernelManager(kernel_name="maggy-test", kernel_spec_manager=specs,
                             connection_file=str(base / "connection.json"), transport="ipc",
                             ip=str(base / "ipc"))
-    manager.start_kernel(cwd=str(work))
+    manager.start_kernel(cwd=str(work), **({} if inherited is None else {"env": inherited}))
     client = manager.client()
     client.start_channels()
     try:
