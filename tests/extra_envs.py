@@ -106,7 +106,7 @@ def extra_requirements(wheel: Path, extra: Optional[str]) -> List[str]:
 
 
 def venv_key(wheel: Path, extra: str) -> str:
-    recipe = json.dumps([RECIPE, extra, extra_requirements(wheel, extra),
+    recipe = json.dumps([RECIPE, extra, extra_requirements(wheel, extra or None),
                          list(sys.version_info[:3])])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
@@ -124,8 +124,9 @@ def _locked(path: Path):
 
 def extra_python(wheel: Path, extra: str, timeout: float = 280) -> Tuple[str, Optional[float]]:
     """(the venv's python, seconds its build took or None when it was cached) for
-    ``pip install 'WHEEL[extra]'`` in a fresh venv; the wheel reinstalled on every call."""
-    venv = cache_dir() / f"extra-{extra}-{venv_key(wheel, extra)}"
+    ``pip install 'WHEEL[extra]'`` in a fresh venv (``extra=""``: the plain install);
+    the wheel reinstalled on every call."""
+    venv = cache_dir() / f"extra-{extra or 'plain'}-{venv_key(wheel, extra)}"
     python = venv / "bin" / "python"
     built = None
     with _locked(venv.with_name(venv.name + ".lock")):
@@ -133,10 +134,11 @@ def extra_python(wheel: Path, extra: str, timeout: float = 280) -> Tuple[str, Op
             start = time.monotonic()
             shutil.rmtree(venv, ignore_errors=True)
             _run([sys._base_executable, "-m", "venv", str(venv)], timeout)
-            _run([str(python), "-m", "pip", "install", "-q", f"{wheel}[{extra}]"],
+            _run([str(python), "-m", "pip", "install", "-q",
+                  f"{wheel}[{extra}]" if extra else str(wheel)],
                  timeout - (time.monotonic() - start))
             (venv / ".complete").write_text(json.dumps(
-                {"extra": extra, "requirements": extra_requirements(wheel, extra)}))
+                {"extra": extra, "requirements": extra_requirements(wheel, extra or None)}))
             built = time.monotonic() - start
         _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
               str(wheel)], timeout)
@@ -147,3 +149,32 @@ def _run(argv: List[str], timeout: float) -> None:
     run = subprocess.run(argv, capture_output=True, text=True, timeout=max(timeout, 1),
                          env=clean_env())
     assert run.returncode == 0, f"{' '.join(argv)}:\n{run.stderr[-4000:]}"
+
+
+def main(argv: List[str]) -> None:
+    """``python tests/extra_envs.py [EXTRA ...]``: build (or find cached) the venv of each
+    extra (default: those ``tests/test_extras.py`` checks), print how long each took and
+    its size. ``scripts/run-tests.sh`` runs it before the suite, so that a first build,
+    which downloads TensorFlow and PyTorch, is not counted in a test's timeout."""
+    import tempfile
+
+    if argv:
+        extras = ["" if extra == "plain" else extra for extra in argv]
+    else:
+        from test_extras import EXTRA_CHECKS
+
+        extras = sorted(EXTRA_CHECKS)
+    with tempfile.TemporaryDirectory() as scratch:
+        wheel = build_wheel(Path(scratch))
+        for extra in extras:
+            python, built = extra_python(wheel, extra, timeout=1800)
+            venv = Path(python).parents[1]
+            size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file()
+                       and not p.is_symlink())
+            took = "cached" if built is None else f"built in {built:.0f} s"
+            print(f"[{extra or 'plain'}] {venv}: {took}, {size / 2**20:.0f} MiB",
+                  file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

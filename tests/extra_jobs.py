@@ -125,8 +125,27 @@ def spark_job(_arg):
 
 
 def livy_job(url):
-    return _hpo(num_trials=3, workers=2, backend="livy",
-                backend_options={"url": url})
+    from maggy_magic import MaggyError
+
+    try:   # Kerberos auth is optional: without its packages, a one-line error
+        _hpo(num_trials=1, backend="livy", backend_options={"url": url, "auth": "kerberos"})
+        kerberos = None
+    except MaggyError as exc:
+        kerberos = f"{type(exc).__name__}: {exc}"
+    found = _hpo(num_trials=3, workers=2, backend="livy", backend_options={"url": url})
+    found["kerberos"] = kerberos
+    return found
+
+
+def plain_job(_arg):
+    """The plain install: a search on local workers, then ``maggy-magic ls``."""
+    import subprocess
+
+    found = _hpo(num_trials=4, workers=2, name="plain-search")
+    listed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "maggy-magic"),
+                             "ls"], capture_output=True, text=True, check=True)
+    found["ls"] = listed.stdout
+    return found
 
 
 def bayes_job(_arg):
@@ -138,7 +157,7 @@ def bayes_job(_arg):
     return found
 
 
-JOBS = {"tf": tf_job, "torch": torch_job, "spark": spark_job, "livy": livy_job,
+JOBS = {"": plain_job, "tf": tf_job, "torch": torch_job, "spark": spark_job, "livy": livy_job,
         "bayes": bayes_job}
 
 if __name__ == "__main__":

@@ -156,8 +156,18 @@ def check_livy(python, tmp_path):
     with LivyServer(spark_master="local[2]") as server:
         answer = run_job(python, "livy", tmp_path, server.url,
                          env={"SPARKMAGIC_CONF_DIR": str(conf)})
-        assert list(server.sessions) == [0]
+        assert list(server.sessions) == [0]       # the kerberos try started none
     assert answer["state"] == "finished" and answer["finished"] == 3
+    assert answer["kerberos"] == "ConfigError: livy kerberos auth needs requests-kerberos " \
+        "or requests-gssapi; pip install 'maggy-magic[kerberos]'"
+
+
+def check_plain(python, tmp_path):
+    installed = distributions(python)
+    assert not installed & ({"pyspark", "torch", "ipython", "optuna", "requests"} | TENSORFLOWS)
+    answer = run_job(python, "", tmp_path)
+    assert answer["state"] == "finished" and answer["finished"] == 4
+    assert "plain-search" in answer["ls"], answer["ls"]
 
 
 def check_bayes(python, tmp_path):
@@ -196,9 +206,10 @@ def check_notebook(python, tmp_path):
         assert kernel.value("[result.state, result.num_finished]") == ["finished", 2]
 
 
-#: extra -> its check (the venv's python, a folder to work in). The mlflow extra's row
-#: goes here, its job in ``extra_jobs.JOBS``.
+#: extra -> its check (the venv's python, a folder to work in); "" is the plain install.
+#: The mlflow extra's row goes here, its job in ``extra_jobs.JOBS``.
 EXTRA_CHECKS = {
+    "": check_plain,
     "tf": check_tf,
     "torch": check_torch,
     "spark": check_spark,
@@ -209,7 +220,7 @@ EXTRA_CHECKS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", sorted(EXTRA_CHECKS))
+@pytest.mark.parametrize("extra", sorted(EXTRA_CHECKS), ids=lambda extra: extra or "plain")
 def test_the_wheel_with_one_extra_runs_its_feature(extra, wheel, tmp_path):
     python, built = extra_python(wheel, extra)
     if built is not None:
@@ -218,4 +229,4 @@ def test_the_wheel_with_one_extra_runs_its_feature(extra, wheel, tmp_path):
 
 
 def test_jobs_and_checks_name_the_same_extras():
-    assert set(extra_jobs.JOBS) | {"notebook"} == set(EXTRA_CHECKS)
+    assert set(extra_jobs.JOBS) | {"notebook"} == set(EXTRA_CHECKS)  # notebook: a kernel
