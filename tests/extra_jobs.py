@@ -157,8 +157,44 @@ def bayes_job(_arg):
     return found
 
 
-JOBS = {"": plain_job, "tf": tf_job, "torch": torch_job, "spark": spark_job, "livy": livy_job,
-        "bayes": bayes_job}
+NOTEBOOK_CELLS = [
+    ("n_trials = 2", ["parameters"]),
+    ("%load_ext maggy_magic", []),
+    ("%%maggy hpo --trials $n_trials --workers 2 --es-policy none --seed 3 --metric score "
+     "--name unattended -o result\n"
+     "from maggy_magic import Searchspace\n"
+     "space = Searchspace(x=('DOUBLE', [0, 1]))\n\n"
+     "def train(x, reporter):\n"
+     "    reporter.broadcast(x, 0)\n"
+     "    return {'score': x}", []),
+    ("print('trials finished:', result.num_finished)", []),
+]
+
+
+def papermill_job(_arg):
+    """``maggy-magic run`` of a parameterized notebook, in a kernel of this venv."""
+    import subprocess
+
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(source, metadata={"tags": tags})
+        for source, tags in NOTEBOOK_CELLS])
+    nbformat.write(notebook, "unattended.ipynb")
+    ran = subprocess.run([os.path.join(os.path.dirname(sys.executable), "maggy-magic"), "run",
+                          "unattended.ipynb", "-p", "n_trials", "3"],
+                         capture_output=True, text=True)
+    executed = nbformat.read("unattended.output.ipynb", as_version=4) \
+        if os.path.exists("unattended.output.ipynb") else None
+    printed = [out.get("text", "") for cell in (executed.cells if executed else [])
+               for out in cell.get("outputs", [])]
+    return {"rc": ran.returncode, "stdout": ran.stdout, "stderr": ran.stderr[-3000:],
+            "printed": "".join(printed)}
+
+
+#: extra ("" for the plain install) -> its job; the test's table names the same extras.
+JOBS = {"": plain_job, "papermill": papermill_job, "tf": tf_job, "torch": torch_job,
+        "spark": spark_job, "livy": livy_job, "bayes": bayes_job}
 
 if __name__ == "__main__":
     job, out = sys.argv[1], sys.argv[2]

@@ -176,6 +176,13 @@ def check_bayes(python, tmp_path):
     assert len({p["x"] for p in answer["params"]}) == 8
 
 
+def check_papermill(python, tmp_path):
+    answer = run_job(python, "papermill", tmp_path)
+    assert answer["rc"] == 0, answer["stderr"]
+    assert "trials finished: 3" in answer["printed"], answer
+    assert "output notebook:" in answer["stdout"], answer["stdout"]
+
+
 NOTEBOOK_CELL = """%%maggy hpo --trials 2 --workers 2 --es-policy none --seed 3 --metric score \
 --name widget -o result
 from maggy_magic import Searchspace
@@ -216,6 +223,7 @@ EXTRA_CHECKS = {
     "livy": check_livy,
     "bayes": check_bayes,
     "notebook": check_notebook,
+    "papermill": check_papermill,
 }
 
 
