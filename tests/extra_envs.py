@@ -10,9 +10,11 @@ What a test can rely on:
   in a fresh ``python -m venv``. The venv is cached outside the checkout (under
   ``$MAGGY_VENV_CACHE``, else ``~/.cache/maggy-magic``, like ``scripts/setup.sh``), keyed
   on that extra's requirements in the wheel's metadata, this Python's version and
-  :data:`RECIPE`, so a second run reuses it; the wheel itself is reinstalled (``--no-deps``) on
-  every call, so the venv always runs the code under test. pip's own cache and settings
-  are the user's (its default cache, its config files).
+  :data:`RECIPE`, so a second run reuses it (a newer release of a dependency does not
+  rebuild it; a changed requirement does); the wheel itself is reinstalled
+  (``--no-deps``) on every call, so the venv always runs the code under test. pip's own
+  cache and settings are the user's (its default cache, its config files).
+* ``python tests/extra_envs.py [EXTRA ...]`` builds them ahead (:func:`main`).
 * Building one venv at a time per key: a lock file next to it; a venv whose build did
   not finish is built again.
 """

@@ -106,7 +106,7 @@ def _hpo(**kwargs):
                                      es_policy="none", hb_interval=0.1, **kwargs)
     result = experiment.lagom(search, config)
     return {"state": result.state, "finished": result.num_finished,
-            "best": result.best_metric,
+            "best": result.best_metric, "run_dir": result.run_dir,
             "params": [r["params"] for r in result.trial_records]}
 
 
@@ -192,9 +192,29 @@ def papermill_job(_arg):
             "printed": "".join(printed)}
 
 
+def tensorboard_job(_arg):
+    """A search, then the event files of its HParams summary, read back with
+    TensorBoard's own loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from maggy_magic.hparams_summary import wait_for_writers
+
+    found = _hpo(num_trials=2, workers=2)
+    wait_for_writers(timeout=60)
+    tags = {}
+    for folder, _, files in os.walk(os.path.join(found["run_dir"], "tensorboard")):
+        for name in files:
+            rel = os.path.relpath(folder, found["run_dir"])
+            for event in EventFileLoader(os.path.join(folder, name)).Load():
+                tags.setdefault(rel, set()).update(v.tag for v in event.summary.value)
+    found["tags"] = {folder: sorted(names) for folder, names in tags.items()}
+    return found
+
+
 #: extra ("" for the plain install) -> its job; the test's table names the same extras.
 JOBS = {"": plain_job, "papermill": papermill_job, "tf": tf_job, "torch": torch_job,
-        "spark": spark_job, "livy": livy_job, "bayes": bayes_job}
+        "spark": spark_job, "livy": livy_job, "bayes": bayes_job,
+        "tensorboard": tensorboard_job}
 
 if __name__ == "__main__":
     job, out = sys.argv[1], sys.argv[2]

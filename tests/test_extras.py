@@ -183,6 +183,18 @@ def check_papermill(python, tmp_path):
     assert "output notebook:" in answer["stdout"], answer["stdout"]
 
 
+def check_tensorboard(python, tmp_path):
+    """The run's HParams summary: the experiment, and one session per trial with the
+    metric's scalars."""
+    answer = run_job(python, "tensorboard", tmp_path)
+    tags = answer["tags"]
+    assert "_hparams_/experiment" in tags["tensorboard"], tags
+    trials = [folder for folder in tags if folder != "tensorboard"]
+    assert len(trials) == 2, tags
+    for folder in trials:
+        assert {"_hparams_/session_start_info", "score"} <= set(tags[folder]), tags
+
+
 NOTEBOOK_CELL = """%%maggy hpo --trials 2 --workers 2 --es-policy none --seed 3 --metric score \
 --name widget -o result
 from maggy_magic import Searchspace
@@ -224,6 +236,7 @@ EXTRA_CHECKS = {
     "bayes": check_bayes,
     "notebook": check_notebook,
     "papermill": check_papermill,
+    "tensorboard": check_tensorboard,
 }
 
 
