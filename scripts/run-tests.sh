@@ -7,6 +7,8 @@ bash scripts/system-deps.sh
 py=$(bash scripts/setup.sh test)
 # the Connect-client-only environment of tests/test_connect.py, set up with the rest
 bash scripts/setup-client.sh >/dev/null
+# the venvs of tests/test_extras.py (the wheel with one extra each), cached the same way
+"$py" tests/extra_envs.py
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # lint first: every Python file of the checkout, settings in pyproject.toml
 "$(dirname "$py")/ruff" check .

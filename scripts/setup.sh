@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the project's virtual environment and installs maggy-magic into it.
+# Creates (or reuses) the project's virtual environment and installs maggy-magic into it,
+# with what pyproject.toml declares for EXTRAS and nothing else.
 #   scripts/setup.sh [EXTRAS]      e.g. scripts/setup.sh test
 # The environment is cached outside the checkout, keyed on the dependency list, so a fresh
 # clone reuses it; `.venv` in the checkout points at it. Prints nothing on stdout but the
@@ -26,12 +27,6 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     spec="."
     [ -n "$extras" ] && spec=".[$extras]"
     "$venv/bin/python" -m pip install -q "$spec" >&2
-    # tf-keras (Keras 2) for `model.fit` under MultiWorkerMirroredStrategy; its wheel asks
-    # for the full `tensorflow` distribution, which tensorflow-cpu already provides
-    tf=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('tensorflow-cpu'))" 2>/dev/null || true)
-    if [ -n "$tf" ]; then
-        "$venv/bin/python" -m pip install -q --no-deps "tf-keras==${tf%.*}.*" >&2
-    fi
     touch "$venv/.complete"
 fi
 # the checkout itself, without touching the cached dependencies

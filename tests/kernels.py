@@ -52,18 +52,26 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def running_kernel(base, env, timeout, module="ipykernel_launcher", name="maggy-test"):
+def running_kernel(base, env, timeout, python=None, module="ipykernel_launcher",
+                   name="maggy-test"):
     """A :class:`Kernel` started under ``base`` (a pathlib folder) with ``env`` added to
-    its environment, working in ``base/work``; shut down on exit. ``module`` is what
-    ``python -m`` runs (e.g. sparkmagic's PySpark kernel), ``name`` the spec's name."""
+    its environment, working in ``base/work``; shut down on exit. ``python``: the
+    interpreter of another environment, which then imports what it has installed (the
+    checkout is not put on its path); default this Python, with the checkout. ``module``
+    is what ``python -m`` runs (e.g. sparkmagic's PySpark kernel), ``name`` the spec's."""
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec_dir = base / "kernels" / name
     spec_dir.mkdir(parents=True)
-    env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
+    inherited = None
+    if python is None:
+        env = dict({"PYTHONPATH": ROOT, "IPYTHONDIR": str(base / "ipython")}, **env)
+    else:
+        env = dict({"IPYTHONDIR": str(base / "ipython")}, **env)
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", module, "-f", "{connection_file}"],
+        "argv": [python or sys.executable, "-m", module, "-f", "{connection_file}"],
         "display_name": "maggy-magic test", "language": "python", "env": env}))
     specs = KernelSpecManager(kernel_dirs=[str(base / "kernels")], ensure_native_kernel=False)
     work = base / "work"
@@ -71,7 +79,7 @@ def running_kernel(base, env, timeout, module="ipykernel_launcher", name="maggy-
     manager = KernelManager(kernel_name=name, kernel_spec_manager=specs,
                             connection_file=str(base / "connection.json"), transport="ipc",
                             ip=str(base / "ipc"))
-    manager.start_kernel(cwd=str(work))
+    manager.start_kernel(cwd=str(work), **({} if inherited is None else {"env": inherited}))
     client = manager.client()
     client.start_channels()
     try:

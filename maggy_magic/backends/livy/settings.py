@@ -166,7 +166,7 @@ def kerberos_auth(options: Dict[str, Any]) -> Any:
         import requests_gssapi
     except ImportError:
         raise ConfigError("livy kerberos auth needs requests-kerberos or requests-gssapi; "
-                          "pip install requests-kerberos") from None
+                          "pip install 'maggy-magic[kerberos]'") from None
     return requests_gssapi.HTTPSPNEGOAuth()
 
 
