@@ -12,7 +12,7 @@ import {
 } from "./state.js";
 import { h, s } from "./dom.js";
 
-const PC = { width: 640, height: 260, left: 44, right: 60, top: 34, bottom: 12, hit: 26 };
+const PC = { width: 640, height: 266, left: 44, right: 60, top: 40, bottom: 12, hit: 26 };
 
 /** The search panel: returns {el, update(search)}; `el` is hidden while there is nothing
  * to draw (no parameters, an ablation study, a distributed run). */
@@ -103,10 +103,10 @@ export function searchPanel() {
     const key = axisKey(axis);
     const g = s("g", { class: `maggy-pc-axis${axis.metric ? " maggy-pc-metric" : ""}`, "data-axis": key });
     g.append(s("line", { x1: x, x2: x, y1: PC.top, y2: PC.top + plotH, class: "maggy-pc-rule" }));
-    const name = s("text", { x, y: PC.top - 16, "text-anchor": "middle", class: "maggy-pc-name" });
+    const name = s("text", { x, y: PC.top - 24, "text-anchor": "middle", class: "maggy-pc-name" });
     const arrow = axis.metric ? (axis.direction === "min" ? " ↓" : " ↑") : "";
     name.textContent = (axis.name.length > 16 ? `${axis.name.slice(0, 15)}…` : axis.name) + arrow;
-    const kind = s("text", { x, y: PC.top - 5, "text-anchor": "middle", class: "maggy-axis maggy-pc-kind" });
+    const kind = s("text", { x, y: PC.top - 12, "text-anchor": "middle", class: "maggy-axis maggy-pc-kind" });
     kind.textContent = axis.metric ? "metric" : axis.kind;
     g.append(name, kind);
     for (const tick of axisTicks(axis, 5)) {
