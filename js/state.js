@@ -328,9 +328,12 @@ export function axisTicks(axis, count = 5) {
   return values.map((v) => ({ position: axisPosition(axis, v), label: formatTick(v, step) }));
 }
 
-/** A brush dragged from position p0 to p1 on an axis: {lo, hi} in axis coordinates. */
-export function brushFromPositions(axis, p0, p1) {
-  const [a, b] = [axisCoordinate(axis, p0), axisCoordinate(axis, p1)];
+/** A brush dragged from position p0 to p1 on an axis: {lo, hi} in axis coordinates.
+ * A drag that starts or ends within `snap` of an axis end reaches that end, so the values
+ * drawn right at the end (the best one, often) are inside it. */
+export function brushFromPositions(axis, p0, p1, snap = 0.02) {
+  const near = (p) => (p >= 1 - snap ? 1 : p <= snap ? 0 : p);
+  const [a, b] = [axisCoordinate(axis, near(p0)), axisCoordinate(axis, near(p1))];
   return { lo: Math.min(a, b), hi: Math.max(a, b) };
 }
 

@@ -80,7 +80,7 @@ def test_the_summary_draws_each_trial_through_its_parameters(search):
     page = summary_html(search)
     svg = re.search(r'<svg class="maggy-parcoords".*?</svg>', page).group()
     # one line per scored trial, the best one in red, drawn last (on top)
-    lines = re.findall(r'<polyline class="maggy-pc-line".*?</polyline>', svg)
+    lines = re.findall(r'<polyline class="maggy-summary-line".*?</polyline>', svg)
     assert len(lines) == 40
     assert f"trial {search.best_id}:" in lines[-1] and 'stroke="#d62728"' in lines[-1]
     names = re.findall(r'font-weight="bold">([^<]+)</text>', svg)
@@ -90,7 +90,7 @@ def test_the_summary_draws_each_trial_through_its_parameters(search):
     # the importances follow, the driving parameter first
     head = re.search(r'maggy-importance-head[^>]*>([^<]+)<', page).group(1)
     assert head == "parameter importance (fANOVA over 40 finished trials)"
-    bars = re.search(r'<svg class="maggy-importance".*?</svg>', page).group()
+    bars = re.search(r'<svg class="maggy-summary-importance".*?</svg>', page).group()
     assert re.findall(r'text-anchor="end">([^<]+)</text>', bars)[0] == "x"
     # the record survives the run: the result read back from its directory draws the same
     from maggy_magic.runs import load_result
@@ -126,7 +126,7 @@ def test_without_optuna_importances_are_a_note_not_an_error(search, tmp_path):
         "    direction='max', optimization_key='score', trials=data['trials'],\n"
         "    searchspace=data['searchspace'])\n"
         "page = summary_html(result)\n"
-        "print(json.dumps([answer, page.count('class=\"maggy-pc-line\"'),\n"
+        "print(json.dumps([answer, page.count('class=\"maggy-summary-line\"'),\n"
         "                  'maggy-importance-note' in page]))\n")
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

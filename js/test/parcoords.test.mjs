@@ -79,6 +79,14 @@ test("a brush keeps the lines inside it on every brushed axis", () => {
   assert.notEqual(axisKey(metric), axisKey({ ...metric, metric: false }));
 });
 
+test("a drag from near an axis end reaches the end", () => {
+  const brush = brushFromPositions(metric, 0.99, 0.5);
+  assert.equal(brush.hi, 1);
+  assert.ok(inBrush(metric, brush, 1)); // the best value, drawn at the very top
+  assert.equal(brushFromPositions(metric, 0.01, 0.5).lo, 0);
+  assert.equal(brushFromPositions(metric, 0.9, 0.5, 0).hi, 0.9);
+});
+
 test("brush positions round-trip through the axis coordinates", () => {
   for (const axis of [linear, log]) {
     const brush = brushFromPositions(axis, 0.8, 0.2);

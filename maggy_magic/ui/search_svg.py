@@ -95,7 +95,7 @@ def parallel_svg(axes: Sequence[Dict[str, Any]], records: Sequence[Dict[str, Any
         tip = _e(f"trial {record.get('trial')}: {key} {_fmt(record['value'])}")
         for points in segments:
             if len(points) > 1:
-                out.append(f'<polyline class="maggy-pc-line" points="{" ".join(points)}" '
+                out.append(f'<polyline class="maggy-summary-line" points="{" ".join(points)}" '
                            f'fill="none" stroke="{color}" stroke-width="{width}" '
                            f'stroke-opacity="{opacity}"{dash}><title>{tip}</title></polyline>')
     for x, axis in zip(xs, every):
@@ -123,7 +123,7 @@ def importance_html(answer: Dict[str, Any]) -> str:
     bar_w = _WIDTH - label_w - value_w
     out = [f'<div class="maggy-importance-head" style="margin-top:6px">parameter importance '
            f"({_e(answer.get('method'))} over {answer.get('trials')} finished trials)</div>",
-           f'<svg class="maggy-importance" xmlns="http://www.w3.org/2000/svg" '
+           f'<svg class="maggy-summary-importance" xmlns="http://www.w3.org/2000/svg" '
            f'width="{_WIDTH}" height="{height}" viewBox="0 0 {_WIDTH} {height}" role="img" '
            f'aria-label="parameter importance" style="background:#fff">']
     for i, (name, share) in enumerate(items):
