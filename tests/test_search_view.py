@@ -161,6 +161,9 @@ def test_an_ablation_study_has_no_parallel_coordinates(tmp_path):
     page = summary_html(result)
     assert "maggy-ablation" in page
     assert "maggy-parcoords" not in page and "parameter importance" not in page
+    from maggy_magic.ui.search_svg import importance_line
+
+    assert importance_line(result) == ""
     state = DashboardState()
     state.apply({"type": "run_started", "t": 0, "config": {"kind": "ablation"}})
     assert state.search_payload(0)["axes"] == []
@@ -237,3 +240,15 @@ def test_importances_are_computed_off_the_listeners_thread():
     finished = sum(1 for i in range(400) if i % 7)
     assert final["of"] == finished and final["importances"][0][0] == "x"
     assert dash.importance.computations <= took / 0.2 + 2
+
+
+def test_the_text_progress_ends_with_the_importances(search):
+    import io
+
+    from maggy_magic.ui.text import TextProgress
+
+    out = io.StringIO()
+    TextProgress("driven", stream=out).finish(search)
+    last = out.getvalue().splitlines()[-1]
+    assert re.fullmatch(r"parameter importance \(fANOVA, 40 trials\): x \d+\.\d% · "
+                        r"(noise|act) \d+\.\d% · (noise|act) \d+\.\d%", last), last

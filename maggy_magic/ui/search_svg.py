@@ -10,6 +10,9 @@ runs without a search (an ablation study, a distributed run, a run with no score
 - importances (:func:`.importance.param_importances`, fANOVA): one bar per parameter,
   or the note saying why there are none (too few trials, Optuna not installed).
 
+``importance_line(result)`` is the importances as one line of text (the text progress's
+final words), empty for runs without a search.
+
 Everything user-supplied is escaped.
 """
 
@@ -32,11 +35,31 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 56, 28, 30
 _BEST, _LOW, _HIGH = "#d62728", (198, 219, 239), (8, 69, 148)
 
 
+def has_search(records: Sequence[Dict[str, Any]]) -> bool:
+    """Whether the trials are those of a search (not an ablation study, not the ranks of
+    a distributed run) with parameters."""
+    return any(r.get("params") for r in records) and not any(
+        "component" in (r.get("info") or {}) or "rank" in (r.get("info") or {})
+        for r in records)
+
+
+def importance_line(result: Any) -> str:
+    """``parameter importance (fANOVA, 40 trials): x 91.2% · lr 6.1% · act 2.7%``, or
+    the note; empty for runs without a search."""
+    records = list(result.trial_records)
+    if not has_search(records):
+        return ""
+    answer = param_importances(getattr(result, "searchspace", None), records)
+    if not answer["importances"]:
+        return f"parameter importance: {answer['note']}"
+    shares = " · ".join(f"{name} {share:.1%}" for name, share in answer["importances"])
+    return f"parameter importance ({answer['method']}, {answer['trials']} trials): {shares}"
+
+
 def search_section(result: Any) -> str:
     """The parallel coordinates and importances of ``result`` (an ExperimentResult)."""
     records = list(result.trial_records)
-    if any("component" in (r.get("info") or {}) or "rank" in (r.get("info") or {})
-           for r in records):
+    if not has_search(records):
         return ""
     scored = [r for r in records if r.get("state") in parcoords.SCORED_STATES
               and _finite(r.get("value"))]
