@@ -1,10 +1,11 @@
 // The maggy-magic live dashboard: an anywidget front-end (ES module).
 //
-// The kernel syncs four bounded JSON traits (maggy_magic/ui/dashboard.py):
+// The kernel syncs five bounded JSON traits (maggy_magic/ui/dashboard.py):
 //   status  {title, state, started, ended, now, num_trials, counts, best, metric, ...}
 //   trials  {rows: [...], total, sort}        at most a few hundred rows, pre-selected
 //   curves  {curves: [{trial, state, points}], best, total}   downsampled
 //   logs    {workers: {id: {host, trial, state, devices, total, lines: [[trial, text], ...]}}}
+//   search  {axes, lines, total, best, note, importances}   drawn by search.js
 // An ablation study's status also has `ablation` {base, components, total}: drawn as a
 // bar chart of each component's metric minus the base's.
 // and listens for {type: "stop"} messages. The view sends its table sort back through
@@ -16,30 +17,13 @@ import {
   formatTick, formatValue, mergeLogTail, nextSort, niceTicks, tableColumns,
   progressSegments, sortRows,
 } from "./state.js";
+import { h, s } from "./dom.js";
+import { searchPanel } from "./search.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const LIVE = new Set(["starting", "running"]);
 const PLOT = { width: 520, height: 250, left: 50, right: 14, top: 18, bottom: 36 };
 const ENDED = new Set(["finished", "stopped", "failed", "interrupted"]);
 const BARS = { width: 560, row: 20, label: 170, value: 80, top: 4, bottom: 18 };
-
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function s(tag, attrs = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  return node;
-}
 
 function render({ model, el }) {
   const root = h("div", { class: "maggy-dash" });
@@ -89,6 +73,10 @@ function render({ model, el }) {
     h("div", { class: "maggy-panel" }, h("div", { class: "maggy-panel-title", text: "Learning curves" }), plot, legend, plotNote),
     h("div", { class: "maggy-panel maggy-table-panel" }, h("div", { class: "maggy-panel-title", text: "Trials" }),
       h("div", { class: "maggy-table-scroll" }, table), tableNote)));
+
+  // -- the search: parallel coordinates and parameter importances -------------------------
+  const search = searchPanel();
+  root.append(search.el);
 
   // -- one log pane per worker ------------------------------------------------------------
   const logs = h("div", { class: "maggy-logs", "data-role": "logs" });
@@ -318,12 +306,14 @@ function render({ model, el }) {
     }
   }
 
-  const handlers = { status: () => { updateStatus(); updateTable(); }, trials: updateTable, curves: updateCurves, logs: updateLogs };
+  const updateSearch = () => search.update(model.get("search"));
+  const handlers = { status: () => { updateStatus(); updateTable(); }, trials: updateTable, curves: updateCurves, logs: updateLogs, search: updateSearch };
   for (const [name, fn] of Object.entries(handlers)) model.on(`change:${name}`, fn);
   updateStatus();
   updateTable();
   updateCurves();
   updateLogs();
+  updateSearch();
   const timer = setInterval(tick, 1000);
 
   return () => {

@@ -261,3 +261,138 @@ export function ablationBars(ablation, direction = "max") {
     }),
   };
 }
+
+// -- parallel coordinates ------------------------------------------------------------------
+// Axes come from the kernel (maggy_magic/ui/parcoords.py): {name, kind, ...} with kind
+// "linear" or "log" ({domain: [lo, hi], integer}) or "categorical" ({categories: [labels]});
+// the last one is the metric's ({metric: true, direction}). A line's value on a numeric
+// axis is the number itself, on a categorical one the category's index, null when missing.
+
+/** Where a value lies along an axis: 0 (bottom) .. 1 (top); null when it has no place. */
+export function axisPosition(axis, value) {
+  if (value === null || value === undefined || typeof value !== "number" || !Number.isFinite(value)) return null;
+  if (axis.kind === "categorical") {
+    const n = (axis.categories || []).length;
+    return n && value >= 0 && value < n ? (value + 0.5) / n : null;
+  }
+  let [lo, hi] = axis.domain;
+  let v = value;
+  if (axis.kind === "log") {
+    if (v <= 0 || lo <= 0) return null;
+    [lo, hi, v] = [Math.log(lo), Math.log(hi), Math.log(v)];
+  }
+  if (!(hi > lo)) return 0.5;
+  return Math.min(1, Math.max(0, (v - lo) / (hi - lo)));
+}
+
+/** The axis coordinate at a position (axisPosition's inverse): a number on numeric axes,
+ * a fractional category index on categorical ones. */
+export function axisCoordinate(axis, position) {
+  const p = Math.min(1, Math.max(0, position));
+  if (axis.kind === "categorical") return p * (axis.categories || []).length - 0.5;
+  const [lo, hi] = axis.domain;
+  if (axis.kind === "log") return Math.exp(Math.log(lo) + p * (Math.log(hi) - Math.log(lo)));
+  return lo + p * (hi - lo);
+}
+
+/**
+ * An axis's ticks as [{position, label}]: every category (every k-th past `count` * 2),
+ * powers of ten on a log axis spanning two decades or more (else round values between
+ * its ends), round values on a linear one (whole numbers only on integer axes).
+ */
+export function axisTicks(axis, count = 5) {
+  if (axis.kind === "categorical") {
+    const labels = axis.categories || [];
+    const every = Math.max(1, Math.ceil(labels.length / (count * 2)));
+    return labels.map((label, i) => ({ position: (i + 0.5) / labels.length, label, i }))
+      .filter((t) => t.i % every === 0).map(({ position, label }) => ({ position, label }));
+  }
+  const [lo, hi] = axis.domain;
+  let values;
+  let step;
+  if (axis.kind === "log") {
+    const first = Math.ceil(Math.log10(lo) - 1e-9);
+    const last = Math.floor(Math.log10(hi) + 1e-9);
+    if (last - first >= 1) {
+      const every = Math.max(1, Math.ceil((last - first + 1) / count));
+      values = [];
+      for (let k = first; k <= last; k += every) values.push(10 ** k);
+      return values.map((v) => ({ position: axisPosition(axis, v), label: formatValue(Number(v.toPrecision(1))) }));
+    }
+  }
+  ({ step, values } = niceTicks(lo, hi, count));
+  if (axis.integer) {
+    values = values.filter((v) => Number.isInteger(v));
+    step = Math.max(1, step);
+  }
+  return values.map((v) => ({ position: axisPosition(axis, v), label: formatTick(v, step) }));
+}
+
+/** A brush dragged from position p0 to p1 on an axis: {lo, hi} in axis coordinates.
+ * A drag that starts or ends within `snap` of an axis end reaches that end, so the values
+ * drawn right at the end (the best one, often) are inside it. */
+export function brushFromPositions(axis, p0, p1, snap = 0.02) {
+  const near = (p) => (p >= 1 - snap ? 1 : p <= snap ? 0 : p);
+  const [a, b] = [axisCoordinate(axis, near(p0)), axisCoordinate(axis, near(p1))];
+  return { lo: Math.min(a, b), hi: Math.max(a, b) };
+}
+
+/** The positions [bottom, top] a brush covers on its axis (for drawing it). */
+export function brushPositions(axis, brush) {
+  if (axis.kind === "categorical") {
+    const n = (axis.categories || []).length || 1;
+    return [(brush.lo + 0.5) / n, (brush.hi + 0.5) / n].map((p) => Math.min(1, Math.max(0, p)));
+  }
+  return [axisPosition(axis, brush.lo) ?? 0, axisPosition(axis, brush.hi) ?? 1];
+}
+
+/** Whether a line's value on an axis lies inside the brush (missing values never do). */
+export function inBrush(axis, brush, value) {
+  if (axisPosition(axis, value) === null) return false;
+  return value >= brush.lo && value <= brush.hi;
+}
+
+/** The key a brush is kept under: stable while axes come and go. */
+export function axisKey(axis) {
+  return `${axis.metric ? "metric" : "param"}:${axis.name}`;
+}
+
+/**
+ * The trials of `lines` ([{trial, values}]) inside every brush (`brushes`: {axisKey:
+ * {lo, hi}}; brushes of axes not in `axes` are ignored), as a Set of trial ids. Without
+ * brushes every line is selected.
+ */
+export function brushSelection(axes, lines, brushes) {
+  const active = axes.map((axis, i) => [i, axis, brushes[axisKey(axis)]]).filter(([, , b]) => b);
+  const out = new Set();
+  for (const line of lines) {
+    if (active.every(([i, axis, brush]) => inBrush(axis, brush, line.values[i]))) out.add(line.trial);
+  }
+  return out;
+}
+
+/** How good a metric value is on the metric axis: 0 (worst drawn) .. 1 (best drawn). */
+export function metricShare(axis, value) {
+  const p = axisPosition(axis, value);
+  if (p === null) return 0;
+  return axis.direction === "min" ? 1 - p : p;
+}
+
+/** A line's colour for a goodness share: light (worst) to dark blue (best). */
+export function shadeColor(share) {
+  const low = [176, 200, 232];
+  const high = [16, 70, 150];
+  const t = Math.min(1, Math.max(0, share));
+  const rgb = low.map((a, i) => Math.round(a + (high[i] - a) * t));
+  return `rgb(${rgb.join(",")})`;
+}
+
+/** The importance bars from the kernel's answer (maggy_magic/ui/importance.py):
+ * [{name, share, width, percent}] most important first; `width` is the share (0..1)
+ * clamped, as the shares of all parameters add up to one. */
+export function importanceBars(answer) {
+  const items = (answer && answer.importances) || [];
+  return items.map(([name, share]) => ({
+    name, share, width: Math.min(1, Math.max(0, share)), percent: `${(100 * share).toFixed(1)}%`,
+  }));
+}

@@ -146,7 +146,7 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
         name=config.name, run_id=store.run_id,
         run_dir=store.path, state=driver.state, direction=config.direction,
         optimization_key=config.optimization_key, error=driver.error,
-        rejected_frames=driver.rejected)
+        rejected_frames=driver.rejected, searchspace=config.to_dict().get("searchspace"))
     try:
         store.write_json("result.json", result.to_dict())
     except OSError as exc:  # the journal is the record; the result still gets out

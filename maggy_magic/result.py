@@ -19,8 +19,12 @@ class ExperimentResult(collections.abc.Mapping):
 
     def __init__(self, *, name: str, run_id: str, run_dir: str, state: str,
                  direction: str, optimization_key: str, trials: List[Dict[str, Any]],
-                 error: Optional[str] = None, rejected_frames: int = 0):
+                 error: Optional[str] = None, rejected_frames: int = 0,
+                 searchspace: Optional[Dict[str, Any]] = None):
         self.name, self.run_id, self.run_dir = name, run_id, run_dir
+        #: the search space's ``to_dict()`` (None for other experiments): the summary's
+        #: parallel-coordinates axes and the importances read it
+        self.searchspace = searchspace or None
         self.state, self.error = state, error
         self.direction, self.optimization_key = direction, optimization_key
         self.trial_records = sorted(trials, key=lambda t: t["trial"])
@@ -126,7 +130,7 @@ class ExperimentResult(collections.abc.Mapping):
                            "early_stopped": self.num_early_stopped,
                            "failed": self.num_failed,
                            "rejected_frames": self.rejected_frames},
-                "trials": self.trial_records}
+                "searchspace": self.searchspace, "trials": self.trial_records}
 
     def _maggy(self) -> Dict[str, Any]:
         best, worst = self.best_trial or {}, self.worst_trial or {}

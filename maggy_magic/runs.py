@@ -89,7 +89,8 @@ def load_result(path: str, running: frozenset = frozenset()) -> Any:
             state=data["state"], direction=data["direction"],
             optimization_key=data["optimization_key"], trials=data["trials"],
             error=data.get("error"),
-            rejected_frames=(data.get("counts") or {}).get("rejected_frames", 0))
+            rejected_frames=(data.get("counts") or {}).get("rejected_frames", 0),
+            searchspace=data.get("searchspace"))
     trials, config, _ = load_trials(path)
     run_id = os.path.basename(os.path.abspath(path))
     return ExperimentResult.from_trials(
@@ -98,7 +99,8 @@ def load_result(path: str, running: frozenset = frozenset()) -> Any:
         run_id=run_id, run_dir=os.path.abspath(path),
         state="running" if run_id in running else "incomplete",
         direction=config.get("direction", "max"),
-        optimization_key=config.get("optimization_key", "metric"))
+        optimization_key=config.get("optimization_key", "metric"),
+        searchspace=config.get("searchspace"))
 
 
 def list_runs(root: str, name: Optional[str] = None,

@@ -5,7 +5,9 @@ A ``%%maggy hpo`` cell runs an experiment of 12 trials with the dashboard, and t
 cell, queued behind it, prints the result. While the experiment runs, the test watches the
 page: the progress bar advances, table rows and a learning curve appear, a line printed
 inside a trial shows in its worker's log pane, a header click re-sorts the table and
-reaches the kernel while the cell blocks; then it clicks Stop and the run ends early with
+reaches the kernel while the cell blocks, the parallel coordinates draw one line per
+finished trial and a drag along the metric's axis dims the lines outside it, and the
+parameter importances show; then it clicks Stop and the run ends early with
 partial results, which the queued cell prints, and the cell's static summary follows the
 dashboard.
 
@@ -55,9 +57,10 @@ def cells(gates):
 import os, time
 from maggy_magic import Searchspace
 
-searchspace = Searchspace(x=("DOUBLE", [0.0, 1.0]))
+searchspace = Searchspace(x=("DOUBLE", [0.0, 1.0]), lr=("DOUBLE", [1e-4, 1e-1], "log"),
+                          act=("CATEGORICAL", ["relu", "tanh"]))
 
-def train(x, reporter):
+def train(x, lr, act, reporter):
     number = int(reporter.get_trial_id())
     gate = None if number < {FREE} else "gate-a" if number < {HELD} else "gate-b"
     deadline = time.time() + 300     # in case the test could not open the gate
@@ -242,6 +245,51 @@ def finished_is(n):
             "'[data-role=count-finished]') || {}).textContent) === %d" % n)
 
 
+#: the page-space y of each parallel-coordinates line where it meets the metric's axis
+METRIC_ENDS = """() => [...document.querySelectorAll('.maggy-dash path.maggy-pc-line')].map(p => {
+  const last = p.getAttribute('d').split(/[ML]/).filter(Boolean).pop().split(',').map(Number);
+  const point = p.ownerSVGElement.createSVGPoint();
+  [point.x, point.y] = last;
+  return point.matrixTransform(p.ownerSVGElement.getScreenCTM()).y;
+})"""
+
+
+def watch_the_search(page):
+    """While the run goes on (HELD trials finished, the others held): one line per
+    finished trial; a drag along the metric's axis from its top to between the best
+    line and the next dims every line but the best's; the importances show."""
+    page.wait_for_function(
+        "() => document.querySelectorAll('.maggy-dash path.maggy-pc-line').length === %d"
+        % HELD, timeout=30_000)
+    axes = page.eval_on_selector_all(".maggy-dash .maggy-pc-axis",
+                                     "ns => ns.map(n => n.dataset.axis)")
+    assert axes == ["param:x", "param:lr", "param:act", "metric:score"], axes
+    page.locator(".maggy-dash [data-role=parcoords]").scroll_into_view_if_needed()
+    ends = sorted(page.evaluate(METRIC_ENDS))          # the best (highest) line first
+    assert len(ends) == HELD and ends[0] < ends[1], ends
+    rule = page.locator('.maggy-dash .maggy-pc-axis[data-axis="metric:score"] .maggy-pc-rule')
+    box = rule.bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + 1)
+    page.mouse.down()
+    page.mouse.move(x, (ends[0] + ends[1]) / 2, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.maggy-dash path.maggy-pc-line.maggy-pc-dim')"
+        ".length === %d" % (HELD - 1), timeout=5_000)
+    kept = page.eval_on_selector_all(".maggy-dash path.maggy-pc-line:not(.maggy-pc-dim)",
+                                     "ns => ns.map(n => n.dataset.trial)")
+    assert kept == [text(page, ".maggy-dash [data-role=best]").split("trial ")[1].split()[0]]
+    assert f"1 of {HELD} selected" in text(page, ".maggy-dash [data-role=parcoords-note]")
+    # importances of the finished trials, computed in the kernel as the run goes on
+    page.wait_for_function(
+        "() => document.querySelectorAll('.maggy-dash [data-role=importance] .maggy-imp-row')"
+        ".length === 3", timeout=60_000)
+    rows = page.eval_on_selector_all(".maggy-dash [data-role=importance] .maggy-imp-row",
+                                     "ns => ns.map(n => n.dataset.param)")
+    assert sorted(rows) == ["act", "lr", "x"]
+
+
 def run_and_watch(page, url, gates, artifacts):
     page.goto(url)
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
@@ -291,6 +339,7 @@ def run_and_watch(page, url, gates, artifacts):
         timeout=10_000)
     page.wait_for_selector(".maggy-table[data-kernel-sort='trial:asc']", timeout=30_000)
     assert text(page, ".maggy-dash [data-role=state]") == "running"
+    watch_the_search(page)
     page.locator(".maggy-dash").screenshot(path=os.path.join(artifacts, "dashboard-running.png"))
 
     # Stop ends the run early, gracefully: the held trials are stopped, no new one starts
@@ -326,8 +375,13 @@ def run_and_watch(page, url, gates, artifacts):
         " return cell(dash) === cell(summary) && !!(dash.compareDocumentPosition(summary)"
         " & Node.DOCUMENT_POSITION_FOLLOWING); }")
     assert follows, "the static summary is not after the dashboard in the experiment cell"
-    best = re.fullmatch(r"best score = (\S+) \(trial (\S+), max\) with x=\S+",
+    best = re.fullmatch(r"best score = (\S+) \(trial (\S+), max\) with x=\S+, lr=\S+, act=\S+",
                         summary.text_content().strip())
     assert best and best.group(2) == best_id, summary.text_content()
     assert text(page, ".maggy-summary .maggy-state") == "stopped"
+    # the summary's parallel coordinates (a line per finished trial) and importances
+    assert count(page, ".maggy-summary svg.maggy-parcoords polyline.maggy-summary-line") >= HELD
+    assert count(page, ".maggy-summary svg.maggy-summary-importance rect") == 3
+    page.locator(".jp-OutputArea-output .maggy-summary").screenshot(
+        path=os.path.join(artifacts, "summary.png"))
     page.screenshot(path=os.path.join(artifacts, "page.png"), full_page=True)

@@ -7,6 +7,7 @@ pickled and shipped.
 """
 
 import os
+import re
 import threading
 
 import pytest
@@ -375,6 +376,7 @@ def _records(n, steps=3):
 
 
 def test_static_summary_is_escaped_bounded_and_needs_no_javascript():
+    from maggy_magic.ui.search_svg import MAX_LINES
     from maggy_magic.ui.summary import MAX_CURVES, summary_html
 
     res = ExperimentResult(name="<exp>", run_id="r1", run_dir="/runs/r1", state="finished",
@@ -385,10 +387,13 @@ def test_static_summary_is_escaped_bounded_and_needs_no_javascript():
     assert "<b>&" not in html and "&lt;b&gt;&amp;" in html
     assert html.count("<tr>") == 1 + 20 and "showing the best 20 of 300 trials" in html
     assert 'class="maggy-best">best acc = <b>0.9967</b> (trial 0299, max)' in html
-    assert html.count("<polyline") == MAX_CURVES
+    curves = re.search(r'<svg class="maggy-curves".*?</svg>', html).group()
+    assert curves.count("<polyline") == MAX_CURVES
     assert len(html) < 400_000
     # the best curve is drawn last (on top) and highlighted
-    assert html.rindex("trial 0299 (FINISHED)") > html.rindex("<polyline")
+    assert curves.rindex("trial 0299 (FINISHED)") > curves.rindex("<polyline")
+    # the parallel coordinates are bounded too: one line per trial up to their cap
+    assert html.count('<polyline class="maggy-summary-line"') == min(300, MAX_LINES)
 
 
 def test_static_summary_plots_final_values_when_no_steps_were_reported():

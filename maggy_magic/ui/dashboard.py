@@ -11,6 +11,10 @@ A kernel does not read widget messages while a cell runs, so :meth:`Dashboard.wa
 serves them itself (:mod:`maggy_magic.ui.comm_pump`) until the run is over: the Stop button
 and table sorting work during a blocking ``%%maggy`` cell.
 
+Parameter importances are computed off both the driver's and the cell's thread, by an
+:class:`~maggy_magic.ui.importance.ImportanceLoop` poked when a trial finishes (at most
+every ``importance_interval`` seconds), and once more when the dashboard closes.
+
 Importing this module does not import anywidget; creating a :class:`Dashboard` does.
 """
 
@@ -23,6 +27,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
+from .importance import ImportanceLoop, param_importances
 from .state import PARTS, DashboardState
 
 _STATIC = pathlib.Path(__file__).with_name("static")
@@ -69,6 +74,7 @@ def widget_class():
             trials = traitlets.Dict().tag(sync=True)
             curves = traitlets.Dict().tag(sync=True)
             logs = traitlets.Dict().tag(sync=True)
+            search = traitlets.Dict().tag(sync=True)
             #: set by the front-end: the table's sort column and direction
             table_sort = traitlets.Dict({"key": "trial", "desc": True}).tag(sync=True)
 
@@ -86,7 +92,7 @@ class Dashboard:
     """
 
     def __init__(self, title: str, on_stop: Callable[[], None], *, interval: float = 0.25,
-                 **limits: Any):
+                 importance_interval: float = 5.0, **limits: Any):
         self.interval = interval
         self.syncs = 0                   # comm updates sent (each one batches all parts)
         self._on_stop = on_stop
@@ -100,6 +106,8 @@ class Dashboard:
         self._last_sync = 0.0
         self._sync_lock = threading.Lock()   # one writer of the widget at a time
         self._flusher: Optional[threading.Thread] = None
+        self.importance = ImportanceLoop(self._importance_job, self._importances_found,
+                                         interval=importance_interval)
         self.widget = widget_class()()
         self.widget.on_msg(self._on_message)
         self.widget.observe(self._on_sort, names="table_sort")
@@ -113,6 +121,8 @@ class Dashboard:
             if self._flusher is None and not self._closing:
                 self._start_flusher()
             self._cond.notify()
+        if event.get("type") == "trial_finished":
+            self.importance.poke()
 
     # -- display ------------------------------------------------------------------------
     def show(self) -> None:
@@ -147,7 +157,8 @@ class Dashboard:
             wake.close()
 
     def close(self) -> None:
-        """Stop the flusher and push the final state now. Idempotent."""
+        """Stop the flusher, compute the final importances and push the final state now.
+        Idempotent."""
         with self._cond:
             if self._closed:
                 return
@@ -156,6 +167,10 @@ class Dashboard:
             flusher = self._flusher
         if flusher is not None:
             flusher.join()
+        self.importance.stop()
+        job = self._importance_job()
+        if job is not None:     # the run's end: every finished trial counts
+            self._importances_found(param_importances(*job))
         self._sync()
         self._closed = True
 
@@ -194,6 +209,16 @@ class Dashboard:
                     if part in payload:
                         setattr(self.widget, part, payload[part])
             self.syncs += 1
+
+    # -- importances (on the importance loop's thread, or at close) ---------------------
+    def _importance_job(self) -> Any:
+        with self._cond:
+            return self.state.search.snapshot(self.state.rows.values())
+
+    def _importances_found(self, answer: Dict[str, Any]) -> None:
+        with self._cond:
+            self.state.set_importances(answer)
+            self._cond.notify()
 
     # -- from the front-end -------------------------------------------------------------
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:

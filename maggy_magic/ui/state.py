@@ -1,7 +1,7 @@
 """The dashboard's view state: what the experiment's events add up to, kept bounded.
 
-:class:`DashboardState` folds events (schema: :mod:`maggy_magic.events`) into the four
-JSON parts the front-end draws (``status``, ``trials``, ``curves``, ``logs``) and
+:class:`DashboardState` folds events (schema: :mod:`maggy_magic.events`) into the JSON
+parts the front-end draws (``status``, ``trials``, ``curves``, ``logs``, ``search``) and
 remembers which parts changed since they were last taken. It is plain Python: no widget,
 no thread. The caller serialises access (one writer at a time).
 
@@ -16,6 +16,7 @@ Bounds, whatever the number of trials:
   plus the count of lines ever seen so the front-end can tell new lines from old ones,
   and the worker's GPUs (``devices``, ``"0,1"``; None when the run asked for none; trial
   rows then carry theirs too).
+- ``search``: parallel coordinates and importances (:mod:`.search_state`), bounded.
 
 An ablation study (its trials' ``info`` names the ``component`` each leaves out) also
 gets ``status["ablation"]``: the base first, then at most ``max_bars`` components, each
@@ -30,7 +31,9 @@ import math
 import time
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
-PARTS = ("status", "trials", "curves", "logs")
+from .search_state import SearchView
+
+PARTS = ("status", "trials", "curves", "logs", "search")
 
 _STATE_ORDER = {"RUNNING": 0, "PENDING": 1, "FINISHED": 2, "EARLY_STOPPED": 3, "FAILED": 4}
 _ENDED = ("FINISHED", "EARLY_STOPPED", "FAILED")
@@ -75,12 +78,13 @@ class DashboardState:
 
     def __init__(self, title: str = "maggy", *, max_rows: int = 200, max_points: int = 100,
                  top_curves: int = 10, recent_curves: int = 20, log_tail: int = 60,
-                 max_line: int = 400, max_bars: int = 60):
+                 max_line: int = 400, max_bars: int = 60, max_lines: int = 300):
         self.title = title
         self.max_rows, self.max_points = max_rows, max_points
         self.top_curves, self.recent_curves = top_curves, recent_curves
         self.log_tail, self.max_line = log_tail, max_line
         self.max_bars = max_bars
+        self.search = SearchView(max_lines=max_lines, keep_best=max(1, max_lines // 5))
         self.sort: Dict[str, Any] = {"key": "trial", "desc": True}
         self.dirty: Set[str] = set(PARTS)
         self.state = "starting"
@@ -117,9 +121,10 @@ class DashboardState:
         self.direction = config.get("direction") or "max"
         self.metric = config.get("optimization_key") or "metric"
         self.num_trials = config.get("num_trials")
+        self.search.configure(config, self.metric, self.direction)
         if e.get("name") and self.title in ("", "maggy"):
             self.title = str(e["name"])
-        self.dirty.update(("status", "trials"))
+        self.dirty.update(("status", "trials", "search"))
 
     def _on_worker_joined(self, e: Dict[str, Any]) -> None:
         self.workers[str(e["worker"])] = {"host": e.get("host"), "trial": None, "lost": False,
@@ -216,7 +221,7 @@ class DashboardState:
         if state != "FAILED" and chief and _finite(value) and self._better(value, self.best):
             self.best = {"trial": trial, "value": value, "params": row["params"]}
         self._keep_curve(trial, value if state != "FAILED" else None)
-        self.dirty.update(("status", "trials", "curves", "logs"))
+        self.dirty.update(("status", "trials", "curves", "logs", "search"))
         return row
 
     def _on_trial_retried(self, e: Dict[str, Any]) -> None:
@@ -224,7 +229,7 @@ class DashboardState:
         if row is not None:
             row.update(state="PENDING", step=None, metric=None, worker=None)
             self.curves.pop(row["trial"], None)
-            self.dirty.update(("status", "trials", "curves"))
+            self.dirty.update(("status", "trials", "curves", "search"))
 
     def _on_stop_requested(self, e: Dict[str, Any]) -> None:
         if self.state == "running":
@@ -300,6 +305,13 @@ class DashboardState:
         if ablation is not None:
             payload["ablation"] = ablation
         return payload
+
+    def set_importances(self, answer: Optional[Dict[str, Any]]) -> None:  # search's
+        self.search.set_importances(answer)
+        self.dirty.add("search")
+
+    def search_payload(self, now: float) -> Dict[str, Any]:  # at most max_lines lines
+        return self.search.payload(self.rows.values(), (self.best or {}).get("trial"))
 
     def ablation_payload(self) -> Optional[Dict[str, Any]]:
         """The components of an ablation study against its base (None for other runs):

@@ -8,6 +8,9 @@ trial table (best first, at most ``max_rows`` rows). Everything user-supplied is
 The size is bounded whatever the number of trials: curves and rows are capped and each
 curve is thinned to a fixed number of points.
 
+A search's summary also has its parallel coordinates and parameter importances
+(:mod:`.search_svg`).
+
 An ablation study's summary also shows each component's effect: a bar chart (inline SVG,
 drawn here) of the metric without the component minus the base's, bars that hurt the
 metric in red, the others in green, at most ``MAX_BARS`` components.
@@ -21,6 +24,8 @@ from __future__ import annotations
 import html
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .search_svg import search_section
 
 #: At most this many learning curves are drawn (the best ones).
 MAX_CURVES = 100
@@ -92,6 +97,7 @@ def summary_html(result: Any, *, max_rows: int = 50) -> str:
         parts.append(f'<div style="color:#666;font-size:11px"><span style="color:{_BEST}">'
                      f'━</span> best trial · <span style="color:{_STOPPED}">━</span> '
                      f'early-stopped · <span style="color:{_FAILED}">┅</span> failed</div>')
+    parts.append(search_section(result))   # parallel coordinates, importances
     parts.append(_table(order[:max_rows], key, best["trial"] if best else None))
     if len(order) > max_rows:
         parts.append(f"<div><i>showing the best {max_rows} of {len(order)} trials; "

@@ -3,7 +3,8 @@
 :class:`TextProgress` has the interface of the live dashboard (see :mod:`maggy_magic.ui`):
 it is an event listener, ``show()`` announces the run, ``wait(driver)`` blocks until the
 run ends while printing a status line (finished / running / early-stopped / failed of
-total, best so far, elapsed), and ``finish(result)`` prints the final line and table.
+total, best so far, elapsed), and ``finish(result)`` prints the final line, the table and,
+for a search, its parameter importances in one line.
 
 Threading: the listener runs on the driver's thread and only updates counters under a
 lock; every print happens on the thread that calls ``show``/``wait``/``finish`` (the
@@ -23,6 +24,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, TextIO
 
+from .search_svg import importance_line
 from .summary import fmt, ranked
 
 #: Seconds between line rewrites on a terminal.
@@ -146,6 +148,9 @@ class TextProgress:
                     + (f" | stopped: {reason}" if reason else "") + "\n")
         self._write(format_table(result.trial_records, result.optimization_key,
                                  result.direction, self.max_rows) + "\n")
+        line = importance_line(result)
+        if line:
+            self._write(line + "\n")
 
     def close(self) -> None:
         """End an open status line."""

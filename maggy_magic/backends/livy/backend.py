@@ -340,7 +340,8 @@ def _rebuild(data: Dict[str, Any], local_dir: str, kind: type = ExperimentResult
         name=data["name"], run_id=data["run_id"], run_dir=local_dir, state=data["state"],
         direction=data["direction"], optimization_key=data["optimization_key"],
         trials=list(data.get("trials") or []), error=data.get("error"),
-        rejected_frames=int((data.get("counts") or {}).get("rejected_frames", 0)))
+        rejected_frames=int((data.get("counts") or {}).get("rejected_frames", 0)),
+        searchspace=data.get("searchspace"))
 
 
 def _forget(target: LivyTarget, run_id: str, timeout: float) -> None:
@@ -358,4 +359,5 @@ def _partial(local_dir: str, config: Any, run_id: str, failure: Any) -> Experime
         [t for t in trials.values() if t.start is not None], name=config.name,
         run_id=run_id, run_dir=local_dir, state="failed" if failure else "interrupted",
         direction=config.direction, optimization_key=config.optimization_key,
-        error=str(failure) if failure else None)
+        error=str(failure) if failure else None,
+        searchspace=config.to_dict().get("searchspace"))
