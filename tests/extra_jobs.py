@@ -98,13 +98,18 @@ def search(x, reporter):
     return {"score": x}
 
 
-def _hpo(**kwargs):
+def driven(x, noise, reporter):
+    """Only ``x`` moves the score."""
+    return {"score": x}
+
+
+def _hpo(fn=search, **kwargs):
     from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 
     kwargs.setdefault("searchspace", Searchspace(x=("DOUBLE", [0.0, 1.0])))
     config = HyperparameterOptConfig(optimization_key="score", direction="max", seed=3,
                                      es_policy="none", hb_interval=0.1, **kwargs)
-    result = experiment.lagom(search, config)
+    result = experiment.lagom(fn, config)
     return {"state": result.state, "finished": result.num_finished,
             "best": result.best_metric, "run_dir": result.run_dir,
             "params": [r["params"] for r in result.trial_records]}
@@ -154,6 +159,19 @@ def bayes_job(_arg):
     import optuna
 
     found["optuna"] = optuna.__version__
+    return found
+
+
+def importance_job(_arg):
+    """A search where only ``x`` drives the score, then its fANOVA importances."""
+    from maggy_magic import Searchspace
+    from maggy_magic.runs import load_result
+    from maggy_magic.ui.importance import param_importances
+
+    space = Searchspace(x=("DOUBLE", [0.0, 1.0]), noise=("DOUBLE", [0.0, 1.0]))
+    found = _hpo(driven, num_trials=12, workers=2, searchspace=space)
+    records = load_result(found["run_dir"]).trial_records
+    found["importances"] = param_importances(space.to_dict(), records)["importances"]
     return found
 
 
@@ -214,7 +232,7 @@ def tensorboard_job(_arg):
 #: extra ("" for the plain install) -> its job; the test's table names the same extras.
 JOBS = {"": plain_job, "papermill": papermill_job, "tf": tf_job, "torch": torch_job,
         "spark": spark_job, "livy": livy_job, "bayes": bayes_job,
-        "tensorboard": tensorboard_job}
+        "tensorboard": tensorboard_job, "importance": importance_job}
 
 if __name__ == "__main__":
     job, out = sys.argv[1], sys.argv[2]

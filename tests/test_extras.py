@@ -37,6 +37,7 @@ FEATURE_IMPORTS = {
     "tensorflow": ("tf", "tensorflow"), "keras": ("tf", "tensorflow"),
     "torch": ("torch", "torch"),
     "optuna": ("bayes", "optuna"), "scipy": ("bayes", "scipy"),
+    "sklearn": ("importance", "scikit-learn"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "requests": ("livy", "requests"), "requests_kerberos": ("kerberos", "requests-kerberos"),
     "fsspec": ("storage", "fsspec"),
@@ -176,6 +177,13 @@ def check_bayes(python, tmp_path):
     assert len({p["x"] for p in answer["params"]}) == 8
 
 
+def check_importance(python, tmp_path):
+    answer = run_job(python, "importance", tmp_path)
+    assert answer["state"] == "finished" and answer["finished"] == 12
+    ranked = [name for name, _share in answer["importances"]]
+    assert ranked and ranked[0] == "x", answer["importances"]
+
+
 def check_papermill(python, tmp_path):
     answer = run_job(python, "papermill", tmp_path)
     assert answer["rc"] == 0, answer["stderr"]
@@ -237,6 +245,7 @@ EXTRA_CHECKS = {
     "notebook": check_notebook,
     "papermill": check_papermill,
     "tensorboard": check_tensorboard,
+    "importance": check_importance,
 }
 
 
