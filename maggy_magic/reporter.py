@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import os
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import BroadcastError, EarlyStopException, NotInTrialError
+from .trial_files import config_checkpoint
 
 #: At most this many metric points travel per message; more are thinned evenly (the
 #: best, the worst and the last point always travel).
@@ -124,6 +125,11 @@ class Reporter:
         self.files_root = files_root if files_root is not None else run_dir
         self.budget = budget
         self.params = dict(params or {})
+        #: Set by the worker where the disk is not shared: ``fetch(rel, path)`` brings the
+        #: driver's copy of the checkpoint folder ``rel`` to ``path`` (if it has one).
+        self.fetch_checkpoint: Optional[Callable[[str, str], None]] = None
+        #: The folder :meth:`checkpoint_dir` gave, once asked (it travels home after).
+        self.checkpoint: Optional[str] = None
         self._outbox = outbox
         self._stop = threading.Event()
         self._last_step: Optional[int] = None
@@ -174,6 +180,27 @@ class Reporter:
         path = os.path.join(self.files_root, "trials", str(self.trial_id), "files")
         os.makedirs(path, exist_ok=True)
         return path
+
+    def checkpoint_dir(self) -> str:
+        """This configuration's folder for state that outlives the trial (created if
+        missing): every trial with these hyperparameters gets the same one, so a trial
+        that ASHA, Hyperband or BOHB promotes to a bigger budget finds there what its
+        lower rung saved, and continues instead of starting over.
+
+        ``<run dir>/checkpoints/config-<hash>``; on a worker that does not share the
+        driver's disk, a local copy of the driver's folder, fetched before this returns
+        and sent back when the trial ends (within ``files_limit_mb``)."""
+        if self.checkpoint is None:
+            if not self.files_root:
+                raise NotInTrialError("this trial's driver did not tell its run directory, "
+                                      "so there is no checkpoint folder to give")
+            rel = config_checkpoint(self.params)
+            path = os.path.join(self.files_root, *rel.split("/"))
+            if self.fetch_checkpoint is not None:
+                self.fetch_checkpoint(rel, path)
+            os.makedirs(path, exist_ok=True)
+            self.checkpoint = path
+        return self.checkpoint
 
     # -- driver side --------------------------------------------------------------------
     @property

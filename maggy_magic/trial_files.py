@@ -29,7 +29,9 @@ Stdlib only (fsspec only with storage): it runs on Spark executors.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
+import json
 import os
 import shutil
 import stat
@@ -56,6 +58,15 @@ FETCH_TIMEOUT = 120.0
 def trial_folders(trial_id: str) -> List[str]:
     """The folders of one trial, relative to the run directory."""
     return [f"tensorboard/{trial_id}", f"trials/{trial_id}/files"]
+
+
+def config_checkpoint(params: Dict[str, Any]) -> str:
+    """``checkpoints/config-<hash>``: the folder (relative to the run directory) that every
+    trial with these hyperparameters shares, so a configuration promoted to a bigger budget
+    finds what its lower rung saved. The hash is of the parameters as JSON (the driver's
+    and the worker's copies agree)."""
+    text = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+    return "checkpoints/config-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def shares_disk(run_dir: Optional[str], token: Optional[str]) -> bool:

@@ -203,6 +203,9 @@ class WorkerLoop:
         trial_id = msg["trial"]
         reporter = Reporter(trial_id, self.outbox, msg.get("budget"), msg.get("params"),
                             run_dir=self.run_dir, files_root=self.files.root)
+        if not self.files.shared and self.run_dir:
+            reporter.fetch_checkpoint = lambda rel, path: self._fetch_checkpoint(trial_id,
+                                                                                 rel)
         with self._claim_lock:
             self.reporter, self.current_trial = reporter, trial_id
             if trial_id in self._stop_early:
@@ -235,10 +238,29 @@ class WorkerLoop:
             if self.route_output:
                 sys.stdout.flush()
             self.before_report()
+            if reporter.checkpoint is not None and not self.files.shared:
+                self._send_checkpoint(trial_id, reporter.checkpoint)
             self.files.send_home(trial_id)  # before the end is reported: the driver
             deactivate(reporter)              # records the trial's files first
             self.reporter, self.current_trial = None, None
         return reply
+
+    def _fetch_checkpoint(self, trial_id: str, rel: str) -> None:
+        """The driver's copy of the configuration folder ``rel``, if it has one."""
+        try:
+            self.files.fetch(trial_id, os.path.join(self.run_dir or "", *rel.split("/")))
+        except MaggyError as exc:
+            if "does not exist" not in str(exc) and "No such file" not in str(exc):
+                raise  # a first rung has none; anything else is a real failure
+
+    def _send_checkpoint(self, trial_id: str, path: str) -> None:
+        """The configuration folder home (the next rung may run on another worker)."""
+        try:
+            if os.listdir(path):
+                self.files.relay(trial_id, path)
+        except (OSError, MaggyError) as exc:
+            self.outbox.add_line(trial_id, f"maggy-magic: the checkpoint folder did not "
+                                           f"travel to the driver: {exc}")
 
     def _read(self) -> None:
         assert self._client is not None

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ..events import EventStream
 from ..logs import logger
 from ..trial import Trial
-from ..trial_files import CHUNK, DEFAULT_LIMIT, TOKEN_FILE
+from ..trial_files import CHUNK, DEFAULT_LIMIT, TOKEN_FILE, config_checkpoint
 
 #: Message types the driver hands to :meth:`RunFiles.handle`.
 FILE_MESSAGES = ("artifact", "artifacts_done", "fetch")
@@ -135,7 +135,9 @@ class RunFiles:
         if parts[:3] == ["trials", tid, "files"] and len(parts) > 3:
             return
         if parts[0] == "checkpoints" and len(parts) > 1 and trial.info_dict.get("rank") == 0:
-            return
+            return  # a dist chief's checkpoints
+        if _may_checkpoint(trial, parts) and len(parts) > 2:
+            return  # a file in its own configuration's folder
         raise Refused(f"{'/'.join(parts)} is outside trial {tid}'s folders")
 
     def _incoming(self, key: tuple) -> str:
@@ -214,7 +216,7 @@ class RunFiles:
 
     def _replace(self, trial: Trial, incoming: str, parts: List[str]) -> None:
         """A relayed checkpoint: its folder (or file) replaces the previous copy whole."""
-        if parts[0] != "checkpoints" or trial.info_dict.get("rank") != 0:
+        if not _may_checkpoint(trial, parts):
             raise Refused(f"{'/'.join(parts)} is not a checkpoint path")
         source = no_links(incoming, parts)
         if not os.path.lexists(source):
@@ -288,3 +290,13 @@ class RunFiles:
             except Exception as exc:  # noqa: BLE001 - the run's result is kept
                 logger().warning("maggy-magic: could not copy trial folders from storage "
                                  "%s: %s: %s", self.storage, type(exc).__name__, exc)
+
+
+def _may_checkpoint(trial: Trial, parts: List[str]) -> bool:
+    """Whether ``trial`` may write the checkpoint path ``parts``: a dist chief (rank 0)
+    anything under ``checkpoints/``, any other trial its own configuration's folder."""
+    if not parts or parts[0] != "checkpoints":
+        return False
+    if trial.info_dict.get("rank") == 0:
+        return True
+    return "/".join(parts[:2]) == config_checkpoint(trial.params)
