@@ -575,3 +575,33 @@ def test_interrupt_propagates_out_of_the_blocking_cell(kernel):
     assert reply["content"]["status"] == "ok"
     assert any(m["msg_type"] == "stream" and m["content"]["text"] == "kernel alive\n"
                for m in messages)
+
+
+def test_the_default_sort_by_trial_is_the_general_order():
+    import random
+
+    from maggy_magic.ui.state import first_rows
+
+    ids = [f"{i:04d}" for i in range(300)]
+    random.Random(1).shuffle(ids)
+    rows = [{"trial": t, "params": {"same": t}} for t in ids]
+    for desc in (True, False):
+        fast = [r["trial"] for r in first_rows(rows, "trial", desc, 20)]
+        general = [r["trial"] for r in first_rows(rows, "param:same", desc, 20)]
+        assert fast == general == sorted(ids, reverse=desc)[:20]
+
+
+def test_the_count_of_trials_with_metrics_follows_retries():
+    from maggy_magic.ui.state import DashboardState
+
+    state = DashboardState()
+    for kind, fields in [("trial_started", {"trial": "0", "params": {}}),
+                         ("metric", {"trial": "0", "step": 0, "value": 1.0}),
+                         ("metric", {"trial": "0", "step": 1, "value": 2.0}),
+                         ("trial_started", {"trial": "1", "params": {}}),
+                         ("trial_started", {"trial": "0", "params": {}})]:  # retried
+        state.apply(dict(type=kind, run="r", seq=0, t=0.0, **fields))
+    assert state.curves_payload(0.0)["total"] == 0
+    state.apply({"type": "metric", "run": "r", "seq": 0, "t": 0.0, "trial": "1", "step": 0,
+                 "value": 3.0})
+    assert state.with_metrics == 1

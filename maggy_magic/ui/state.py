@@ -96,6 +96,7 @@ class DashboardState:
         self.metric = "metric"
         self.num_trials: Optional[int] = None
         self.rows: Dict[str, Dict[str, Any]] = {}
+        self.with_metrics = 0                            # rows with a step, kept as they go
         self.live: Set[str] = set()                      # trials running or pending
         self.curves: Dict[str, Curve] = {}
         self._top: List[Tuple[float, str]] = []          # heap of the best ended trials
@@ -142,6 +143,8 @@ class DashboardState:
         old = self.rows.get(trial)
         if old is not None and old["state"] in _ENDED:
             self.counts[old["state"]] -= 1
+        if old is not None and old["step"] is not None:
+            self.with_metrics -= 1  # a retried trial starts its curve again
         self.rows[trial] = {"trial": trial, "state": "RUNNING", "params": e.get("params") or {},
                             "step": None, "metric": None, "worker": e.get("worker"),
                             "start": e.get("t"), "end": None, "duration": None,
@@ -167,6 +170,8 @@ class DashboardState:
         if row is None:
             return
         value = e.get("value")
+        if row["step"] is None:
+            self.with_metrics += 1
         row["step"], row["metric"] = e.get("step"), value
         curve = self.curves.get(row["trial"])
         if curve is not None and _finite(value):
@@ -354,9 +359,8 @@ class DashboardState:
     def curves_payload(self, now: float) -> Dict[str, Any]:
         curves = [{"trial": t, "state": self.rows[t]["state"], "points": c.points()}
                   for t, c in self.curves.items() if t in self.rows and c.seen]
-        with_metrics = sum(1 for r in self.rows.values() if r["step"] is not None)
         return {"curves": curves, "best": (self.best or {}).get("trial"),
-                "total": max(with_metrics, len(curves))}
+                "total": max(self.with_metrics, len(curves))}
 
     def logs_payload(self, now: float) -> Dict[str, Any]:
         workers = {}
@@ -390,6 +394,10 @@ def first_rows(rows: Iterable[Dict[str, Any]], key: str, desc: bool,
     """The first ``limit`` rows in the front-end's order (js/state.js ``sortRows``):
     missing values last and numbers before text in both directions, numbers compared
     numerically, text as strings, ties by trial id."""
+    if key == "trial":  # unique strings: no missing values, no ties (the default sort)
+        pick = heapq.nlargest if desc else heapq.nsmallest
+        return pick(limit, rows, key=lambda row: row["trial"])
+
     def value(row: Dict[str, Any]) -> Any:
         if key.startswith("param:"):
             return (row.get("params") or {}).get(key[6:])
