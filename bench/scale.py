@@ -195,7 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         fork = row["fork"]
         start = f"{fork['joined_median']:.2f}/{fork['joined_last']:.2f} s"
         print(f"{workers:>4} {per_worker:>3} {duration:>4.1f} {rate:>5.0f} | {ideal:>5.1f}s | "
-              f"{cell(fork, ideal):>16} {start:>15} | {cell(row.get('spawn'), ideal):>16} | "
+              f"{cell(fork, ideal):>16} {start:>15} | "
+              f"{cell(row['spawn'], ideal) if 'spawn' in row else 'skipped':>16} | "
               f"{cell(row.get('ray'), ideal) if not args.no_ray else 'skipped':>18}")
         if "spawn" in row:
             spawn = row["spawn"]
