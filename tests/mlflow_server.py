@@ -67,10 +67,14 @@ class MlflowServer:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(15)
+            self.process.wait(2)
+        except subprocess.TimeoutExpired:  # its job runner lingers: the store is a test's
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # and every worker it started
+        except ProcessLookupError:
+            pass
+        self.process.wait(15)
         self.log.close()
 
     def client(self):

@@ -103,13 +103,12 @@ def redact(uri: str) -> str:
     """``uri`` without the password of its user part (what messages and records show)."""
     try:
         parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        host = parts.hostname or ""
-        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return "<a tracking URI that does not parse>"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':')[0]}:***@{host}"))
 
 
 def installed() -> bool:

@@ -7,7 +7,8 @@ not logged, never waited for. Its thread imports mlflow, maps events to operatio
 ``MlflowClient.log_batch`` calls within MLflow's limits, and sends them in order.
 
 A call that fails for a reason that may pass (no answer, a 5xx, 429) is retried after a
-growing pause (:data:`RETRY_DELAYS`), with one warning the first time; meanwhile events
+growing pause (:data:`RETRY_DELAYS`), with one warning the first time (at the end of the
+experiment, once more after a second, then what is left is given up); meanwhile events
 keep being mapped, up to :data:`PENDING_LIMIT` entities waiting. A call the server
 refuses (a 4xx) is dropped and counted. :meth:`Sender.finish` adds the last operations
 (the summary, the parent's end) and waits for them while the server takes them (no
@@ -150,25 +151,33 @@ class Sender:
             self._warn()
             client = None
         self._progress = time.monotonic()
-        failures, ending = 0, False
+        failures, ending, last_try, next_try = 0, False, False, 0.0
         while not self._abandoned.is_set():
-            delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1] if failures else None
-            if ending:  # nothing more comes: retry what is left until finish() gives up
-                self._abandoned.wait(delay or 0.0)
-            else:
-                ending = self._take(delay)
+            if not ending:
+                ending = self._take(max(0.0, next_try - time.monotonic()) if failures
+                                    else None)
+                if failures and not ending and time.monotonic() < next_try:
+                    continue  # events keep being mapped; the server gets its pause
             if client is None:
                 with self._lock:
                     self._count_ops(self._pending)
                     self._pending.clear()
                     self._pending_size = 0
-            elif self._send(client):
-                failures = 0
-            else:
-                failures += 1
-            with self._lock:
-                if ending and not self._pending:
+                if ending:
                     return
+                continue
+            sent = self._send(client)
+            failures = 0 if sent else failures + 1
+            if failures:
+                next_try = time.monotonic() + RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
+            with self._lock:
+                if ending and (not self._pending or last_try):
+                    self._count_ops(self._pending)  # the server still refuses: give up
+                    self._pending.clear()
+                    return
+            if ending and not sent:  # nothing more comes: one more try, then the report
+                last_try = True
+                self._abandoned.wait(RETRY_DELAYS[0])
 
     def _client(self) -> Any:
         from mlflow.tracking import MlflowClient
