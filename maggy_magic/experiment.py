@@ -76,7 +76,12 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
 def _tracked(tracker: Any, result: Optional[ExperimentResult]) -> Any:
     """``result`` once the tracker has logged the rest (bounded), with its report as
     ``result.mlflow`` (also in result.json)."""
-    report = tracker.finish(result)
+    try:
+        report = tracker.finish(result)
+    except Exception as exc:  # noqa: BLE001 - tracking never costs the experiment its result
+        logger().warning("maggy-magic: MLflow tracking failed at the end of the run: %s: %s",
+                         type(exc).__name__, exc)
+        return result
     if result is not None:
         result.mlflow = report
         path = os.path.join(result.run_dir or "", "result.json")

@@ -271,7 +271,8 @@ def test_a_server_stopped_mid_run_costs_the_experiment_nothing_and_is_reported(
 
 def test_an_unreachable_server_is_warned_about_once_and_reported(monkeypatch, caplog, capfd):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own: fail fast
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()  # nothing listens there
+    url, shown = f"http://me:secret@127.0.0.1:{port}", f"http://me:***@127.0.0.1:{port}"
     config = HyperparameterOptConfig(num_trials=2, searchspace=SPACE, es_policy="none",
                                      workers=1, seed=SEED, mlflow=url)
     started = time.monotonic()
@@ -281,11 +282,18 @@ def test_an_unreachable_server_is_warned_about_once_and_reported(monkeypatch, ca
     assert result.state == "finished" and result.num_finished == 2
     assert took < 15, took  # one more try at the end, not the stall timeout
     warnings = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
-    assert len(warnings) == 1 and url in warnings[0] and "goes on" in warnings[0], warnings
+    assert len(warnings) == 1 and shown in warnings[0] and "goes on" in warnings[0], warnings
     report = result.mlflow
     assert report["run_id"] is None and report["lost"]["runs"] == 3, report  # parent + 2
     assert "Connection" in report["not_logged"] or "connect" in report["not_logged"].lower()
-    assert capfd.readouterr().err.count(f"maggy-magic: MLflow ({url}): not logged:") == 1
+    err = capfd.readouterr().err
+    assert err.count(f"maggy-magic: MLflow ({shown}): not logged:") == 1, err
+    # the password is nowhere: not in what was printed, the result, the run directory
+    assert "secret" not in err + " ".join(warnings) + json.dumps(result.to_dict())
+    for folder, _, files in os.walk(result.run_dir):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                assert b"secret" not in handle.read(), name
 
 
 def test_the_queue_is_bounded_and_what_did_not_fit_is_counted(monkeypatch):

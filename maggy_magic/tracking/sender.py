@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import re
 import sys
 import threading
 import time
@@ -83,16 +84,21 @@ class Sender:
 
     def finish(self, result: Any = None) -> Dict[str, Any]:
         """Queue the last operations (``result``'s summary and record, the parent run's
-        end), wait for the thread while it makes progress (see the module docstring), print
-        one line if anything
-        was not logged, and return :meth:`report`."""
+        end), wait for the thread while it makes progress (see the module docstring),
+        print one line if anything was not logged, and return :meth:`report`."""
         if not self._started:  # no event came: nothing to log
             return self.report()
         summary = record = state = None
         if result is not None:
             from ..ui.summary import summary_html
 
-            summary, record, state = summary_html(result), result.to_dict(), result.state
+            record, state = result.to_dict(), result.state
+            try:
+                summary = summary_html(result)
+            except Exception as exc:  # noqa: BLE001 - the summary is a view of the result
+                with self._lock:
+                    self._count("artifacts", 1)
+                    self._note(f"no summary: {type(exc).__name__}: {exc}")
         limit = time.monotonic() + FLUSH_LIMIT
         try:
             self._queue.put(("final", summary, record, state), timeout=STALL_TIMEOUT)
@@ -346,7 +352,8 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _why(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """One line of ``exc``, any password of a URL in it hidden."""
+    text = re.sub(r"://([^:/@\s]+):[^@/\s]+@", r"://\1:***@", " ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text[:300]}"
 
 
