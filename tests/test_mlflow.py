@@ -296,18 +296,31 @@ def test_an_unreachable_server_is_warned_about_once_and_reported(monkeypatch, ca
                 assert b"secret" not in handle.read(), name
 
 
-def test_the_queue_is_bounded_and_what_did_not_fit_is_counted(monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(sender, "QUEUE_EVENTS", 100)  # the bound, small enough to reach
-    tracker = sender.Sender(f"http://127.0.0.1:{free_port()}", "bounded")
-    tracker({"type": "run_started", "run": "r", "seq": 0, "t": time.time(),
-             "config": {"optimization_key": "metric"}, "kind": "hpo", "name": "bounded"})
-    for step in range(5000):  # far faster than anything is sent
-        tracker({"type": "metric", "run": "r", "seq": step + 1, "t": time.time(),
-                 "trial": "0000", "step": step, "value": 1.0})
-    assert tracker._queue.qsize() <= 100
-    report = tracker.finish(None)
-    assert report["lost"]["events"] >= 5000 - 100 - 1000, report
+def test_a_server_that_never_answers_costs_the_caller_nothing_and_the_queue_is_bounded():
+    import socket
+
+    hung = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    try:
+        tracker = sender.Sender(f"http://127.0.0.1:{hung.getsockname()[1]}", "hung")
+        events = sender.QUEUE_EVENTS + 5000
+        started = time.monotonic()
+        tracker({"type": "run_started", "run": "r", "seq": 0, "t": time.time(),
+                 "config": {"optimization_key": "metric"}, "kind": "hpo", "name": "hung"})
+        for step in range(events):
+            tracker({"type": "metric", "run": "r", "seq": step + 1, "t": time.time(),
+                     "trial": "0000", "step": step, "value": 1.0})
+        assert time.monotonic() - started < 5  # the driver's thread never waits
+        assert tracker._queue.qsize() <= sender.QUEUE_EVENTS
+        ended = time.monotonic()
+        report = tracker.finish(None)
+        assert time.monotonic() - ended < sender.STALL_TIMEOUT + 5
+    finally:
+        hung.close()  # the call in flight fails; the abandoned thread ends
+    # the thread took at most one batch (1000) before it hung; the queue held the bound
+    assert report["lost"]["events"] >= events - sender.QUEUE_EVENTS - 1000, report
+    assert "took nothing for 10 s" in report["not_logged"]
 
 
 # -- bad input ---------------------------------------------------------------------------

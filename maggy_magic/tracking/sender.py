@@ -31,6 +31,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from ..logs import logger
 from . import redact
+from .batches import plan
 from .mapping import PARENT, Op, RunMapper
 
 #: Events queued for the thread; beyond it they are counted as not logged.
@@ -42,8 +43,6 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 #: The end of an experiment waits for what is still to be logged while the server takes
 #: it: until no call has succeeded for STALL_TIMEOUT seconds, FLUSH_LIMIT at most.
 STALL_TIMEOUT, FLUSH_LIMIT = 10.0, 120.0
-#: ``log_batch`` limits of MLflow's REST API.
-BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS, BATCH_TOTAL = 1000, 100, 100, 1000
 _END = object()
 
 
@@ -153,7 +152,7 @@ class Sender:
             client = self._client()
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the run
             with self._lock:
-                self._note(f"{type(exc).__name__}: {exc}")
+                self._note(_why(exc))
             self._warn()
             client = None
         self._progress = time.monotonic()
@@ -228,7 +227,7 @@ class Sender:
         """Send the pending operations in order, each taken off once done; False when a
         call failed and may be retried (it and the rest stay pending)."""
         with self._lock:
-            self._pending = collections.deque(_plan(list(self._pending)))
+            self._pending = collections.deque(plan(list(self._pending)))
         while True:
             with self._lock:
                 if not self._pending or self._abandoned.is_set():
@@ -355,58 +354,3 @@ def _why(exc: BaseException) -> str:
     """One line of ``exc``, any password of a URL in it hidden."""
     text = re.sub(r"://([^:/@\s]+):[^@/\s]+@", r"://\1:***@", " ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _plan(ops: List[Op]) -> List[Op]:
-    """``ops`` with each run's consecutive metrics, params and tags merged into
-    ``log_batch``-sized ops; every run's operations keep their order."""
-    plan: List[Op] = []
-    acc: Dict[str, Op] = {}
-
-    def flush(key: str) -> None:
-        op = acc.pop(key, None)
-        if op is not None and op.size():
-            plan.append(op)
-
-    for op in ops:
-        if op.kind != "log":
-            flush(op.key)
-            plan.append(op)
-            continue
-        for part in _split(op):
-            merged = acc.get(op.key)
-            if merged is not None and not _fits(merged, part):
-                flush(op.key)
-                merged = None
-            if merged is None:
-                acc[op.key] = part
-            else:
-                merged.fields["metrics"] += part.fields["metrics"]
-                merged.fields["params"].update(part.fields["params"])
-                merged.fields["tags"].update(part.fields["tags"])
-    for key in list(acc):
-        flush(key)
-    return plan
-
-
-def _fits(a: Op, b: Op) -> bool:
-    fa, fb = a.fields, b.fields
-    return (len(fa["metrics"]) + len(fb["metrics"]) <= BATCH_METRICS
-            and len(fa["params"]) + len(fb["params"]) <= BATCH_PARAMS
-            and len(fa["tags"]) + len(fb["tags"]) <= BATCH_TAGS
-            and a.size() + b.size() <= BATCH_TOTAL
-            and not set(fa["params"]) & set(fb["params"]))
-
-
-def _split(op: Op) -> List[Op]:
-    """A log op in pieces that each fit one ``log_batch``."""
-    f = op.fields
-    metrics, params, tags = list(f["metrics"]), list(f["params"].items()), \
-        list(f["tags"].items())
-    parts = []
-    while metrics or params or tags or not parts:
-        parts.append(Op("log", op.key, metrics=metrics[:BATCH_METRICS],
-                        params=dict(params[:BATCH_PARAMS]), tags=dict(tags[:BATCH_TAGS])))
-        metrics, params, tags = metrics[BATCH_METRICS:], params[BATCH_PARAMS:], \
-            tags[BATCH_TAGS:]
-    return parts
