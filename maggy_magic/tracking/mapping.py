@@ -45,10 +45,11 @@ class Op:
         self.kind, self.key, self.fields = kind, key, fields
 
     def size(self) -> int:
-        """What the op holds, in entities (metrics, params, tags) or kilobytes of text."""
+        """What the op holds, in entities (metrics, params, tags; a few hundred bytes each
+        in memory) or, for an artifact, its text in 256-byte units."""
         f = self.fields
         if self.kind == "text":
-            return 1 + len(f["text"]) // 1024
+            return 1 + len(f["text"]) // 256
         return len(f.get("metrics", ())) + len(f.get("params", {})) + len(f.get("tags", {}))
 
     def __repr__(self) -> str:

@@ -36,7 +36,8 @@ from .mapping import PARENT, Op, RunMapper
 
 #: Events queued for the thread; beyond it they are counted as not logged.
 QUEUE_EVENTS = 20_000
-#: Entities (metrics, params, tags, KiB of artifacts) that may wait for a failing server.
+#: What may wait for a failing server, in :meth:`~.mapping.Op.size` units (metrics,
+#: params, tags, 256 bytes of an artifact): some tens of MB at most.
 PENDING_LIMIT = 200_000
 #: Seconds between tries of a call that failed; the last one repeats.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
