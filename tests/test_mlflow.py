@@ -460,3 +460,19 @@ def test_maggy_magic_run_mlflow_logs_the_notebooks_experiments(server):
     bad = cli("run", "nb.ipynb", "--mlflow", "htp://x")
     assert bad.returncode == 2 and "--mlflow: mlflow 'htp://x' is not a tracking URI" in \
         error_line(bad)
+
+
+def test_the_mlflow_option_reads_alone_on_off_or_a_uri_and_shows_back():
+    from maggy_magic.magics.options import format_options, parse_options
+
+    def parse(line):
+        return parse_options(line.split(), "%%maggy hpo")
+
+    assert parse("--mlflow --trials 2") == {"mlflow": True, "num_trials": 2}
+    assert parse("--mlflow off") == {"mlflow": False}
+    assert parse("--mlflow ON") == {"mlflow": True}
+    assert parse("--mlflow http://127.0.0.1:5000") == {"mlflow": "http://127.0.0.1:5000"}
+    for value in (True, False, "http://127.0.0.1:5000"):
+        assert parse(format_options({"mlflow": value})) == {"mlflow": value}
+    with pytest.raises(ConfigError, match=r"^--mlflow \$uri: the notebook has no value"):
+        parse("--mlflow $uri")
