@@ -2,7 +2,8 @@
 
 - ``maggy-magic run NOTEBOOK [OUTPUT] -p NAME VALUE ...`` executes a notebook with
   papermill in a kernel of this Python, prints each experiment's summary and run
-  directory, and exits non-zero when a cell or an experiment failed.
+  directory, and exits non-zero when a cell or an experiment failed; ``--mlflow [URI]``
+  logs its experiments to MLflow.
 - ``maggy-magic ls`` lists runs with their state and best metric.
 - ``maggy-magic show RUN`` prints one run's summary and trials.
 - ``maggy-magic tensorboard RUN`` prints the command that opens a run in TensorBoard.
@@ -19,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from .errors import ConfigError, MaggyError, closest
+from .tracking import MLFLOW_ENV
 from .ui import PROGRESS_ENV, UI_ENV
 
 #: Environment variable: a file where every experiment of this process appends a line.
@@ -31,6 +33,17 @@ FOLLOW_INTERVAL = 0.2
 @click.version_option(package_name="maggy-magic")
 def main() -> None:
     """Run notebooks that use %%maggy unattended, and look at the runs they left."""
+
+
+def _check_mlflow(value: str) -> None:
+    """A bad ``--mlflow`` (not a tracking URI, no $MLFLOW_TRACKING_URI, no mlflow) is one
+    line before the notebook runs, as the experiments would say it."""
+    from .tracking import tracking_option
+
+    try:
+        tracking_option(True if value == "on" else value)
+    except ConfigError as exc:
+        raise click.UsageError(f"--mlflow: {exc}") from None
 
 
 def _parse_value(text: str) -> Any:
@@ -57,9 +70,13 @@ def _parse_value(text: str) -> Any:
               help="Seconds a single cell may run before the notebook fails.")
 @click.option("--kernel", "kernel_name", default=None,
               help="Kernel to use (default: a kernel of this Python, with maggy-magic).")
+@click.option("--mlflow", "mlflow", is_flag=False, flag_value="on", default=None,
+              metavar="[URI]",
+              help="Log every experiment of the notebook to MLflow: to URI, or alone to "
+                   "$MLFLOW_TRACKING_URI (a cell's own --mlflow wins).")
 def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[str, str]],
                  cwd: Optional[str], log_output: bool, timeout: Optional[int],
-                 kernel_name: Optional[str]) -> None:
+                 kernel_name: Optional[str], mlflow: Optional[str]) -> None:
     """Execute NOTEBOOK with papermill and write the executed copy to OUTPUT
     (default: NOTEBOOK with an `.output.ipynb` suffix).
 
@@ -81,6 +98,8 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
     output = output or _default_output(notebook)
     params = {name: _parse_value(value) for name, value in parameters}
     _check_parameters(notebook, params)
+    if mlflow is not None:
+        _check_mlflow(mlflow)
     cwd = cwd or os.path.dirname(os.path.abspath(notebook))
     with tempfile.TemporaryDirectory(prefix="maggy-magic-") as scratch:
         record = os.path.join(scratch, "runs.jsonl")
@@ -88,6 +107,8 @@ def run_notebook(notebook: str, output: Optional[str], parameters: Tuple[Tuple[s
         # the text progress goes to this terminal, not into the saved notebook
         env = {RUN_RECORD_ENV: record, UI_ENV: os.environ.get(UI_ENV, "papermill"),
                PROGRESS_ENV: progress}
+        if mlflow is not None:  # the default of every config's mlflow= in the kernel
+            env[MLFLOW_ENV] = mlflow
         if kernel_name is None:
             kernel_name = _write_kernel_spec(scratch)
             path = os.environ.get("JUPYTER_PATH")

@@ -5,7 +5,8 @@ es_interval, es_min, es_policy, name, description, hb_interval, model, dataset)`
 Maggy's signature; everything after it is keyword-only and specific to maggy-magic
 (backend, workers, fault tolerance, run directory, resume, ``gpus_per_trial`` and
 ``cpus_per_trial``: what each trial gets, see :mod:`maggy_magic.resources`; the stop
-conditions ``time_budget`` and ``target``, see :mod:`maggy_magic.driver.stopping`).
+conditions ``time_budget`` and ``target``, see :mod:`maggy_magic.driver.stopping`;
+``mlflow``: MLflow tracking, see :mod:`maggy_magic.tracking`).
 ``AblationConfig(ablation_study, ablator, direction, name, description, hb_interval,
 model, dataset)`` likewise.
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, Optional
 from .errors import ConfigError, did_you_mean
 from .resources import cpus_option, gpus_option
 from .searchspace import Searchspace
+from .tracking import tracking_option
 from .validation import (
     address_option,
     duration_option,
@@ -49,7 +51,8 @@ class RunOptions:
                  driver_bind: Optional[str] = None, driver_port: Any = None,
                  storage: Optional[str] = None, files_limit_mb: float = 256,
                  gpus_per_trial: Optional[float] = None,
-                 cpus_per_trial: Optional[int] = None, run_on: Optional[str] = None):
+                 cpus_per_trial: Optional[int] = None, run_on: Optional[str] = None,
+                 mlflow: Any = None):
         if run_on is not None and backend not in ("local", run_on):
             raise ConfigError(f"backend={backend!r} and run_on={run_on!r} both say where "
                               "trials run; give one of them")
@@ -80,6 +83,10 @@ class RunOptions:
         #: Devices per trial (a whole number, or 1/n: n trials share one device) and CPU
         #: cores per trial (see :mod:`maggy_magic.resources`); None: no request.
         self.gpus_per_trial, self.cpus_per_trial = gpus_per_trial, cpus_per_trial
+        #: MLflow tracking (see :mod:`maggy_magic.tracking`): a tracking URI, True
+        #: ($MLFLOW_TRACKING_URI), False, or None ($MAGGY_MAGIC_MLFLOW decides); after
+        #: ``validate``, the URI or False.
+        self.mlflow = mlflow
 
     def resources_dict(self) -> Dict[str, Any]:
         """The resource request as ``to_dict`` records it."""
@@ -100,6 +107,7 @@ class RunOptions:
             from .storage import check
 
             self.storage = check(self.storage)
+        self.mlflow = tracking_option(self.mlflow) or False
         self.driver_host = address_option("driver_host", self.driver_host)
         self.driver_bind = address_option("driver_bind", self.driver_bind)
         self.driver_port = port_option("driver_port", self.driver_port)

@@ -20,7 +20,13 @@ from .backends import get_backend
 from .driver import Driver, DriverSettings
 from .driver.address import driver_address
 from .earlystop import get_earlystop
-from .errors import ExperimentInterrupted, ResumeError, RunStoreError, error_class
+from .errors import (
+    ExperimentInterrupted,
+    MaggyError,
+    ResumeError,
+    RunStoreError,
+    error_class,
+)
 from .events import EventStream, Listener
 from .logs import logger
 from .portable import serialize
@@ -28,6 +34,7 @@ from .resources import Resources
 from .result import ExperimentResult
 from .runs import find_run
 from .store import RunStore, load_trials
+from .tracking import start as start_tracking
 
 #: Seconds the workers get to leave after an interrupt before they are killed.
 INTERRUPT_GRACE = 3.0
@@ -52,6 +59,46 @@ def run(train_fn: Callable, config: Any, *, listeners: Iterable[Listener] = (),
     it interrupts the run. ``source`` (the notebook cell, say) is kept in the run directory.
     """
     config.validate()
+    tracker = start_tracking(config)  # MLflow, when the config asks for it
+    if tracker is None:
+        return _run(train_fn, config, listeners, on_driver, wait, source)
+    try:
+        result = _run(train_fn, config, [*listeners, tracker], on_driver, wait, source)
+    except MaggyError as exc:
+        _tracked(tracker, getattr(exc, "result", None))
+        raise
+    except BaseException:
+        _tracked(tracker, None)
+        raise
+    return _tracked(tracker, result)
+
+
+def _tracked(tracker: Any, result: Optional[ExperimentResult]) -> Any:
+    """``result`` once the tracker has logged the rest (bounded), with its report as
+    ``result.mlflow`` (also in result.json)."""
+    try:
+        report = tracker.finish(result)
+    except Exception as exc:  # noqa: BLE001 - tracking never costs the experiment its result
+        logger().warning("maggy-magic: MLflow tracking failed at the end of the run: %s: %s",
+                         type(exc).__name__, exc)
+        return result
+    if result is not None:
+        result.mlflow = report
+        path = os.path.join(result.run_dir or "", "result.json")
+        if result.run_dir and os.path.isfile(path):
+            try:
+                with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps(result.to_dict(), default=str))
+                os.replace(path + ".tmp", path)
+            except OSError as exc:
+                print(f"maggy-magic: could not add the MLflow report to result.json "
+                      f"({exc})", file=sys.stderr)
+    return result
+
+
+def _run(train_fn: Callable, config: Any, listeners: Iterable[Listener],
+         on_driver: Optional[Callable[[Driver, Any], None]],
+         wait: Optional[Callable[[Driver], None]], source: Optional[str]) -> ExperimentResult:
     optimizer = config.make_optimizer()
     # what the workers call for each trial: train_fn itself, or a wrapper around it
     function = config.trial_function(train_fn, optimizer)

@@ -29,6 +29,9 @@ class ExperimentResult(collections.abc.Mapping):
         self.direction, self.optimization_key = direction, optimization_key
         self.trial_records = sorted(trials, key=lambda t: t["trial"])
         self.rejected_frames = rejected_frames
+        #: What MLflow tracking logged (see :meth:`maggy_magic.tracking.sender.Sender.report`:
+        #: uri, experiment_id, run_id, lost, not_logged), None when it was off.
+        self.mlflow: Optional[Dict[str, Any]] = None
         scored = [t for t in self.trial_records
                   if t["state"] != Trial.FAILED and t.get("value") is not None]
         pick_best = max if direction == "max" else min
@@ -130,7 +133,8 @@ class ExperimentResult(collections.abc.Mapping):
                            "early_stopped": self.num_early_stopped,
                            "failed": self.num_failed,
                            "rejected_frames": self.rejected_frames},
-                "searchspace": self.searchspace, "trials": self.trial_records}
+                "searchspace": self.searchspace, "trials": self.trial_records,
+                **({"mlflow": self.mlflow} if self.mlflow is not None else {})}
 
     def _maggy(self) -> Dict[str, Any]:
         best, worst = self.best_trial or {}, self.worst_trial or {}

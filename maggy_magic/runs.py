@@ -84,13 +84,15 @@ def load_result(path: str, running: frozenset = frozenset()) -> Any:
     if os.path.exists(saved):
         with open(saved, encoding="utf-8") as handle:
             data = json.load(handle)
-        return ExperimentResult(
+        result = ExperimentResult(
             name=data["name"], run_id=data["run_id"], run_dir=os.path.abspath(path),
             state=data["state"], direction=data["direction"],
             optimization_key=data["optimization_key"], trials=data["trials"],
             error=data.get("error"),
             rejected_frames=(data.get("counts") or {}).get("rejected_frames", 0),
             searchspace=data.get("searchspace"))
+        result.mlflow = data.get("mlflow")
+        return result
     trials, config, _ = load_trials(path)
     run_id = os.path.basename(os.path.abspath(path))
     return ExperimentResult.from_trials(

@@ -224,7 +224,7 @@ def test_config_objects_travel_with_the_function_and_plain_options_as_json():
 
 
 
-def test_the_run_options_of_every_kind_travel_to_the_cluster():
+def test_the_run_options_of_every_kind_travel_to_the_cluster(monkeypatch):
     from maggy_magic import HyperparameterOptConfig, Searchspace
 
     config = HyperparameterOptConfig(
@@ -242,6 +242,16 @@ def test_the_run_options_of_every_kind_travel_to_the_cluster():
     assert (spec["time_budget"], spec["target"]) == (timed.time_budget, 0.9)
     rebuilt = remote.build_config(spec, {})
     assert (rebuilt.time_budget, rebuilt.target) == (timed.time_budget, 0.9)
+    # MLflow tracking is this side's (it logs the events replayed here), whatever the
+    # cluster's environment says
+    tracked = HyperparameterOptConfig(searchspace=Searchspace(x=("DOUBLE", [0, 1])),
+                                      backend="livy", mlflow="http://127.0.0.1:5000")
+    spec = bundle.config_spec(tracked, "remote", {})
+    assert spec["mlflow"] is False
+    monkeypatch.setenv("MAGGY_MAGIC_MLFLOW", "http://cluster:5000")
+    rebuilt = remote.build_config(spec, {})
+    rebuilt.validate()
+    assert rebuilt.mlflow is False
 
 
 def test_a_config_the_cluster_refuses_is_its_one_line_error_in_the_first_reply():

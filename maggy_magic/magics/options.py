@@ -27,8 +27,9 @@ class Option:
     """One command-line option: its flags, the config keyword it sets, how to parse it.
 
     ``kind`` is one of ``int``, ``float``, ``str``, ``identifier`` (a Python name),
-    ``choice`` (one of ``choices()``, read lower-case) or ``keyvalue`` (repeatable
-    ``key=value``, collected into a dict). ``per_cell`` options name things of one cell
+    ``choice`` (one of ``choices()``, read lower-case), ``keyvalue`` (repeatable
+    ``key=value``, collected into a dict) or ``switch`` (alone: True; ``on``/``off``:
+    True/False; any other value as text). ``per_cell`` options name things of one cell
     and cannot be session defaults."""
 
     def __init__(self, flags: Tuple[str, ...], dest: str, kind: str, help: str,
@@ -117,6 +118,9 @@ OPTIONS: List[Option] = [
            "shared storage URI for trial files and checkpoints (file://, hdfs://, s3a://)"),
     Option(("--files-limit-mb",), "files_limit_mb", "float",
            "MiB of files per trial that travel to the driver (default 256)"),
+    Option(("--mlflow",), "mlflow", "switch",
+           "log to MLflow: --mlflow URI, or --mlflow alone for $MLFLOW_TRACKING_URI "
+           "(--mlflow off: not this cell)"),
     Option(("--session",), "livy_session", "str",
            "livy: name of this kernel's sparkmagic session to run on"),
     Option(("--url",), "livy_url", "str", "livy: URL of a Livy server to start a session on"),
@@ -149,6 +153,9 @@ OPTIONS: List[Option] = [
            _ui_modes),
 ]
 _BY_DEST = {o.dest: o for o in OPTIONS}
+#: The words a ``switch`` option reads as on or off.
+SWITCH_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False,
+                "no": False}
 #: Options that are not config keywords; the magic consumes them (names of the cell's
 #: variables, the output variable, the display, the dist framework).
 MAGIC_OPTIONS = ("fn", "space", "study", "output", "ui", "framework", "model", "dataset",
@@ -181,7 +188,9 @@ def _parser(prog: str) -> _Parser:
     parser = _Parser(prog=prog, add_help=False, allow_abbrev=False)
     for option in OPTIONS:
         action = "append" if option.kind == "keyvalue" else "store"
-        parser.add_argument(*option.flags, dest=option.dest, action=action, default=None)
+        more = {"nargs": "?", "const": True} if option.kind == "switch" else {}
+        parser.add_argument(*option.flags, dest=option.dest, action=action, default=None,
+                            **more)
     parser.add_argument("-h", "--help", dest="help", action="store_true")
     return parser
 
@@ -215,6 +224,8 @@ def _convert(option: Option, raw: Any) -> Any:
     flag = option.name
     if option.kind == "keyvalue":
         return dict(_key_value(flag, item) for item in raw)
+    if option.kind == "switch" and raw is True:
+        return True
     text = str(raw).strip()
     _check_expanded(flag, text)
     if option.kind == "int":
@@ -234,6 +245,8 @@ def _convert(option: Option, raw: Any) -> Any:
         if not text.isidentifier():
             raise ConfigError(f"{flag} takes a Python name, got {text!r}")
         return text
+    if option.kind == "switch" and text.lower() in SWITCH_WORDS:
+        return SWITCH_WORDS[text.lower()]
     if option.kind == "choice":
         choices = [str(c) for c in option.choices()]
         if text.lower() not in choices:
@@ -272,6 +285,8 @@ def format_options(options: Dict[str, Any]) -> str:
         option = _BY_DEST[dest]
         if option.kind == "keyvalue":
             words += [f"{option.name} {k}={v!r}" for k, v in value.items()]
+        elif option.kind == "switch" and isinstance(value, bool):
+            words.append(option.name if value else f"{option.name} off")
         else:
             words.append(f"{option.name} {shlex.quote(str(value))}")
     return " ".join(words)

@@ -102,9 +102,23 @@ def summary_html(result: Any, *, max_rows: int = 50) -> str:
     if len(order) > max_rows:
         parts.append(f"<div><i>showing the best {max_rows} of {len(order)} trials; "
                      "result.trials has them all</i></div>")
+    tracked = mlflow_line(result)
+    if tracked:
+        parts.append(f'<div class="maggy-mlflow" style="color:#666">{_e(tracked)}</div>')
     parts.append(f'<div style="color:#666">run directory: <code>{_e(result.run_dir)}</code>'
                  "</div></div>")
     return "\n".join(parts)
+
+
+def mlflow_line(result: Any) -> str:
+    """Where MLflow tracking logged the run and what it could not log ("" when off)."""
+    report = getattr(result, "mlflow", None)
+    if not report:
+        return ""
+    where = f"MLflow run {report['run_id']} (experiment {report['experiment_id']}) at " \
+        f"{report['uri']}" if report.get("run_id") else f"MLflow at {report['uri']}"
+    lost = report.get("not_logged")
+    return f"{where}; not logged: {lost}" if lost else where
 
 
 def summary_text(result: Any) -> str:
@@ -115,7 +129,8 @@ def summary_text(result: Any) -> str:
     reason = getattr(result, "stop_reason", None)
     return (f"maggy-magic {result.name} run {result.run_id} {result.state}: "
             f"{_counts_line(result, len(result.trial_records))}; {best_text}"
-            + (f"; stopped: {reason}" if reason else ""))
+            + (f"; stopped: {reason}" if reason else "")
+            + (f"; {mlflow_line(result)}" if mlflow_line(result) else ""))
 
 
 def learning_curves_svg(records: Sequence[Dict[str, Any]], key: str,

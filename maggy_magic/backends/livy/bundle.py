@@ -93,6 +93,7 @@ def config_spec(config: Any, remote_root: str, spark_options: Dict[str, Any], *,
         options.setdefault("barrier", True)  # every rank at once
     spec["root"] = remote_root
     spec["backend"] = "spark"
+    spec["mlflow"] = False  # MLflow logs the events replayed here, never the cluster's side
     spec["backend_options"] = options
     try:
         json.dumps(spec)
