@@ -162,6 +162,19 @@ def bayes_job(_arg):
     return found
 
 
+def mlflow_job(url):
+    """A search logged to the tracking server at ``url``, read back with its client."""
+    from mlflow.tracking import MlflowClient
+
+    found = _hpo(num_trials=3, workers=2, mlflow=url)
+    client = MlflowClient(tracking_uri=url)
+    experiments = client.search_experiments()
+    runs = [r for e in experiments for r in client.search_runs([e.experiment_id])]
+    found["runs"] = len(runs)
+    found["children"] = sum("mlflow.parentRunId" in r.data.tags for r in runs)
+    return found
+
+
 def importance_job(_arg):
     """A search where only ``x`` drives the score, then its fANOVA importances."""
     from maggy_magic import Searchspace
@@ -232,7 +245,7 @@ def tensorboard_job(_arg):
 #: extra ("" for the plain install) -> its job; the test's table names the same extras.
 JOBS = {"": plain_job, "papermill": papermill_job, "tf": tf_job, "torch": torch_job,
         "spark": spark_job, "livy": livy_job, "bayes": bayes_job,
-        "tensorboard": tensorboard_job, "importance": importance_job}
+        "tensorboard": tensorboard_job, "importance": importance_job, "mlflow": mlflow_job}
 
 if __name__ == "__main__":
     job, out = sys.argv[1], sys.argv[2]

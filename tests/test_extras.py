@@ -37,7 +37,7 @@ FEATURE_IMPORTS = {
     "tensorflow": ("tf", "tensorflow"), "keras": ("tf", "tensorflow"),
     "torch": ("torch", "torch"),
     "optuna": ("bayes", "optuna"), "scipy": ("bayes", "scipy"),
-    "sklearn": ("importance", "scikit-learn"),
+    "sklearn": ("importance", "scikit-learn"), "mlflow": ("mlflow", "mlflow-skinny"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "requests": ("livy", "requests"), "requests_kerberos": ("kerberos", "requests-kerberos"),
     "fsspec": ("storage", "fsspec"),
@@ -184,6 +184,16 @@ def check_importance(python, tmp_path):
     assert ranked and ranked[0] == "x", answer["importances"]
 
 
+def check_mlflow(python, tmp_path):
+    from mlflow_server import MlflowServer
+
+    # the server runs from the test's environment; the extra's venv has the client only
+    with MlflowServer(str(tmp_path / "mlflow")) as server:
+        answer = run_job(python, "mlflow", tmp_path, server.url)
+    assert answer["state"] == "finished" and answer["finished"] == 3
+    assert answer["runs"] == 4 and answer["children"] == 3  # the parent, one per trial
+
+
 def check_papermill(python, tmp_path):
     answer = run_job(python, "papermill", tmp_path)
     assert answer["rc"] == 0, answer["stderr"]
@@ -246,6 +256,7 @@ EXTRA_CHECKS = {
     "papermill": check_papermill,
     "tensorboard": check_tensorboard,
     "importance": check_importance,
+    "mlflow": check_mlflow,
 }
 
 
