@@ -580,7 +580,7 @@ def test_interrupt_propagates_out_of_the_blocking_cell(kernel):
 def test_the_default_sort_by_trial_is_the_general_order():
     import random
 
-    from maggy_magic.ui.state import first_rows
+    from maggy_magic.ui.table_order import first_rows
 
     ids = [f"{i:04d}" for i in range(300)]
     random.Random(1).shuffle(ids)

@@ -169,7 +169,7 @@ def test_backend_opt_reaches_the_local_backend_in_a_real_run(shell, capsys, tmp_
 
 @pytest.mark.parametrize("opt, message", [
     ("max_restart=1", "unknown local backend option 'max_restart'; did you mean "
-                      "'max_restarts'? (valid: max_restarts)"),
+                      "'max_restarts'? (valid: max_restarts, start)"),
     ("max_restarts=-1", "local backend option max_restarts must be an integer >= 0, got -1"),
     ("max_restarts=two", "local backend option max_restarts must be an integer >= 0, "
                          "got 'two'"),

@@ -29,13 +29,13 @@ import collections
 import heapq
 import math
 import time
-from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from .search_state import SearchView
+from .table_order import first_rows
 
 PARTS = ("status", "trials", "curves", "logs", "search")
 
-_STATE_ORDER = {"RUNNING": 0, "PENDING": 1, "FINISHED": 2, "EARLY_STOPPED": 3, "FAILED": 4}
 _ENDED = ("FINISHED", "EARLY_STOPPED", "FAILED")
 
 
@@ -387,39 +387,6 @@ def _finite(value: Any) -> bool:
 
 def _order(value: Any) -> float:
     return float(value) if _number(value) else math.inf
-
-
-def first_rows(rows: Iterable[Dict[str, Any]], key: str, desc: bool,
-               limit: int) -> List[Dict[str, Any]]:
-    """The first ``limit`` rows in the front-end's order (js/state.js ``sortRows``):
-    missing values last and numbers before text in both directions, numbers compared
-    numerically, text as strings, ties by trial id."""
-    if key == "trial":  # unique strings: no missing values, no ties (the default sort)
-        pick = heapq.nlargest if desc else heapq.nsmallest
-        return pick(limit, rows, key=lambda row: row["trial"])
-
-    def value(row: Dict[str, Any]) -> Any:
-        if key.startswith("param:"):
-            return (row.get("params") or {}).get(key[6:])
-        if key == "state":
-            return _STATE_ORDER.get(row.get("state"), 9)
-        return row.get(key)
-
-    items = [(value(row), row) for row in rows]
-    # text ranks once, so that every comparison below is between plain tuples
-    texts = sorted({str(v) for v, _ in items if v is not None and not _number(v)})
-    rank = {text: i for i, text in enumerate(texts)}
-    sign = -1 if desc else 1
-
-    def sort_key(item: Tuple[Any, Dict[str, Any]]) -> Tuple[int, float, str]:
-        v, row = item
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return (2, 0.0, row["trial"])
-        if _number(v):
-            return (0, sign * v, row["trial"])
-        return (1, sign * rank[str(v)], row["trial"])
-
-    return [row for _, row in heapq.nsmallest(limit, items, key=sort_key)]
 
 
 def _number(value: Any) -> bool:
