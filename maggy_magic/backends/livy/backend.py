@@ -6,10 +6,13 @@ elsewhere. It finds the session (:mod:`.session`), installs maggy_magic there if
 (:mod:`.bootstrap`), uploads the serialised training function (with the config's objects:
 the study, the model and dataset) and starts the same ``experiment.run`` with the spark
 backend (barrier mode for a dist run) in a daemon thread of the session (:mod:`.remote`).
-A poller thread then runs a short poll statement every ``poll_interval`` seconds and
-hands the events since its cursor to the local listeners (dashboard, text progress) and
-to a local record (a run directory whose journal holds every event that arrived), exactly
-as a local driver would.
+A poller thread (:mod:`.follow`) then runs a short poll statement every ``poll_interval``
+seconds and hands the events since its cursor to the local listeners (dashboard, text
+progress) and to a local record (a run directory whose journal holds every event that
+arrived), exactly as a local driver would. :meth:`LivyBackend.run_cell` does the same for
+a cell whose body runs in the session's namespace (:mod:`.remote_cell`); a ``resume=``
+run keeps its id and continues its local record while the cluster resumes its journal;
+:meth:`LivyBackend.attach` follows a run again from its first event (``%maggy attach``).
 :class:`RemoteRunHandle` stands in for the driver: ``request_stop`` / ``interrupt`` become
 a stop statement, ``wait`` / ``done`` follow the poller. The result comes back with the
 last poll (JSON, never a pickle) and is rebuilt into the config's result class (an
