@@ -142,6 +142,15 @@ def test_list_and_show_find_a_finished_run(shell, capsys):
         shell.run_line_magic("maggy", f"show {res.run_id[:-1]}x")
 
 
+def test_attach_refuses_a_run_that_did_not_run_on_livy(shell, capsys):
+    result = run(shell, "%%maggy hpo --trials 1 --workers 1 --name here -o r\n" + SPACE +
+                 "def train(x):\n    return x\n")
+    assert result.success, result.error_in_exec
+    run_id = shell.user_ns["r"].run_id
+    with pytest.raises(ConfigError, match=f"run {run_id} did not run on a Livy session"):
+        shell.run_line_magic("maggy", f"attach {run_id}")
+
+
 def test_resume_continues_a_run_in_its_directory(shell):
     cell = SPACE + "def train(x):\n    return x\n"
     assert run(shell, "%%maggy hpo --trials 2 --name again --seed 4 -o first\n" + cell).success
@@ -269,6 +278,14 @@ BAD = {
                              "hpo is a cell magic"),
     "per-cell option in config": ("%maggy config --fn train", ConfigError,
                                   "--fn applies to one cell"),
+    "attach without a run": ("%maggy attach", ConfigError, "%maggy attach needs a run"),
+    "attach with a run's option": ("%maggy attach 20261201-000000-0000 --trials 3",
+                                   ConfigError, "%maggy attach takes only --root, --name, "
+                                                "-o and --ui, got --trials"),
+    "misspelt attach": ("%maggy atach x", ConfigError, "did you mean 'attach'?"),
+    "remote cell off livy": ("%%maggy hpo --cell remote --backend local\n" + SPACE + TRAIN,
+                             ConfigError, "--cell remote runs the cell in a Livy session, "
+                                          "not with --backend local"),
 }
 
 

@@ -24,7 +24,14 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from ..cell_builders import CELL_COMMANDS
 from ..errors import ConfigError, ExperimentInterrupted, MaggyError, did_you_mean
 from .commands import LINE_COMMANDS
-from .options import MAGIC_OPTIONS, help_text, livy_options, options_for, parse_options
+from .options import (
+    MAGIC_OPTIONS,
+    help_text,
+    livy_options,
+    option_for,
+    options_for,
+    parse_options,
+)
 from .remote_cells import line_config, runs_remote
 
 
@@ -157,7 +164,7 @@ class MaggyMagics(Magics):
             return self._attach(args)
         if command not in LINE_COMMANDS:
             raise ConfigError(f"unknown %maggy command {command!r}; "
-                              f"{did_you_mean(command, LINE_COMMANDS)}")
+                              f"{did_you_mean(command, [*LINE_COMMANDS, 'attach'])}")
         return LINE_COMMANDS[command](args, self.defaults, self.running)
 
     def _attach(self, args: List[str]) -> Any:
@@ -166,22 +173,20 @@ class MaggyMagics(Magics):
         dashboard replayed from its start; return its result."""
         from .. import runs
         from ..backends.livy.backend import LivyBackend
-        from .commands import livy_credentials, root_and_name, run_ref
+        from .commands import livy_credentials, run_ref
 
         ref, rest = run_ref(args)
         if ref is None:
             raise ConfigError("%maggy attach needs a run: a run id, NAME/RUN_ID or 'latest' "
                               "(%maggy list shows the runs going on a cluster)")
-        magic = {}
-        for flag, key in (("-o", "output"), ("--output", "output"), ("--ui", "ui")):
-            if flag in rest:
-                at = rest.index(flag)
-                if at + 1 >= len(rest):
-                    raise ConfigError(f"{flag} needs a value")
-                magic[key] = rest[at + 1]
-                del rest[at:at + 2]
-        root, name = root_and_name(rest, self.defaults, "%maggy attach")
-        path = runs.find_run(root, ref, name)
+        options = parse_options(rest, "%maggy attach")
+        unknown = sorted(set(options) - {"root", "name", "output", "ui"})
+        if unknown:
+            raise ConfigError(f"%maggy attach takes only --root, --name, -o and --ui, got "
+                              f"{option_for(unknown[0]).name}")
+        root = options.get("root") or self.defaults.get("root") or "maggy_experiments"
+        path = runs.find_run(root, ref, options.get("name"))
+        magic = {key: options[key] for key in ("output", "ui") if key in options}
         backend = LivyBackend(**livy_credentials(self.defaults))
         shown = type("Attached", (), {"name": os.path.basename(os.path.dirname(path))})
         return self._run(shown, magic, lambda listeners, on_driver, wait: backend.attach(
