@@ -136,7 +136,7 @@ def test_with_no_retries_the_first_lost_worker_fails_its_trial():
 # -- the local backend's options ------------------------------------------------------------
 @pytest.mark.parametrize("options, message", [
     ({"max_restart": 1}, "unknown local backend option 'max_restart'; did you mean "
-                         "'max_restarts'? (valid: max_restarts)"),
+                         "'max_restarts'? (valid: max_restarts, start)"),
     ({"max_restarts": -1}, "local backend option max_restarts must be an integer >= 0, "
                            "got -1"),
     ({"max_restarts": "two"}, "local backend option max_restarts must be an integer >= 0, "

@@ -13,9 +13,12 @@ from maggy_magic.errors import ConfigError
 
 @pytest.fixture
 def counting_module(tmp_path, monkeypatch):
-    """A module that notes each process that imports it (in ``imports.txt``)."""
+    """A module that notes each process that imports it (in ``imports.txt``) and prints
+    half a line as it loads (the template's protocol must not suffer from it)."""
     (tmp_path / "heavy_module.py").write_text(
-        "import os\n"
+        "import os, sys\n"
+        "sys.stdout.write('importing heavy_module, no newline ')\n"  # prints as it loads
+        "sys.stdout.flush()\n"
         f"with open({str(tmp_path / 'imports.txt')!r}, 'a') as f:\n"
         "    f.write(f'{os.getpid()}\\n')\n"
         "def work(x):\n    return x * 2\n")

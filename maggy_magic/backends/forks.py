@@ -51,8 +51,8 @@ class Template:
             proc.stdin.write(json.dumps({"sys_path": sys_path, "payload_bytes": len(payload)})
                              .encode() + b"\n" + payload)
             proc.stdin.flush()
-            reader = threading.Thread(target=lambda: answer.append(
-                json.loads(proc.stdout.readline() or b"{}")), daemon=True)
+            reader = threading.Thread(target=lambda: answer.append(_first_message(proc)),
+                                      daemon=True)
             reader.start()
             reader.join(READY_WAIT)
         except (OSError, ValueError):
@@ -77,7 +77,7 @@ class Template:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            message = json.loads(line)
+            message = _message(line)
             if "output" in message:
                 self._keep(message["output"], base64.b64decode(message["data"]))
             elif "forked" in message:
@@ -136,6 +136,26 @@ class Template:
         except subprocess.TimeoutExpired:
             _end(self.proc)
         self._reader.join(5.0)
+
+
+def _message(line: bytes) -> Dict[str, Any]:
+    """A protocol line as a dict; anything else (a stray print) as an empty one."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
+def _first_message(proc: subprocess.Popen) -> Dict[str, Any]:
+    """The template's first protocol message (``ready`` or ``unavailable``), or ``{}``
+    when it ended without one."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        message = _message(line)
+        if "ready" in message or "unavailable" in message:
+            return message
+    return {}
 
 
 def _signal(pid: int, sig: int) -> None:

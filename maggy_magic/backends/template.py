@@ -13,7 +13,9 @@ The protocol, JSON lines (the kernel's :class:`~.local.LocalBackend` speaks it):
   function; then commands: ``{"fork": id, "header": {...}}`` (the worker's setup, as a
   spawned worker reads it). End of input: no more workers; the template leaves once its
   workers have.
-- stdout: ``{"ready": pid}`` once the function is loaded, or ``{"unavailable": reason}``
+- stdout (lines that are not JSON objects, printed before the template took its stdout
+  over, e.g. by a ``sitecustomize``, are skipped): ``{"ready": pid}`` once the function is
+  loaded, or ``{"unavailable": reason}``
   (the workers are then spawned as before); ``{"forked": id, "pid": pid}`` per fork;
   ``{"output": id, "data": base64}`` for what a worker wrote to its stdout or stderr (the
   kernel keeps it in the run directory, which a worker's machine may not see);
@@ -34,8 +36,13 @@ from typing import Any, Callable, Dict
 REAP_EVERY = 0.05
 
 
+#: The file descriptor the protocol goes out on (stdout as the template started; its
+#: fd 1 then points at its stderr, so what imports print cannot garble the protocol).
+_PROTOCOL = [1]
+
+
 def _send(message: Dict[str, Any]) -> None:
-    os.write(1, json.dumps(message).encode() + b"\n")
+    os.write(_PROTOCOL[0], json.dumps(message).encode() + b"\n")
 
 
 def _read_exact(stream: Any, size: int) -> bytes:
@@ -55,6 +62,7 @@ def _child(command: Dict[str, Any], load: Callable[[], Callable], out: int) -> N
     from ..worker import serve
 
     os.setsid()
+    os.close(_PROTOCOL[0])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -72,6 +80,8 @@ def _child(command: Dict[str, Any], load: Callable[[], Callable], out: int) -> N
 
 def main() -> None:
     """The template's loop (see the module docstring)."""
+    _PROTOCOL[0] = os.dup(1)
+    os.dup2(2, 1)
     stdin = sys.stdin.buffer
     setup = json.loads(stdin.readline())
     payload = _read_exact(stdin, int(setup["payload_bytes"]))
