@@ -40,6 +40,13 @@ def quick(x):
     return x
 
 
+def brief(x):
+    import time
+
+    time.sleep(0.3)  # long enough for every worker to join before the trials run out
+    return x
+
+
 def free_ports(host, count):
     """``count`` consecutive ports that are free on ``host`` now."""
     for base in range(41000 + os.getpid() % 2000 * 5, 64000, 97):
@@ -210,7 +217,7 @@ def test_local_workers_reach_the_first_free_port_of_a_range(tmp_path):
     held = [socket.create_server(("127.0.0.1", p)) for p in (base, base + 1)]
     drivers = []
     try:
-        result = experiment.run(quick, hpo_config(
+        result = experiment.run(brief, hpo_config(
             root=str(tmp_path), num_trials=4, workers=2, driver_port=f"{base}-{base + 3}"),
             on_driver=lambda driver, _: drivers.append(driver))
     finally:

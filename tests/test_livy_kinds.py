@@ -167,7 +167,8 @@ def test_an_interrupted_dist_run_on_the_session_ends_there(server, tmp_path):
                            on_driver=lambda handle, backend: handles.append(handle))
     finally:
         os.unlink(hold)
-    assert "cannot resume" in str(info.value) and "\n" not in str(info.value)
+    assert "a dist run cannot be resumed; start it again" in str(info.value)
+    assert "\n" not in str(info.value)
     result = info.value.result
     assert type(result) is DistResult and result.state == "interrupted"
     # the cluster's driver ended the run on the stop statement, while the ranks were held

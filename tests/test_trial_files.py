@@ -164,7 +164,7 @@ class _Worker:
 
 class _Trial:
     def __init__(self, trial_id, worker="w1", rank=None):
-        self.trial_id, self.worker = trial_id, worker
+        self.trial_id, self.worker, self.params = trial_id, worker, {"x": trial_id}
         self.info_dict = {} if rank is None else {"rank": rank}
 
 
