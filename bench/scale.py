@@ -114,7 +114,8 @@ print(json.dumps({{"wall": time.monotonic() - began, "trials": len(results)}}))
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
         return {"timeout": timeout}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
