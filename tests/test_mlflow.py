@@ -261,7 +261,11 @@ def test_a_server_stopped_mid_run_costs_the_experiment_nothing_and_is_reported(
     assert waited < sender.STALL_TIMEOUT + 5, waited
     report = result.mlflow
     assert report["run_id"] is not None  # the parent and the first trial were logged
-    assert report["not_logged"] and report["lost"].get("metric values", 0) >= 3, report
+    # the three trials' metrics were lost, as metric values or as events not yet turned
+    # into them (how far the sender got before the server went away is timing)
+    lost = report["lost"]
+    assert report["not_logged"] and lost.get("metric values", 0) + lost.get("events", 0) >= 3, \
+        report
     assert "not logged" in result._repr_html_() and report["not_logged"] in repr(
         result.to_dict())
     err = capfd.readouterr().err
