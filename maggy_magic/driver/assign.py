@@ -46,6 +46,7 @@ class Assigner:
 
     def start(self, trial: Trial, worker: WorkerState) -> None:
         """``worker`` runs ``trial`` from now on."""
+        worker.revoked.discard(trial.trial_id)
         self.begin(trial, worker)
         self.send(worker, trial_message(trial))
 
@@ -70,6 +71,7 @@ class Assigner:
         if trial is not None:
             trial.worker = worker.id
             worker.next = trial
+            worker.revoked.discard(trial.trial_id)
             self.send(worker, trial_message(trial))
 
     def take_back_queued(self, workers: Iterable[WorkerState]) -> None:
@@ -83,12 +85,18 @@ class Assigner:
             if victim.next is None or victim.lost:
                 continue
             trial, victim.next = victim.next, None
-            self.send(victim, {"type": "revoke", "trial": trial.trial_id})
+            self.revoke(victim, trial)
             worker = self.pop_idle()
             if worker is None:
                 self.queue.put_back(trial)
                 return
             self.start(trial, worker)
+
+    def revoke(self, worker: WorkerState, trial: Trial) -> None:
+        """Tell ``worker`` to drop ``trial``, and remember that it did (what it prints
+        under that trial from now on is of a copy that does not count)."""
+        worker.revoked.add(trial.trial_id)
+        self.send(worker, {"type": "revoke", "trial": trial.trial_id})
 
     def unqueue(self, worker: WorkerState, revoke: bool = False) -> None:
         """Take back the trial queued on ``worker`` (it never started); with ``revoke``
@@ -96,5 +104,5 @@ class Assigner:
         queued, worker.next = worker.next, None
         if queued is not None:
             if revoke:
-                self.send(worker, {"type": "revoke", "trial": queued.trial_id})
+                self.revoke(worker, queued)
             self.queue.put_back(queued)

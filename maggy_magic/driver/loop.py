@@ -151,7 +151,7 @@ class Driver(EventLoop):
         trial = worker.trial
         if trial is not None and msg.get("trial") not in (None, trial.trial_id):
             trial = None  # a message about a trial this worker no longer owns
-        self.record.absorb(worker.id, trial, msg)
+        self.record.absorb(worker.id, trial, msg, worker.revoked)
         if kind == "heartbeat":
             return
         if kind in FILE_MESSAGES:  # trial files and checkpoints (see .artifacts)

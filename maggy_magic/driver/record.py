@@ -10,7 +10,7 @@ driver tells it what happened. Driver loop thread only.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional
 
 from ..events import EventStream
 from ..trial import Trial
@@ -43,8 +43,13 @@ class RunRecord:
                          worker=worker_id, budget=trial.budget, info=trial.info_dict,
                          attempt=trial.retries, t=trial.start, **extra)  # resume reads it
 
-    def absorb(self, worker_id: str, trial: Optional[Trial], msg: Dict[str, Any]) -> None:
-        """The metric points (of ``trial``) and log lines a worker's message carries."""
+    def absorb(self, worker_id: str, trial: Optional[Trial], msg: Dict[str, Any],
+               revoked: Collection[str] = ()) -> None:
+        """The metric points (of ``trial``) and log lines a worker's message carries.
+
+        Lines under a trial in ``revoked`` (taken back from this worker, so it runs, or
+        ran, elsewhere) are of a copy that does not count: they go to the worker's own
+        log, marked, never to that trial's."""
         points = msg.get("points")
         if points and trial is not None:
             for step, value in points:
@@ -54,6 +59,9 @@ class RunRecord:
         if logs:
             by_trial: Dict[Optional[str], List[str]] = {}
             for trial_id, line in logs:
+                if trial_id is not None and trial_id in revoked:
+                    trial_id, line = None, (f"[a copy of trial {trial_id} this worker "
+                                            f"was told to drop] {line}")
                 by_trial.setdefault(trial_id, []).append(line)
             for trial_id, lines in by_trial.items():
                 self.events.emit("log", worker=worker_id, trial=trial_id, lines=lines)

@@ -14,7 +14,7 @@ class WorkerState:
     """What the driver knows about one connected worker."""
 
     __slots__ = ("id", "conn", "host", "pid", "trial", "next", "last_seen", "lost",
-                 "abort_deadline", "devices")
+                 "abort_deadline", "devices", "revoked")
 
     def __init__(self, worker_id: str, conn: rpc.ServerConnection, host: str, pid: int,
                  devices: Optional[List[str]] = None):
@@ -26,6 +26,9 @@ class WorkerState:
         self.last_seen = time.monotonic()
         self.lost = False
         self.abort_deadline: Optional[float] = None  # set once told to abort
+        #: Ids of trials taken back from it (``revoke``): lines it prints under one of
+        #: them are of a copy whose result does not count (see ``RunRecord.absorb``).
+        self.revoked: set = set()
 
     @classmethod
     def registered(cls, conn: rpc.ServerConnection, msg: Dict[str, Any]) -> "WorkerState":
