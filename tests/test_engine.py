@@ -25,6 +25,7 @@ def config(**kwargs):
 # -- training functions (module level: workers import this module) ---------------------
 def quadratic(x, y, reporter):
     original_print = builtins.print
+    time.sleep(0.25)  # long enough for both workers to join before the trials run out
     for step in range(3):
         reporter.broadcast(-(x - 0.3) ** 2 + step * 0.001, step)
     print(f"trial with x={x:.3f}")
