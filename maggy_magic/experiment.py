@@ -160,6 +160,10 @@ def _run(train_fn: Callable, config: Any, listeners: Iterable[Listener],
             driver.fail(str(exc), "RunStoreError")
 
     driver.add_periodic(0.5, flush)
+    from .hparams_summary import preload as preload_hparams
+
+    # a second in, the summary's imports start on a thread, off the end of the run
+    driver.add_periodic(1.0, preload_hparams)
     optimizer.trial_store, optimizer.final_store = driver.trials, driver.final
     optimizer.run_dir = store.path
     optimizer.initialize()

@@ -34,6 +34,10 @@ from .tensorboard import run_logdir, trial_logdir
 #: Name of the threads that write a finished run's summary (see experiment.run).
 WRITER_THREAD = "maggy-hparams"
 
+#: The thread that imports TensorBoard's modules while a run goes on (see preload).
+_PRELOAD: List[threading.Thread] = []
+_PRELOAD_LOCK = threading.Lock()
+
 #: Event files of this writer end with this suffix (and are replaced on every write).
 SUFFIX = ".maggy-hparams"
 #: Trial state → the session status name of TensorBoard's hparams API.
@@ -51,15 +55,45 @@ def wait_for_writers(timeout: Optional[float] = None) -> None:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
+def preload() -> None:
+    """Start importing what :func:`write` needs on a thread of its own (once per
+    process), so that a run's end does not wait the fifth of a second those imports
+    take: call it when a run starts; :func:`available` waits for it. The thread is no
+    daemon (an import cut by the interpreter's shutdown would print errors) and keeps
+    quiet: :func:`available` reports a missing package."""
+    with _PRELOAD_LOCK:
+        if _PRELOAD:
+            return
+        thread = threading.Thread(target=_import_quietly, name="maggy-hparams-import",
+                                  daemon=False)
+        _PRELOAD.append(thread)
+    thread.start()
+
+
+def _import_quietly() -> None:
+    try:
+        _import()
+    except BaseException:  # noqa: BLE001 - available() says what is missing
+        pass
+
+
+def _import() -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2  # noqa: F401
+    from tensorboard.plugins.scalar.summary_v2 import scalar_pb  # noqa: F401
+    from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: F401
+
+
 def available(run_dir: str) -> bool:
     """Import what :func:`write` needs (so a writer thread imports nothing, which could
-    fail while the interpreter shuts down); False, with one info log line naming
-    ``run_dir``'s run, when the ``tensorboard`` package is not installed."""
+    fail while the interpreter shuts down), after :func:`preload`'s thread is done;
+    False, with one info log line naming ``run_dir``'s run, when the ``tensorboard``
+    package is not installed."""
+    for thread in _PRELOAD:
+        if thread is not threading.current_thread():
+            thread.join()
     try:
-        from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
-        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2  # noqa: F401
-        from tensorboard.plugins.scalar.summary_v2 import scalar_pb  # noqa: F401
-        from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: F401
+        _import()
     except ImportError:
         logger().info("maggy-magic: tensorboard is not installed, so run %s has no HParams "
                       "summary (pip install tensorboard)", os.path.basename(run_dir))

@@ -299,3 +299,43 @@ def test_a_run_without_tensorboard_logs_gets_a_note(tmp_path):
         f"tensorboard --logdir {tmp_path}/tensorboard",
         f"(no {tmp_path}/tensorboard yet: it appears when a trial calls tensorboard.logdir() "
         "or the run ends with tensorboard installed)"]
+
+
+PRELOAD_SCRIPT = """
+import sys, time
+from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+
+def slow(x):
+    import time
+    time.sleep(0.8)
+    return x
+
+seen = {}
+
+def listen(event):
+    if event["type"] == "run_finished":
+        seen["imported"] = "tensorboard.summary.writer.record_writer" in sys.modules
+
+result = experiment.lagom(slow, HyperparameterOptConfig(
+    num_trials=4, searchspace=Searchspace(x=("DOUBLE", [0, 1])), es_policy="none",
+    workers=2, root=sys.argv[1], name="preload"), listeners=[listen])
+print("imported before the end:", seen["imported"])
+print("run dir:", result.run_dir)
+"""
+
+
+def test_a_run_imports_the_summary_modules_before_it_ends_and_exits_cleanly(tmp_path):
+    """The summary's TensorBoard imports (a fifth of a second) run on a thread while a
+    run of over a second goes on, not after its last trial; a script that exits right
+    after the run still gets its summary, with nothing on stderr."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", PRELOAD_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr
+    assert "imported before the end: True" in done.stdout
+    assert done.stderr.strip() == ""
+    run_dir = done.stdout.split("run dir: ")[1].strip()
+    assert len(glob.glob(os.path.join(run_dir, "tensorboard", "*", "*" + SUFFIX))) == 4
