@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: Seconds the template may take to import the worker's modules and load the function.
 READY_WAIT = 120.0
@@ -65,10 +65,17 @@ class Template:
     def fork(self, worker_id: str, header: Dict[str, Any]) -> bool:
         """Ask for worker ``worker_id`` (its output goes to ``<id>.out`` next to the
         template's); False when the template is gone (spawn it)."""
-        command = {"fork": worker_id, "header": header}
+        return self.fork_all([(worker_id, header)])
+
+    def fork_all(self, workers: List[Tuple[str, Dict[str, Any]]]) -> bool:
+        """Ask for several workers in one write: one command each, as :meth:`fork`.
+        (Written one by one, each command would wait for the interpreter lock, which
+        the driver's thread holds while it registers the workers forked before.)"""
+        commands = b"".join(json.dumps({"fork": worker_id, "header": header}).encode()
+                            + b"\n" for worker_id, header in workers)
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+            self.proc.stdin.write(commands)
             self.proc.stdin.flush()
         except (OSError, ValueError):
             return False

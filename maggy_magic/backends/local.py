@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 from ..resources import Resources, assign, too_many, visible_devices, worker_env
@@ -114,8 +114,12 @@ class LocalBackend(Backend):
             self._template = Template.start(
                 self._env(None), self._payload, [p for p in sys.path if p],
                 os.path.join(launch.run_dir, "workers", "template.out"), self._exited)
-        for index in range(launch.num_workers):
-            self._spawn(str(index))
+        ids = [str(index) for index in range(launch.num_workers)]
+        if self._template is not None and \
+                self._template.fork_all([(wid, self._header(wid)) for wid in ids]):
+            return
+        for worker_id in ids:
+            self._spawn(worker_id)
 
     def _env(self, devices: Optional[List[str]]) -> Dict[str, str]:
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -126,15 +130,25 @@ class LocalBackend(Backend):
                                                  else ""),
                     **worker_env(devices, self.resources.cpus))
 
-    def _spawn(self, worker_id: str) -> None:
+    def _header(self, worker_id: str) -> Dict[str, Any]:
+        """The setup worker ``worker_id`` reads: the driver's address, secret and TLS
+        fingerprint, its id, ``sys.path``, its devices."""
         launch = self._launch
         assert launch is not None
         header = {"host": launch.host, "port": launch.port, "secret": launch.secret.hex(),
                   "worker": worker_id, "sys_path": [p for p in sys.path if p],
                   "fingerprint": launch.fingerprint}
-        devices = self.devices[int(worker_id)] if self.devices else None
-        if devices is not None:
-            header["devices"] = devices
+        if self.devices:
+            header["devices"] = self.devices[int(worker_id)]
+        return header
+
+    def _spawn(self, worker_id: str) -> None:
+        """Start worker ``worker_id``: forked from the template when there is one, else
+        a fresh process."""
+        launch = self._launch
+        assert launch is not None
+        header = self._header(worker_id)
+        devices = header.get("devices")
         out_path = os.path.join(launch.run_dir, "workers", f"{worker_id}.out")
         if self._template is not None and self._template.fork(worker_id, header):
             return

@@ -78,6 +78,19 @@ def _child(command: Dict[str, Any], load: Callable[[], Callable], out: int) -> N
     os._exit(1)
 
 
+def _settle() -> None:
+    """Spare each fork work the template can do once: the codec a worker's connect
+    imports (a host name as ``str`` goes through ``idna``), and the garbage collector's
+    walk over the template's objects (frozen, so a collection in a worker neither
+    visits nor copies their pages)."""
+    import encodings.idna  # noqa: F401 - socket.getaddrinfo imports it on first use
+    import gc
+
+    "localhost".encode("idna")
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> None:
     """The template's loop (see the module docstring)."""
     _PROTOCOL[0] = os.dup(1)
@@ -97,6 +110,7 @@ def main() -> None:
     except BaseException as exc:  # noqa: BLE001 - spawned workers report it properly
         _send({"unavailable": f"{type(exc).__name__}: {exc}"})
         return
+    _settle()
     _send({"ready": os.getpid()})
     children: Dict[int, str] = {}
     outputs: Dict[int, str] = {}  # read end of a worker's output pipe -> worker id
