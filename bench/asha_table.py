@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import shutil
 import statistics
@@ -48,7 +49,15 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from typing import Any, Dict, List, Optional
+
+# at module level, so that the workers' template process imports scikit-learn once and
+# no trial's duration includes it (the training functions are pickled by value)
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
 
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
 from maggy_magic.errors import MaggyError
@@ -83,9 +92,6 @@ def digits_split():
     """(x_train, y_train, x_val, y_val): 300 stratified training images, the rest to
     validate; loaded once per worker process."""
     if "split" not in _DATA:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
         x, y = load_digits(return_X_y=True)
         x = x / 16.0
         x_tr, x_va, y_tr, y_va = train_test_split(x, y, train_size=TRAIN_SIZE, stratify=y,
@@ -96,11 +102,6 @@ def digits_split():
 
 def train(hidden, lr, alpha, batch, activation, reporter, budget=None):
     """One MLP, ``budget`` epochs (all 81 without one); validation accuracy per epoch."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
     x_tr, y_tr, x_va, y_va = digits_split()
     epochs = int(round(budget)) if budget else MAX_EPOCHS
     model = MLPClassifier(hidden_layer_sizes=(int(hidden),), activation=activation,
@@ -121,12 +122,6 @@ def train(hidden, lr, alpha, batch, activation, reporter, budget=None):
 def train_continued(hidden, lr, alpha, batch, activation, reporter, budget):
     """:func:`train` that continues from its configuration's checkpoint: the model and
     the epochs it has, pickled into ``reporter.checkpoint_dir()`` after each trial."""
-    import pickle
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
     x_tr, y_tr, x_va, y_va = digits_split()
     path = os.path.join(reporter.checkpoint_dir(), "mlp.pkl")
     if os.path.exists(path):
