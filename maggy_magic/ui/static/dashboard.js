@@ -621,6 +621,7 @@ function searchPanel() {
 const LIVE = new Set(["starting", "running"]);
 const PLOT = { width: 520, height: 250, left: 50, right: 14, top: 18, bottom: 36 };
 const ENDED = new Set(["finished", "stopped", "failed", "interrupted"]);
+const TABLE_CHUNK = 40;
 const BARS = { width: 560, row: 20, label: 170, value: 80, top: 4, bottom: 18 };
 
 function render({ model, el }) {
@@ -667,10 +668,11 @@ function render({ model, el }) {
       .map(([cls, label]) => h("span", {}, h("i", { class: `maggy-key maggy-key-${cls}` }), label)));
   const table = h("table", { class: "maggy-table", "data-role": "table" });
   const tableNote = h("div", { class: "maggy-note" });
+  const tableScroll = h("div", { class: "maggy-table-scroll" }, table);
   root.append(h("div", { class: "maggy-panels" },
     h("div", { class: "maggy-panel" }, h("div", { class: "maggy-panel-title", text: "Learning curves" }), plot, legend, plotNote),
     h("div", { class: "maggy-panel maggy-table-panel" }, h("div", { class: "maggy-panel-title", text: "Trials" }),
-      h("div", { class: "maggy-table-scroll" }, table), tableNote)));
+      tableScroll, tableNote)));
 
   // -- the search: parallel coordinates and parameter importances -------------------------
   const search = searchPanel();
@@ -776,37 +778,83 @@ function render({ model, el }) {
     elapsed.textContent = formatDuration(elapsedSeconds(status, receivedAt, Date.now()));
   }
 
+  // Rows are kept by trial id from update to update: an update sets only the cells
+  // whose text changed, and draws TABLE_CHUNK more rows each time the list is scrolled
+  // to its end (the kernel sends up to 200 rows; a few fit the panel).
+  const thead = h("thead");
+  const tbody = h("tbody");
+  table.append(thead, tbody);
+  const rowCache = new Map(); // trial -> {tr, cells, texts}
+  let headKey = "";
+  let shown = TABLE_CHUNK;
+  let rowCount = 0;
+  tableScroll.addEventListener("scroll", () => {
+    const atEnd = tableScroll.scrollTop + tableScroll.clientHeight >= tableScroll.scrollHeight - 40;
+    if (atEnd && shown < rowCount) {
+      shown += TABLE_CHUNK;
+      updateTable();
+    }
+  });
+
+  function cellText(row, key) {
+    if (key.startsWith("param:")) return formatValue((row.params || {})[key.slice(6)]);
+    if (key === "duration") return formatSeconds(row.duration);
+    if (key === "state") return (row.state || "").toLowerCase().replace("_", "-");
+    return formatValue(row[key]);
+  }
+
   function updateTable() {
     const data = model.get("trials") || {};
     const rows = sortRows(data.rows || [], sort.key, sort.desc);
     const columns = tableColumns(rows, status.metric);
-    const head = h("tr");
-    for (const [key, label] of columns) {
-      const arrow = sort.key === key ? (sort.desc ? " ▼" : " ▲") : "";
-      head.append(h("th", { "data-key": key, text: label + arrow, title: "sort", onclick: () => setSort(key) }));
+    const key = JSON.stringify([columns, sort]);
+    if (key !== headKey) {
+      headKey = key;
+      rowCache.clear();
+      const head = h("tr");
+      for (const [column, label] of columns) {
+        const arrow = sort.key === column ? (sort.desc ? " ▼" : " ▲") : "";
+        head.append(h("th", { "data-key": column, text: label + arrow, title: "sort", onclick: () => setSort(column) }));
+      }
+      thead.replaceChildren(head);
     }
     const bestId = status.best ? status.best.trial : null;
-    const body = h("tbody");
-    for (const row of rows) {
-      const tr = h("tr", { "data-trial": row.trial, class: row.trial === bestId ? "maggy-best-row" : "" });
-      for (const [key] of columns) {
-        let text;
-        if (key.startsWith("param:")) text = formatValue((row.params || {})[key.slice(6)]);
-        else if (key === "duration") text = formatSeconds(row.duration);
-        else if (key === "state") text = (row.state || "").toLowerCase().replace("_", "-");
-        else text = formatValue(row[key]);
-        const td = h("td", { text });
-        if (key === "state") td.className = `maggy-cell-${row.state}`;
-        if (key === "state" && row.error) td.title = row.error;
-        tr.append(td);
+    rowCount = rows.length;
+    const drawn = rows.slice(0, shown);
+    const seen = new Set();
+    const order = drawn.map((row) => {
+      let entry = rowCache.get(row.trial);
+      if (!entry) {
+        const cells = columns.map(() => h("td"));
+        entry = { tr: h("tr", { "data-trial": row.trial }, ...cells), cells, texts: [] };
+        rowCache.set(row.trial, entry);
       }
-      body.append(tr);
-    }
-    table.replaceChildren(h("thead", {}, head), body);
+      seen.add(row.trial);
+      const rowClass = row.trial === bestId ? "maggy-best-row" : "";
+      if (entry.tr.className !== rowClass) entry.tr.className = rowClass;
+      columns.forEach(([column], i) => {
+        const text = cellText(row, column);
+        if (entry.texts[i] !== text) {
+          entry.texts[i] = text;
+          entry.cells[i].textContent = text;
+        }
+        if (column === "state") {
+          const cls = `maggy-cell-${row.state}`;
+          if (entry.cells[i].className !== cls) entry.cells[i].className = cls;
+          if (entry.cells[i].title !== (row.error || "")) entry.cells[i].title = row.error || "";
+        }
+      });
+      return entry.tr;
+    });
+    for (const trial of [...rowCache.keys()]) if (!seen.has(trial)) rowCache.delete(trial);
+    const current = tbody.children;
+    if (current.length !== order.length || order.some((tr, i) => current[i] !== tr)) tbody.replaceChildren(...order);
     // the sort the kernel picked these rows by (it follows the view's, once it heard it)
-    table.dataset.kernelSort = data.sort ? `${data.sort.key}:${data.sort.desc ? "desc" : "asc"}` : "";
+    const kernelSort = data.sort ? `${data.sort.key}:${data.sort.desc ? "desc" : "asc"}` : "";
+    if (table.dataset.kernelSort !== kernelSort) table.dataset.kernelSort = kernelSort;
     const total = data.total || 0;
-    tableNote.textContent = total > rows.length ? `showing ${rows.length} of ${total} trials` : "";
+    const note = total > drawn.length ? `showing ${drawn.length} of ${total} trials` : "";
+    if (tableNote.textContent !== note) tableNote.textContent = note;
   }
 
   function setSort(key) {
@@ -816,61 +864,100 @@ function render({ model, el }) {
     model.save_changes();
   }
 
-  function updateCurves() {
-    const data = model.get("curves") || {};
-    const curves = (data.curves || []).filter((c) => c.points && c.points.length);
-    plot.replaceChildren();
-    const ext = curveExtent(curves);
-    const w = PLOT.width - PLOT.left - PLOT.right;
-    const hgt = PLOT.height - PLOT.top - PLOT.bottom;
-    plot.append(s("rect", { x: PLOT.left, y: PLOT.top, width: w, height: hgt, class: "maggy-plot-bg" }));
+  // The axes are redrawn only when the extent or the metric's name changes; each curve's
+  // polyline is kept by trial id and its points set only when they changed, so an update
+  // of 96 live curves leaves the finished ones alone.
+  const axes = s("g");
+  const lines = s("g");
+  plot.append(axes, lines);
+  const curveCache = new Map(); // trial -> {line, tip, points, cls, tipText}
+  let axesKey = "";
+
+  function drawAxes(ext, w, hgt, x, y) {
+    axes.replaceChildren(s("rect", { x: PLOT.left, y: PLOT.top, width: w, height: hgt, class: "maggy-plot-bg" }));
     if (!ext) {
       const t = s("text", { x: PLOT.left + w / 2, y: PLOT.top + hgt / 2, class: "maggy-axis", "text-anchor": "middle" });
       t.textContent = "waiting for metrics…";
-      plot.append(t);
-      plotNote.textContent = "";
+      axes.append(t);
       return;
     }
-    const x = (v) => PLOT.left + ((v - ext.x0) / (ext.x1 - ext.x0)) * w;
-    const y = (v) => PLOT.top + hgt - ((v - ext.y0) / (ext.y1 - ext.y0)) * hgt;
     const yTicks = niceTicks(ext.y0, ext.y1, 4);
     for (const vy of yTicks.values) {
-      plot.append(s("line", { x1: PLOT.left, x2: PLOT.left + w, y1: y(vy), y2: y(vy), class: "maggy-grid" }));
+      axes.append(s("line", { x1: PLOT.left, x2: PLOT.left + w, y1: y(vy), y2: y(vy), class: "maggy-grid" }));
       const label = s("text", { x: PLOT.left - 6, y: y(vy) + 4, "text-anchor": "end", class: "maggy-axis" });
       label.textContent = formatTick(vy, yTicks.step);
-      plot.append(label);
+      axes.append(label);
     }
     const xTicks = niceTicks(ext.x0, ext.x1, 5);
     for (const vx of xTicks.values) {
       const label = s("text", { x: x(vx), y: PLOT.top + hgt + 14, "text-anchor": "middle", class: "maggy-axis" });
       label.textContent = formatTick(vx, Math.max(1, xTicks.step));
-      plot.append(label);
+      axes.append(label);
     }
     const xName = s("text", { x: PLOT.left + w / 2, y: PLOT.height - 4, "text-anchor": "middle", class: "maggy-axis maggy-axis-name" });
     xName.textContent = "step";
     const yName = s("text", { x: PLOT.left, y: PLOT.top - 6, "text-anchor": "start", class: "maggy-axis maggy-axis-name" });
     yName.textContent = status.metric || "metric";
-    plot.append(xName, yName);
+    axes.append(xName, yName);
+  }
+
+  function updateCurves() {
+    const data = model.get("curves") || {};
+    const curves = (data.curves || []).filter((c) => c.points && c.points.length);
+    const ext = curveExtent(curves);
+    const w = PLOT.width - PLOT.left - PLOT.right;
+    const hgt = PLOT.height - PLOT.top - PLOT.bottom;
+    const x = (v) => PLOT.left + ((v - ext.x0) / (ext.x1 - ext.x0)) * w;
+    const y = (v) => PLOT.top + hgt - ((v - ext.y0) / (ext.y1 - ext.y0)) * hgt;
+    const key = JSON.stringify([ext, status.metric || "metric"]);
+    if (key !== axesKey) {
+      axesKey = key;
+      drawAxes(ext, w, hgt, x, y);
+    }
+    if (!ext) {
+      lines.replaceChildren();
+      curveCache.clear();
+      plotNote.textContent = "";
+      return;
+    }
     // dimmed first, then live, then the best on top
     const rank = (c) => (c.trial === data.best ? 3 : c.state === "RUNNING" ? 2 : c.state === "FINISHED" ? 1 : 0);
-    for (const curve of curves.slice().sort((a, b) => rank(a) - rank(b))) {
-      const pts = downsample(curve.points, w);
-      const cls = curve.trial === data.best ? "maggy-curve-best"
+    const seen = new Set();
+    const order = curves.slice().sort((a, b) => rank(a) - rank(b)).map((curve) => {
+      let entry = curveCache.get(curve.trial);
+      if (!entry) {
+        const tip = s("title");
+        entry = { line: s("polyline", { "data-trial": curve.trial }), tip };
+        entry.line.append(tip);
+        curveCache.set(curve.trial, entry);
+      }
+      seen.add(curve.trial);
+      const points = downsample(curve.points, w).map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(" ");
+      if (entry.points !== points) {
+        entry.points = points;
+        entry.line.setAttribute("points", points);
+      }
+      const cls = "maggy-curve " + (curve.trial === data.best ? "maggy-curve-best"
         : curve.state === "RUNNING" ? "maggy-curve-running"
-        : curve.state === "FINISHED" ? "maggy-curve-finished" : "maggy-curve-stopped";
-      const line = s("polyline", {
-        points: pts.map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(" "),
-        class: `maggy-curve ${cls}`, "data-trial": curve.trial,
-      });
-      const tip = s("title");
+        : curve.state === "FINISHED" ? "maggy-curve-finished" : "maggy-curve-stopped");
+      if (entry.cls !== cls) {
+        entry.cls = cls;
+        entry.line.setAttribute("class", cls);
+      }
       const lastPoint = curve.points[curve.points.length - 1];
-      tip.textContent = `trial ${curve.trial} (${curve.state.toLowerCase()}): ${formatValue(lastPoint[1])} at step ${lastPoint[0]}`;
-      line.append(tip);
-      plot.append(line);
-    }
+      const tipText = `trial ${curve.trial} (${curve.state.toLowerCase()}): ${formatValue(lastPoint[1])} at step ${lastPoint[0]}`;
+      if (entry.tipText !== tipText) {
+        entry.tipText = tipText;
+        entry.tip.textContent = tipText;
+      }
+      return entry.line;
+    });
+    for (const trial of [...curveCache.keys()]) if (!seen.has(trial)) curveCache.delete(trial);
+    const current = lines.children;
+    if (current.length !== order.length || order.some((line, i) => current[i] !== line)) lines.replaceChildren(...order);
     const total = data.total || curves.length;
-    plotNote.textContent = total > curves.length
-      ? `${curves.length} of ${total} curves: running, best and latest` : "";
+    const note = total > curves.length ? `${curves.length} of ${total} curves: running, best and latest` : "";
+    if (plotNote.textContent !== note) plotNote.textContent = note;
   }
 
   function updateLogs() {
