@@ -14,7 +14,13 @@ second (``num_trials = W * K``); the ideal wall time is ``K * D``. Figures, one 
    10 and at 500 results/s (48,000 results/s of metrics for 96 workers at once), and the
    target's shape, 96 workers x 10 trials x 2 s at 500 results/s (960 trials, 960,000
    results in about 20 s).
-3. ``--noop N``: N no-op trials (default 100,000) on 2 workers in a child process, and
+3. ``--ingest``: the metric path at 48,000 results/s in all, spread over W = 2, 16, 64
+   and 96 workers (one 5 s trial each at 48,000 / W results/s), with the dashboard's
+   state folding every event as the widget's does: the points that reached the driver
+   (a worker sends at most 200 per message, thinned evenly, always with the first, best,
+   worst and last), per second, and the kernel process's CPU per point taken in (driver,
+   journal, listeners, and the run's own start and end).
+4. ``--noop N``: N no-op trials (default 100,000) on 2 workers in a child process, and
    5,000 for comparison: trials/s and the driver's peak RSS (the child's ru_maxrss).
 
 Usage::
@@ -22,6 +28,7 @@ Usage::
     PYTHONPATH=. python bench/scale.py                      # the table (~10 min)
     PYTHONPATH=. python bench/scale.py --workers 2 16 --no-ray --noop 0
     PYTHONPATH=. python bench/scale.py --shapes --noop 100000 --json out.json
+    PYTHONPATH=. python bench/scale.py --workers --ingest --no-ray --noop 0
 
 Targets (printed next to the figures): W = 128 within 5 % of the ideal, the 500/s shape
 within 10 %, 100,000 no-op trials under 500 MB of driver RSS.
@@ -80,6 +87,35 @@ def run_maggy(workers: int, per_worker: int, duration: float, rate: float, root:
     assert result.num_finished == workers * per_worker, result
     return {"wall": wall, "joined_median": statistics.median(joined) if joined else None,
             "joined_last": max(joined) if joined else None}
+
+
+def run_ingest(workers: int, total_rate: float, duration: float, root: str) -> Dict[str, Any]:
+    """One trial per worker, ``total_rate / workers`` results/s each, folded by a
+    DashboardState: results taken in per second and the process's CPU per result."""
+    import resource
+
+    from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+    from maggy_magic.ui.state import DashboardState
+
+    state, counted = DashboardState("ingest"), [0]
+
+    def fold(event: Dict[str, Any]) -> None:
+        if event["type"] == "metric":
+            counted[0] += 1
+        state.apply(event)
+
+    config = HyperparameterOptConfig(
+        num_trials=workers, searchspace=Searchspace(x=("DOUBLE", [0, 1])), es_policy="none",
+        workers=workers, root=root, name=f"ingest-{workers}", hb_timeout=120)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    began = time.monotonic()
+    experiment.lagom(make_probe(duration, total_rate / workers), config, listeners=[fold])
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return {"results": counted[0], "wall": wall, "per_s": counted[0] / wall,
+            "cpu_us_per_result": 1e6 * cpu / max(1, counted[0]),
+            "expected": int(workers * max(1, int(duration * total_rate / workers)))}
 
 
 def run_ray(workers: int, per_worker: int, duration: float, rate: float,
@@ -165,7 +201,7 @@ def cell(fig: Optional[Dict[str, Any]], ideal: float) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[2, 16, 64, 128])
+    parser.add_argument("--workers", type=int, nargs="*", default=[2, 16, 64, 128])
     parser.add_argument("--per-worker", type=int, default=10, help="K: trials per worker")
     parser.add_argument("--duration", type=float, default=1.0, help="D: seconds per trial")
     parser.add_argument("--rate", type=float, default=10.0, help="R: results per second")
@@ -173,6 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--ray-timeout", type=float, default=900.0)
     parser.add_argument("--shapes", action="store_true", help="Ray's release-test shapes")
+    parser.add_argument("--ingest", action="store_true", help="48,000 results/s, W workers")
     parser.add_argument("--noop", type=int, default=100000, help="0: skip")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -208,6 +245,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"last {spawn['joined_last']:.2f} s")
         is_shape = args.shapes and (workers, per_worker, duration, rate) in shapes
         figures["shapes" if is_shape else "table"].append(row)
+    if args.ingest:
+        figures["ingest"] = []
+        for workers in (2, 16, 64, 96):
+            fig = dict(run_ingest(workers, 48000.0, 5.0, root), W=workers)
+            figures["ingest"].append(fig)
+            print(f"ingest W={workers:>3}: {fig['results']:,} of {fig['expected']:,} points "
+                  f"reached the driver in {fig['wall']:.1f} s (ideal 5 s), "
+                  f"{fig['per_s']:,.0f} points/s, {fig['cpu_us_per_result']:.1f} us of "
+                  f"kernel CPU per point")
     if args.noop:
         small, big = run_noop(5000), run_noop(args.noop)
         figures["noop"] = {"5000": small, str(args.noop): big}
