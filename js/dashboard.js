@@ -24,6 +24,7 @@ const LIVE = new Set(["starting", "running"]);
 const PLOT = { width: 520, height: 250, left: 50, right: 14, top: 18, bottom: 36 };
 const ENDED = new Set(["finished", "stopped", "failed", "interrupted"]);
 const TABLE_CHUNK = 40;
+const MANY_CURVES = 30;
 const BARS = { width: 560, row: 20, label: 170, value: 80, top: 4, bottom: 18 };
 
 function render({ model, el }) {
@@ -322,6 +323,7 @@ function render({ model, el }) {
       plotNote.textContent = "";
       return;
     }
+    plot.classList.toggle("maggy-plot-many", curves.length > MANY_CURVES);
     // dimmed first, then live, then the best on top
     const rank = (c) => (c.trial === data.best ? 3 : c.state === "RUNNING" ? 2 : c.state === "FINISHED" ? 1 : 0);
     const seen = new Set();

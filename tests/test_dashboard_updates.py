@@ -143,6 +143,17 @@ def test_an_update_of_running_trials_touches_only_their_rows_and_curves(page):
     assert all(any(cell.startswith("0.26") for cell in after[t]) for t in shown_live), after
 
 
+def test_many_curves_are_drawn_with_thin_lines_but_the_best_stays_thick(page):
+    """Over 30 curves the plot switches to 1 px lines (which rasterise several times
+    faster than 1.5 px ones); the best curve keeps its width."""
+    tab = page[0]
+    assert tab.evaluate("() => document.querySelectorAll('polyline').length") > 30
+    widths = tab.evaluate(
+        "() => ['.maggy-curve-running', '.maggy-curve-finished', '.maggy-curve-best']"
+        ".map(sel => getComputedStyle(document.querySelector(sel)).strokeWidth)")
+    assert widths == ["1px", "1px", "3px"]
+
+
 def test_the_table_draws_a_screenful_of_rows_and_more_when_scrolled_to_its_end(page):
     tab, state, live, emit, initial = page
     sent = [row["trial"] for row in initial["trials"]["rows"]]
