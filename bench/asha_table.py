@@ -25,12 +25,17 @@ training function starting over at every promotion and continuing from its lower
 checkpoint (``reporter.checkpoint_dir()``, the model pickled after each trial): the
 trial-seconds each spent (the sum of the trials' durations), the epochs trained, and the
 best accuracy, mean (std) over the seeds. Target: at least 30 % fewer trial-seconds with
-checkpoints, the best accuracy within one standard deviation.
+checkpoints, the best accuracy within one standard deviation. A trial promoted from a
+rung of ``b`` epochs to ``eta * b`` trains ``(eta - 1) * b`` of them when it continues, so
+it saves at most ``1 / eta`` of its epochs, and the first rung's trials save nothing:
+with ``eta = 3`` the saving stays under a third; ``--eta 2`` (rungs 1, 2, 4, ... 64, 81)
+can save up to half.
 
 Usage::
 
     PYTHONPATH=. python bench/asha_table.py                  # 5 methods x 5 seeds x 30 s
     PYTHONPATH=. python bench/asha_table.py --checkpoints 81 # promotions that continue
+    PYTHONPATH=. python bench/asha_table.py --checkpoints 81 --eta 2
     PYTHONPATH=. python bench/asha_table.py --budget 60      # seconds per run
     PYTHONPATH=. python bench/asha_table.py --quick          # smoke run, about a minute
     PYTHONPATH=. python bench/asha_table.py --methods asha rs-es rs-ns --json out.json
@@ -144,9 +149,12 @@ def train_continued(hidden, lr, alpha, batch, activation, reporter, budget):
     return accuracy
 
 
-def run_checkpoints(trials: int, seed: int, workers: int, root: str) -> Dict[str, Any]:
-    """ASHA on ``trials`` trials, without and with checkpoints, the same seed."""
+def run_checkpoints(trials: int, seed: int, workers: int, root: str,
+                    eta: int = ETA) -> Dict[str, Any]:
+    """ASHA (reduction factor ``eta``) on ``trials`` trials, without and with
+    checkpoints, the same seed."""
     optimizer, options, _ = METHODS["asha"]
+    options = dict(options, reduction_factor=eta)
     row: Dict[str, Any] = {"seed": seed}
     for label, fn in (("restart", train), ("continue", train_continued)):
         config = HyperparameterOptConfig(
@@ -283,6 +291,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="smoke run: 2 seeds, 5 s per run")
     parser.add_argument("--checkpoints", type=int, metavar="N",
                         help="ASHA on N trials without and with checkpoints (see above)")
+    parser.add_argument("--eta", type=int, default=ETA,
+                        help="ASHA's reduction factor with --checkpoints (default 3): a "
+                             "promoted trial that continues skips 1/eta of its epochs")
     parser.add_argument("--json", help="also write every run's figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 on a missed target")
     args = parser.parse_args(argv)
@@ -300,7 +311,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.checkpoints:
         try:
             for seed in range(args.seeds):
-                rows.append(run_checkpoints(args.checkpoints, seed, args.workers, root))
+                rows.append(run_checkpoints(args.checkpoints, seed, args.workers, root,
+                                            args.eta))
                 print(f"seed {seed}: " + ", ".join(
                     f"{label} {rows[-1][label]['trial_seconds']:.1f} trial-s best "
                     f"{rows[-1][label]['best']:.4f}" for label in ("restart", "continue")),

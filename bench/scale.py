@@ -18,8 +18,9 @@ second (``num_trials = W * K``); the ideal wall time is ``K * D``. Figures, one 
    and 96 workers (one 5 s trial each at 48,000 / W results/s), with the dashboard's
    state folding every event as the widget's does: the points that reached the driver
    (a worker sends at most 200 per message, thinned evenly, always with the first, best,
-   worst and last), per second, and the kernel process's CPU per point taken in (driver,
-   journal, listeners, and the run's own start and end).
+   worst and last), per second, and the CPU per point taken in: the kernel process's
+   (with the run's own start and end) and the driver thread's from the first point to
+   the end (ingest, journal, the dashboard fold), which should not grow with W.
 4. ``--noop N``: N no-op trials (default 100,000) on 2 workers in a child process, and
    5,000 for comparison: trials/s and the driver's peak RSS (the child's ru_maxrss).
 
@@ -97,11 +98,16 @@ def run_ingest(workers: int, total_rate: float, duration: float, root: str) -> D
     from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
     from maggy_magic.ui.state import DashboardState
 
-    state, counted = DashboardState("ingest"), [0]
+    state, counted, clock = DashboardState("ingest"), [0], {}
 
     def fold(event: Dict[str, Any]) -> None:
+        # metric events and run_finished are emitted on the driver's thread: its own
+        # CPU from the first point to the end is the ingest cost, listeners included
         if event["type"] == "metric":
             counted[0] += 1
+            clock.setdefault("first", time.thread_time())
+        elif event["type"] == "run_finished":
+            clock["end"] = time.thread_time()
         state.apply(event)
 
     config = HyperparameterOptConfig(
@@ -113,8 +119,11 @@ def run_ingest(workers: int, total_rate: float, duration: float, root: str) -> D
     wall = time.monotonic() - began
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    driver = clock.get("end", 0.0) - clock.get("first", 0.0)
     return {"results": counted[0], "wall": wall, "per_s": counted[0] / wall,
             "cpu_us_per_result": 1e6 * cpu / max(1, counted[0]),
+            "driver_us_per_result": 1e6 * driver / max(1, counted[0]),
+            "driver_share": driver / wall,
             "expected": int(workers * max(1, int(duration * total_rate / workers)))}
 
 
@@ -252,8 +261,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             figures["ingest"].append(fig)
             print(f"ingest W={workers:>3}: {fig['results']:,} of {fig['expected']:,} points "
                   f"reached the driver in {fig['wall']:.1f} s (ideal 5 s), "
-                  f"{fig['per_s']:,.0f} points/s, {fig['cpu_us_per_result']:.1f} us of "
-                  f"kernel CPU per point")
+                  f"{fig['per_s']:,.0f} points/s; per point {fig['cpu_us_per_result']:.1f} us "
+                  f"of kernel CPU, {fig['driver_us_per_result']:.1f} us of the driver thread's "
+                  f"({fig['driver_share']:.0%} of a core)")
     if args.noop:
         small, big = run_noop(5000), run_noop(args.noop)
         figures["noop"] = {"5000": small, str(args.noop): big}
