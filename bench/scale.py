@@ -71,7 +71,11 @@ def make_probe(duration: float, rate: float):
 def run_maggy(workers: int, per_worker: int, duration: float, rate: float, root: str,
               start: str) -> Dict[str, Any]:
     from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
+    from maggy_magic.hparams_summary import wait_for_writers
 
+    # the previous case's HParams summary is still being written on a thread (about a
+    # millisecond per trial): let it finish, so that it does not slow this run's start
+    wait_for_writers()
     joined: List[float] = []
     began = time.monotonic()
 
