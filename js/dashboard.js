@@ -17,7 +17,7 @@ import {
   formatTick, formatValue, mergeLogTail, nextSort, niceTicks, tableColumns,
   progressSegments, sortRows,
 } from "./state.js";
-import { h, s } from "./dom.js";
+import { h, placeInOrder, s } from "./dom.js";
 import { searchPanel } from "./search.js";
 
 const LIVE = new Set(["starting", "running"]);
@@ -250,8 +250,7 @@ function render({ model, el }) {
       return entry.tr;
     });
     for (const trial of [...rowCache.keys()]) if (!seen.has(trial)) rowCache.delete(trial);
-    const current = tbody.children;
-    if (current.length !== order.length || order.some((tr, i) => current[i] !== tr)) tbody.replaceChildren(...order);
+    placeInOrder(tbody, order);
     // the sort the kernel picked these rows by (it follows the view's, once it heard it)
     const kernelSort = data.sort ? `${data.sort.key}:${data.sort.desc ? "desc" : "asc"}` : "";
     if (table.dataset.kernelSort !== kernelSort) table.dataset.kernelSort = kernelSort;
@@ -357,8 +356,7 @@ function render({ model, el }) {
       return entry.line;
     });
     for (const trial of [...curveCache.keys()]) if (!seen.has(trial)) curveCache.delete(trial);
-    const current = lines.children;
-    if (current.length !== order.length || order.some((line, i) => current[i] !== line)) lines.replaceChildren(...order);
+    placeInOrder(lines, order);
     const total = data.total || curves.length;
     const note = total > curves.length ? `${curves.length} of ${total} curves: running, best and latest` : "";
     if (plotNote.textContent !== note) plotNote.textContent = note;

@@ -22,3 +22,10 @@ export function s(tag, attrs = {}) {
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
   return node;
 }
+
+/** Make ``nodes`` the children of ``parent``, in that order, touching the DOM only when
+ * they are not already (nodes kept from the last update stay where they are). */
+export function placeInOrder(parent, nodes) {
+  const current = parent.children;
+  if (current.length !== nodes.length || nodes.some((node, i) => current[i] !== node)) parent.replaceChildren(...nodes);
+}

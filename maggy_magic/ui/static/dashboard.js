@@ -424,6 +424,13 @@ function s(tag, attrs = {}) {
   return node;
 }
 
+/** Make ``nodes`` the children of ``parent``, in that order, touching the DOM only when
+ * they are not already (nodes kept from the last update stay where they are). */
+function placeInOrder(parent, nodes) {
+  const current = parent.children;
+  if (current.length !== nodes.length || nodes.some((node, i) => current[i] !== node)) parent.replaceChildren(...nodes);
+}
+
 // The dashboard's view of the search: parallel coordinates (brushable) and parameter
 // importances, drawn from the kernel's `search` trait (maggy_magic/ui/search_state.py):
 //   {axes: [...params, metric], lines: [{trial, state, values}], total, best, note,
@@ -848,8 +855,7 @@ function render({ model, el }) {
       return entry.tr;
     });
     for (const trial of [...rowCache.keys()]) if (!seen.has(trial)) rowCache.delete(trial);
-    const current = tbody.children;
-    if (current.length !== order.length || order.some((tr, i) => current[i] !== tr)) tbody.replaceChildren(...order);
+    placeInOrder(tbody, order);
     // the sort the kernel picked these rows by (it follows the view's, once it heard it)
     const kernelSort = data.sort ? `${data.sort.key}:${data.sort.desc ? "desc" : "asc"}` : "";
     if (table.dataset.kernelSort !== kernelSort) table.dataset.kernelSort = kernelSort;
@@ -955,8 +961,7 @@ function render({ model, el }) {
       return entry.line;
     });
     for (const trial of [...curveCache.keys()]) if (!seen.has(trial)) curveCache.delete(trial);
-    const current = lines.children;
-    if (current.length !== order.length || order.some((line, i) => current[i] !== line)) lines.replaceChildren(...order);
+    placeInOrder(lines, order);
     const total = data.total || curves.length;
     const note = total > curves.length ? `${curves.length} of ${total} curves: running, best and latest` : "";
     if (plotNote.textContent !== note) plotNote.textContent = note;
