@@ -138,7 +138,8 @@ def _run(train_fn: Callable, config: Any, listeners: Iterable[Listener],
         abort_timeout=getattr(config, "abort_timeout", 10.0), run_dir=store.path,
         files_limit=int(getattr(config, "files_limit_mb", 256) * 2**20),
         storage=getattr(config, "storage", None),
-        time_budget=getattr(config, "time_budget", None), target=getattr(config, "target", None))
+        time_budget=getattr(config, "time_budget", None), target=getattr(config, "target", None),
+        release_idle=getattr(backend, "release_idle", False))
     driver = Driver(optimizer, earlystop, settings, events, host=address,
                     trials=trials, tls=getattr(config, "tls", "auto"))
 

@@ -112,3 +112,15 @@ def test_an_unknown_start_method_is_one_line(tmp_path):
                                           "auto, fork, spawn, got 'forkserver'"):
         run(type("M", (), {"work": staticmethod(lambda x: x)}), tmp_path,
             start="forkserver")
+
+
+def test_the_template_looks_again_soon_after_a_worker_closed_its_output():
+    # a worker's output closes as it exits, a moment before it can be reaped: the
+    # template looks again within milliseconds, not at its idle pace
+    from maggy_magic.backends import template
+
+    assert template.REAP_QUICK < template.REAP_EVERY
+    assert template.next_look({}, 100.0) == template.REAP_EVERY
+    assert template.next_look({"3": 99.9}, 100.0) == template.REAP_QUICK
+    # output closed long ago and the process still there: back to the idle pace
+    assert template.next_look({"3": 99.0}, 100.0) == template.REAP_EVERY

@@ -43,6 +43,11 @@ class Backend(abc.ABC):
     """
 
     name = "abstract"
+    #: Whether the driver may tell an idle worker to leave before the run ends, once no
+    #: trial can come to it (the optimizer is done and nothing waits): True for a
+    #: backend whose workers end by themselves on ``shutdown`` and are not replaced
+    #: then, so the last trials run while the others' processes are already gone.
+    release_idle = False
 
     @abc.abstractmethod
     def default_workers(self) -> int:

@@ -53,6 +53,7 @@ class LocalBackend(Backend):
     """N worker processes on this machine."""
 
     name = "local"
+    release_idle = True  # a worker that exits 0 is not replaced
 
     def __init__(self, max_restarts: Optional[int] = None, start: str = "auto"):
         if start not in START_METHODS:

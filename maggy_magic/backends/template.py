@@ -30,10 +30,13 @@ import json
 import os
 import select
 import sys
+import time
 from typing import Any, Callable, Dict
 
-#: Seconds between looks for ended workers while no command arrives.
-REAP_EVERY = 0.05
+#: Seconds between looks for ended workers while no command arrives; right after a
+#: worker closed its output (it is exiting), for ``REAP_SOON`` seconds, every
+#: ``REAP_QUICK`` seconds, so its exit is told without waiting for the next look.
+REAP_EVERY, REAP_QUICK, REAP_SOON = 0.05, 0.002, 0.5
 
 
 #: The file descriptor the protocol goes out on (stdout as the template started; its
@@ -91,6 +94,13 @@ def _settle() -> None:
     gc.freeze()
 
 
+def next_look(closing: Dict[str, float], now: float) -> float:
+    """Seconds until the loop next looks for ended workers: ``REAP_QUICK`` while a
+    worker whose output closed at ``closing[id]`` (monotonic seconds) less than
+    ``REAP_SOON`` ago is not reaped yet, else ``REAP_EVERY``."""
+    return REAP_QUICK if any(now - t < REAP_SOON for t in closing.values()) else REAP_EVERY
+
+
 def main() -> None:
     """The template's loop (see the module docstring)."""
     _PROTOCOL[0] = os.dup(1)
@@ -115,11 +125,13 @@ def main() -> None:
     children: Dict[int, str] = {}
     outputs: Dict[int, str] = {}  # read end of a worker's output pipe -> worker id
     ended: Dict[str, int] = {}  # worker id -> exit code, told once its output is drained
+    closing: Dict[str, float] = {}  # worker id -> when its output closed, until reaped
     fd, buffered, closed = stdin.fileno(), b"", False
     while not closed or children or outputs or ended:
         watched = list(outputs) + ([] if closed else [fd])
-        readable = select.select(watched, [], [], REAP_EVERY)[0] if watched else \
-            select.select([], [], [], REAP_EVERY)[0]
+        wait = next_look(closing, time.monotonic())
+        readable = select.select(watched, [], [], wait)[0] if watched else \
+            select.select([], [], [], wait)[0]
         for ready in readable:
             data = os.read(ready, 65536)
             if ready == fd:
@@ -129,7 +141,7 @@ def main() -> None:
                 _send({"output": outputs[ready], "data": base64.b64encode(data).decode()})
             else:
                 os.close(ready)
-                del outputs[ready]
+                closing[outputs.pop(ready)] = time.monotonic()
         while b"\n" in buffered:
             line, buffered = buffered.split(b"\n", 1)
             command = json.loads(line)
@@ -148,6 +160,7 @@ def main() -> None:
             worker = children.pop(pid, None)
             if worker is not None:
                 ended[worker] = os.waitstatus_to_exitcode(status)
+                closing.pop(worker, None)
         draining = set(outputs.values())
         for worker in [w for w in ended if w not in draining]:
             _send({"exited": worker, "code": ended.pop(worker)})

@@ -6,9 +6,10 @@ queue-ahead / take-back policy: optimizers that do not learn from results
 (``prefetch = True``: random and grid search) get one more trial queued on each busy
 worker, so the worker goes from one trial to the next without waiting for the driver;
 at the tail of a run idle workers take queued trials back from busy ones (the busy
-worker is told ``revoke``). It records nothing itself: ``begin(trial, worker)`` is the
-driver's record that a trial started, ``send(worker, message)`` its way to a worker.
-Driver loop thread only.
+worker is told ``revoke``); with ``release``, idle workers no trial can reach any more
+are told to leave (:meth:`Assigner.release_idle`). It records nothing itself:
+``begin(trial, worker)`` is the driver's record that a trial started,
+``send(worker, message)`` its way to a worker. Driver loop thread only.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ class Assigner:
 
     def __init__(self, queue: TrialQueue, idle: Deque[WorkerState], *, queue_ahead: bool,
                  begin: Callable[[Trial, WorkerState], None],
-                 send: Callable[[WorkerState, Dict[str, Any]], None]):
+                 send: Callable[[WorkerState, Dict[str, Any]], None], release: bool = False):
         self.queue, self.idle = queue, idle
-        self.queue_ahead = queue_ahead
+        self.queue_ahead, self.release = queue_ahead, release
         self.begin, self.send = begin, send
 
     def pop_idle(self) -> Optional[WorkerState]:
@@ -91,6 +92,24 @@ class Assigner:
                 self.queue.put_back(trial)
                 return
             self.start(trial, worker)
+
+    def release_idle(self) -> None:
+        """With ``release``: once the optimizer is done (not merely IDLE) and no trial
+        waits, an idle worker can get no trial any more (one queued on a busy worker has
+        been taken back first, :meth:`take_back_queued`). Each is told ``shutdown`` and
+        marked gone, so its connection closing is no loss; its process ends while the
+        last trials run, instead of with all the others at the end of the run. A trial
+        retried later (its worker was lost) waits for a busy worker or the lost one's
+        replacement."""
+        if not self.release or not self.queue.exhausted or self.queue.waiting \
+                or self.queue.closed:
+            return
+        while self.idle:
+            worker = self.pop_idle()
+            if worker is None:
+                return
+            worker.lost = True
+            self.send(worker, {"type": "shutdown"})
 
     def revoke(self, worker: WorkerState, trial: Trial) -> None:
         """Tell ``worker`` to drop ``trial``, and remember that it did (what it prints

@@ -2,10 +2,10 @@
 and decides what each worker does next (the protocol is in :mod:`maggy_magic.driver`).
 
 Its parts: :class:`~.hub.ConnectionHub` moves the frames, :class:`~.trial_queue.TrialQueue`
-supplies trials, :class:`~maggy_magic.distributed.gangs.GangPolicy` schedules gangs, and
-:mod:`.summary` reads the outcome. This module keeps the decisions: which worker runs what
-(including the queue-ahead / take-back policy), what a lost worker or failed trial means,
-when early stopping is asked, when the run ends.
+supplies trials, :class:`~.assign.Assigner` hands them to workers (queue-ahead, take-back,
+release), :class:`~maggy_magic.distributed.gangs.GangPolicy` schedules gangs, and
+:mod:`.summary` reads the outcome. This module keeps the decisions: what a lost worker or
+failed trial means, when early stopping is asked, when the run ends.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class Driver(EventLoop):
         self._stopping = False
         self.assigner = Assigner(
             self.queue, self.idle, begin=self._begin, send=self._send,
-            queue_ahead=settings.prefetch and getattr(optimizer, "prefetch", False))
+            queue_ahead=settings.prefetch and getattr(optimizer, "prefetch", False),
+            release=settings.release_idle and self.gangs is None)
         #: The pinned SHA-256 of this run's TLS certificate (None: no TLS); workers get it
         #: through the launcher, with the secret.
         self.fingerprint: Optional[str] = None
@@ -101,8 +102,7 @@ class Driver(EventLoop):
     def serve(self) -> None:
         """Run until the experiment ends. Call from exactly one thread."""
         self.state = "running"
-        self.optimizer.trial_store = self.trials
-        self.optimizer.final_store = self.final
+        self.optimizer.trial_store, self.optimizer.final_store = self.trials, self.final
         try:
             self.limits.start(self.add_periodic)  # the time budget runs from here
             self._dispatch()
@@ -226,7 +226,8 @@ class Driver(EventLoop):
             self._dispatch_gangs()
         elif not self.done:
             self.assigner.fill()
-        self.assigner.take_back_queued(self.workers.values())
+            self.assigner.take_back_queued(self.workers.values())
+            self.assigner.release_idle()
         running = any(w.trial is not None for w in self.workers.values()) \
             or (self.gangs is not None and self.gangs.waiting)
         if not running and not self.done:
@@ -400,8 +401,7 @@ class Driver(EventLoop):
         self._dispatch()
 
     def _fail(self, message: str, error_type: str = "ExperimentFailed") -> None:
-        if not self.done:
-            self._finish("failed", message, error_type=error_type)
+        self._finish("failed", message, error_type=error_type)  # once: a no-op when done
 
     def _finish(self, state: str, error: Optional[str],
                 error_type: Optional[str] = None) -> None:

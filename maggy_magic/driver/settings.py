@@ -24,7 +24,7 @@ class WorkerState:
         self.trial: Optional[Trial] = None  # running
         self.next: Optional[Trial] = None   # queued on the worker, not started
         self.last_seen = time.monotonic()
-        self.lost = False
+        self.lost = False  # gone for this run: given up on, or released (told to leave)
         self.abort_deadline: Optional[float] = None  # set once told to abort
         #: Ids of trials taken back from it (``revoke``): lines it prints under one of
         #: them are of a copy whose result does not count (see ``RunRecord.absorb``).
@@ -59,7 +59,7 @@ class DriverSettings:
                  rendezvous_timeout: float = 300.0, abort_timeout: float = 10.0,
                  run_dir: Optional[str] = None, files_limit: int = 256 * 1024 * 1024,
                  storage: Optional[str] = None, time_budget: Optional[float] = None,
-                 target: Optional[float] = None):
+                 target: Optional[float] = None, release_idle: bool = False):
         self.direction = direction
         self.optimization_key = optimization_key
         self.es_interval = es_interval
@@ -72,6 +72,9 @@ class DriverSettings:
         #: Allow queuing a trial ahead on a worker (off for launches that need every
         #: worker busy at once, such as barrier mode).
         self.prefetch = prefetch
+        #: Tell idle workers to leave once no trial can reach them (the backend's
+        #: ``release_idle``; see :meth:`~.assign.Assigner.release_idle`).
+        self.release_idle = release_idle
         #: Gangs: seconds for all members to reach a rendezvous, and for an aborted
         #: worker to disconnect before it is given up on.
         self.rendezvous_timeout = rendezvous_timeout
