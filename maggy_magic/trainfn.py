@@ -12,6 +12,7 @@ returned metric. Stdlib only: it runs on executors.
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from .errors import InvalidMetricError, MaggyError, TrainFunctionError
@@ -67,11 +68,30 @@ def check_signature(fn: Callable, param_names: Iterable[str], *, budget: bool = 
                                  "add a `budget` argument")
 
 
+#: Each function's plan while the function lives (a template process works it out
+#: before it forks, so no worker forked from it does).
+_PLANS: "weakref.WeakKeyDictionary[Callable, Any]" = weakref.WeakKeyDictionary()
+
+
 def call_plan(fn: Callable):
     """``(named parameters, takes **kwargs)`` of ``fn``, or None if it has no signature.
 
-    Computed once per function: inspecting a signature costs more than a no-op trial.
+    Worked out once per function and kept: inspecting a signature costs more than a
+    no-op trial.
     """
+    try:
+        return _PLANS[fn]
+    except (KeyError, TypeError):  # not seen yet, or a callable without weak references
+        pass
+    plan = _plan(fn)
+    try:
+        _PLANS[fn] = plan
+    except TypeError:
+        pass
+    return plan
+
+
+def _plan(fn: Callable):
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -124,3 +124,31 @@ def test_the_template_looks_again_soon_after_a_worker_closed_its_output():
     assert template.next_look({"3": 99.9}, 100.0) == template.REAP_QUICK
     # output closed long ago and the process still there: back to the idle pace
     assert template.next_look({"3": 99.0}, 100.0) == template.REAP_EVERY
+
+
+def test_how_to_call_the_function_is_worked_out_once_before_the_forks(monkeypatch):
+    import subprocess
+    import sys
+
+    from maggy_magic import trainfn
+
+    worked_out = []
+    real = trainfn._plan
+    monkeypatch.setattr(trainfn, "_plan", lambda fn: worked_out.append(fn) or real(fn))
+
+    def train(x, reporter):
+        return x
+
+    assert trainfn.call_plan(train) == trainfn.call_plan(train) == (("x", "reporter"), False)
+    assert worked_out == [train]
+    # a callable without weak references is still planned, each time
+    assert trainfn.call_plan(len) == trainfn.call_plan(len) == ((), False)
+    # the template works it out (and keeps it) before its first fork
+    code = ("from maggy_magic.backends.template import _settle\n"
+            "from maggy_magic.trainfn import _PLANS\n"
+            "def train(x, budget): return x\n"
+            "_settle(train)\n"
+            "print(_PLANS[train])\n")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout
+    assert shown.strip() == "(('x', 'budget'), False)"

@@ -81,15 +81,19 @@ def _child(command: Dict[str, Any], load: Callable[[], Callable], out: int) -> N
     os._exit(1)
 
 
-def _settle() -> None:
+def _settle(function: Callable) -> None:
     """Spare each fork work the template can do once: the codec a worker's connect
-    imports (a host name as ``str`` goes through ``idna``), and the garbage collector's
-    walk over the template's objects (frozen, so a collection in a worker neither
-    visits nor copies their pages)."""
+    imports (a host name as ``str`` goes through ``idna``), how ``function`` is called
+    (:func:`~maggy_magic.trainfn.call_plan`, kept), and the garbage collector's walk
+    over the template's objects (frozen, so a collection in a worker neither visits nor
+    copies their pages)."""
     import encodings.idna  # noqa: F401 - socket.getaddrinfo imports it on first use
     import gc
 
+    from ..trainfn import call_plan
+
     "localhost".encode("idna")
+    call_plan(function)
     gc.collect()
     gc.freeze()
 
@@ -120,7 +124,7 @@ def main() -> None:
     except BaseException as exc:  # noqa: BLE001 - spawned workers report it properly
         _send({"unavailable": f"{type(exc).__name__}: {exc}"})
         return
-    _settle()
+    _settle(function)
     _send({"ready": os.getpid()})
     children: Dict[int, str] = {}
     outputs: Dict[int, str] = {}  # read end of a worker's output pipe -> worker id
