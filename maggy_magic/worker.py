@@ -131,6 +131,8 @@ class WorkerLoop:
         self.files = TrialFiles(self._send)
         #: Called before a trial's end is reported (collects output still in flight).
         self.before_report: Callable[[], Any] = lambda: None
+        #: The heartbeat's pause between ticks, False once done (FdCapture reads in it).
+        self.pause: Callable[[float], bool] = lambda seconds: not self._done.wait(seconds)
 
     def run(self) -> int:
         """Serve trials; returns the number of trials run."""
@@ -368,7 +370,7 @@ class WorkerLoop:
         for as long as the worker is connected (loading the function included: a slow
         import is not a lost worker)."""
         last = time.monotonic()
-        while not self._done.wait(LOG_FLUSH):
+        while self.pause(LOG_FLUSH):
             now = time.monotonic()
             if self.outbox.has_logs or now - last >= self.hb_interval:
                 try:
@@ -412,6 +414,7 @@ def serve(header: Dict[str, Any], load: Callable[[], Callable]) -> None:
                       fingerprint=header.get("fingerprint"), devices=header.get("devices"))
     capture = FdCapture(loop)
     loop.before_report = lambda: capture.drain(final=True)
+    loop.pause = lambda seconds: capture.forward_for(seconds, loop._done)
     loop.run()
     sys.stdout.flush()
     os._exit(0)

@@ -3,14 +3,18 @@
 :class:`LineRouter` replaces ``sys.stdout``/``sys.stderr`` inside a worker, so Python-level
 prints become lines of the running trial; :class:`FdCapture` does the same for what native
 code writes to file descriptors 1 and 2 (local worker processes only). Both hand lines to
-the worker loop's outbox (see :mod:`maggy_magic.worker`). Stdlib only.
+the worker loop's outbox (see :mod:`maggy_magic.worker`). Neither starts a thread: the
+capture's pipe is read by the worker's heartbeat thread as it waits between ticks.
+Stdlib only.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import select
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,8 +51,9 @@ class LineRouter(io.TextIOBase):
 class FdCapture:
     """Sends what native code writes to fds 1 and 2 to the driver (and to the log file).
 
-    A pump thread forwards output as it comes; ``drain()`` lets the loop collect what is
-    already written before it reports a trial's end, so lines land in the right trial.
+    :meth:`forward_for` forwards output as it comes, on the thread that waits in it (the
+    heartbeat's); ``drain()`` lets the loop collect what is already written before it
+    reports a trial's end, so lines land in the right trial.
     """
 
     def __init__(self, loop: "WorkerLoop"):
@@ -61,15 +66,22 @@ class FdCapture:
         os.close(write_fd)
         self._pending = b""
         self._lock = threading.Lock()
-        threading.Thread(target=self._pump, name="maggy-fd-pump", daemon=True).start()
+        self._open = True  # until every writer closed fds 1 and 2
 
-    def _pump(self) -> None:
-        import select
-
-        while True:
-            select.select([self._read_fd], [], [])
-            if not self.drain():
-                return
+    def forward_for(self, seconds: float, done: threading.Event) -> bool:
+        """Forward what is written during ``seconds``; False (at once) when ``done`` is
+        set, else True. (A writer blocks only once the pipe holds 64 KiB unread, while
+        the waiting thread is busy sending.)"""
+        until = time.monotonic() + seconds
+        while not done.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return True
+            if not self._open:
+                return not done.wait(left)
+            if select.select([self._read_fd], [], [], left)[0]:
+                self._open = self.drain()
+        return False
 
     def drain(self, final: bool = False) -> bool:
         """Forward what can be read now; False once the pipe is closed."""

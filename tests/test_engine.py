@@ -62,6 +62,39 @@ def fails_sometimes(x):
     return x
 
 
+def floods_fd_1(x):
+    """Writes 4,000 numbered lines (about 200 KiB, three times what a pipe holds) to fd
+    1 while it runs; non-blocking, so nobody reading the pipe fails the trial within
+    10 s instead of hanging it."""
+    import fcntl
+
+    flags = fcntl.fcntl(1, fcntl.F_GETFL)
+    fcntl.fcntl(1, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    data = b"".join(b"native flood line %05d %s\n" % (i, b"x" * 24) for i in range(4000))
+    deadline = time.monotonic() + 10
+    try:
+        while data:
+            try:
+                data = data[os.write(1, data):]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nothing read the worker's native output for 10 s") from None
+                time.sleep(0.01)
+    finally:
+        fcntl.fcntl(1, fcntl.F_SETFL, flags)
+    return x
+
+
+def test_native_output_beyond_what_a_pipe_holds_is_read_while_the_trial_runs(tmp_path):
+    result = experiment.lagom(floods_fd_1, config(num_trials=1, workers=1,
+                                                  root=str(tmp_path), name="flood"))
+    assert result.state == "finished" and result.num_finished == 1, result.trials
+    log = open(os.path.join(result.run_dir, "trials", result.best_id, "log.txt")).read()
+    numbers = [int(line.split()[3]) for line in log.splitlines()
+               if line.startswith("native flood line")]
+    assert numbers == list(range(4000))
+
+
 def test_hpo_run_records_everything():
     space = Searchspace(x=("DOUBLE", [0.0, 1.0]), y=("DISCRETE", [0, 1]))
     seen = {}
