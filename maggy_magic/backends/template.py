@@ -44,8 +44,10 @@ REAP_EVERY, REAP_QUICK, REAP_SOON = 0.05, 0.002, 0.5
 _PROTOCOL = [1]
 
 
-def _send(message: Dict[str, Any]) -> None:
-    os.write(_PROTOCOL[0], json.dumps(message).encode() + b"\n")
+def _send(*messages: Dict[str, Any]) -> None:
+    """Write ``messages`` to the protocol, one line each, in one write (none: nothing)."""
+    if messages:
+        os.write(_PROTOCOL[0], b"".join(json.dumps(m).encode() + b"\n" for m in messages))
 
 
 def _read_exact(stream: Any, size: int) -> bytes:
@@ -146,9 +148,9 @@ def main() -> None:
             else:
                 os.close(ready)
                 closing[outputs.pop(ready)] = time.monotonic()
-        while b"\n" in buffered:
-            line, buffered = buffered.split(b"\n", 1)
-            command = json.loads(line)
+        *lines, buffered = buffered.split(b"\n")
+        forked = []  # told in one write once every command read so far is served
+        for command in map(json.loads, lines):
             read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:
@@ -156,7 +158,8 @@ def main() -> None:
                 _child(command, lambda: function, write_end)
             os.close(write_end)
             children[pid], outputs[read_end] = command["fork"], command["fork"]
-            _send({"forked": command["fork"], "pid": pid})
+            forked.append({"forked": command["fork"], "pid": pid})
+        _send(*forked)
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
