@@ -9,7 +9,11 @@ second (``num_trials = W * K``); the ideal wall time is ``K * D``. Figures, one 
    2.x (``reuse_actors=True``, W concurrent trials of ``1/W`` CPU) when ``ray`` is
    importable (``pip install 'ray[tune]'``; ``--no-ray`` skips it). Each: wall, wall /
    ideal, and for maggy the start-up of its workers (run start to each ``worker_joined``:
-   median and last).
+   median and last). Each row also has the machine's own floor for its shape: the same
+   probe in W processes forked from a bare interpreter with a reporter that keeps only
+   the last value (no driver, no sockets), so ``/floor`` is what maggy_magic adds to what
+   the processes and their sleeps cost here (at 500 results/s a worker wakes from a sleep
+   500 times a second, which on a slow virtual machine alone can take more than 2 cores).
 2. Ray's release-test shapes scaled to this machine (``--shapes``): 96 trials x 2 s at
    10 and at 500 results/s (48,000 results/s of metrics for 96 workers at once), and the
    target's shape, 96 workers x 10 trials x 2 s at 500 results/s (960 trials, 960,000
@@ -174,6 +178,39 @@ print(json.dumps({{"wall": time.monotonic() - began, "trials": len(results)}}))
     return json.loads(lines[-1])
 
 
+FLOOR_CHILD = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from scale import make_probe
+workers, per_worker, duration, rate = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), \
+    float(sys.argv[5])
+probe = make_probe(duration, rate)
+class Null:
+    def broadcast(self, value, step):
+        self.last = value
+began = time.monotonic()
+for index in range(workers):
+    if os.fork() == 0:
+        for trial in range(per_worker):
+            probe(0.5, Null())
+        os._exit(0)
+for index in range(workers):
+    os.wait()
+print(time.monotonic() - began)
+"""
+
+
+def run_floor(workers: int, per_worker: int, duration: float, rate: float) -> Dict[str, Any]:
+    """The machine's own floor for the probe: W processes forked from a bare interpreter,
+    each running its K trials of the same loop with a reporter that keeps only the last
+    value (no driver, no sockets); wall from the first fork to the last exit."""
+    done = subprocess.run([sys.executable, "-c", FLOOR_CHILD, HERE, str(workers),
+                           str(per_worker), str(duration), str(rate)],
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"wall": float(done.stdout.strip().splitlines()[-1])}
+
+
 NOOP_CHILD = """
 import json, resource, sys, tempfile, time
 from maggy_magic import HyperparameterOptConfig, Searchspace, experiment
@@ -234,12 +271,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.shapes:
         shapes = [(96, 1, 2.0, 10.0), (96, 1, 2.0, 500.0), (96, 10, 2.0, 500.0)]
         cases += shapes
-    print(f"{'W':>4} {'K':>3} {'D':>4} {'R/s':>5} | {'ideal':>6} | "
-          f"{'fork':>16} {'start med/last':>15} | {'spawn':>16} | {'ray tune':>18}")
+    print(f"{'W':>4} {'K':>3} {'D':>4} {'R/s':>5} | {'ideal':>6} | {'floor':>16} | "
+          f"{'fork':>16} {'/floor':>7} {'start med/last':>15} | {'spawn':>16} | "
+          f"{'ray tune':>18}")
     for workers, per_worker, duration, rate in cases:
         ideal = per_worker * duration
         row: Dict[str, Any] = {"W": workers, "K": per_worker, "D": duration, "R": rate,
                                "ideal": ideal}
+        row["floor"] = run_floor(workers, per_worker, duration, rate)
         row["fork"] = run_maggy(workers, per_worker, duration, rate, root, "fork")
         if not args.no_spawn:
             row["spawn"] = run_maggy(workers, per_worker, duration, rate, root, "spawn")
@@ -248,8 +287,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         fork = row["fork"]
         start = f"{fork['joined_median']:.2f}/{fork['joined_last']:.2f} s"
+        over_floor = f"{pct_over(fork['wall'], row['floor']['wall']):+6.1f}%"
         print(f"{workers:>4} {per_worker:>3} {duration:>4.1f} {rate:>5.0f} | {ideal:>5.1f}s | "
-              f"{cell(fork, ideal):>16} {start:>15} | "
+              f"{cell(row['floor'], ideal):>16} | {cell(fork, ideal):>16} {over_floor:>7} "
+              f"{start:>15} | "
               f"{cell(row['spawn'], ideal) if 'spawn' in row else 'skipped':>16} | "
               f"{cell(row.get('ray'), ideal) if not args.no_ray else 'skipped':>18}")
         if "spawn" in row:
