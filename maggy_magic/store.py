@@ -20,15 +20,47 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
+import math
 import os
 import secrets
 import shutil
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from json.encoder import encode_basestring_ascii as _json_str
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .errors import ResumeError, RunStoreError
 from .trial import Trial
 
 JOURNAL = "journal.jsonl"
+
+#: A metric event's keys in the order the driver's event stream builds them.
+_METRIC_KEYS = ("type", "run", "seq", "t", "trial", "step", "value")
+_float_repr, _int_repr = float.__repr__, int.__repr__
+
+
+def journal_line(event: Dict[str, Any], dumps: Callable[[Any], str]) -> str:
+    """``event`` as its journal line: ``dumps(event)``, except for a metric event of the
+    usual shape (str ids, int seq and step, a finite float time, an int or float value:
+    most of a journal when trials report hundreds of results a second), which is written
+    directly, about twice as fast and byte for byte what ``dumps`` (the store's compact
+    JSON encoder, ``NaN`` and ``Infinity`` allowed) writes for it."""
+    if tuple(event) != _METRIC_KEYS or event["type"] != "metric":
+        return dumps(event)
+    run, seq, t, trial, step, value = (event["run"], event["seq"], event["t"], event["trial"],
+                                       event["step"], event["value"])
+    kind = type(value)
+    if type(run) is not str or type(trial) is not str or type(seq) is not int or \
+            type(t) is not float or not math.isfinite(t) or type(step) is not int or \
+            (kind is not float and kind is not int):
+        return dumps(event)
+    if kind is int:
+        number = _int_repr(value)
+    elif math.isfinite(value):
+        number = _float_repr(value)
+    else:
+        number = "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    return (f'{{"type":"metric","run":{_json_str(run)},"seq":{_int_repr(seq)},'
+            f'"t":{_float_repr(t)},"trial":{_json_str(trial)},"step":{_int_repr(step)},'
+            f'"value":{number}}}')
 
 
 def new_run_id() -> str:
@@ -105,7 +137,7 @@ class RunStore:
     def __call__(self, event: Dict[str, Any]) -> None:
         if self.failed is not None:
             return
-        self._pending.append(self._dumps(event))
+        self._pending.append(journal_line(event, self._dumps))
         kind = event["type"]
         if kind == "log":
             self.flush()  # the journal first: a trial's log file is its copy of these lines
