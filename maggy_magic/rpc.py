@@ -26,8 +26,8 @@ import json
 import math
 import os
 import socket
-import ssl
 import struct
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -41,8 +41,30 @@ HEADER = struct.Struct(">I")
 TAG_SIZE = 32
 PROTOCOL = 1
 
-#: What a non-blocking socket raises when it cannot go on now (TLS ones: either way).
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+#: What a non-blocking plain socket raises when it cannot go on now.
+_PLAIN_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+
+def _ssl() -> Any:
+    """The ``ssl`` module if something imported it, else None. It is imported only where
+    TLS is used (the driver's :mod:`~maggy_magic.driver.tls`, a worker's pinned
+    connection), so a plain worker, and the template every local worker is forked from,
+    does without it; a socket can be TLS only once it is imported."""
+    return sys.modules.get("ssl")
+
+
+def _is_tls(sock: Any) -> bool:
+    ssl = _ssl()
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
+
+
+def _would_block() -> tuple:
+    """What a non-blocking socket raises when it cannot go on now (a TLS one: either
+    way). An ``except`` clause evaluates it only once something was raised."""
+    ssl = _ssl()
+    if ssl is None:
+        return _PLAIN_WOULD_BLOCK
+    return _PLAIN_WOULD_BLOCK + (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -158,7 +180,7 @@ class ServerConnection:
         self._broken: Optional[str] = None  # why a frame was refused, once one was
         self.watching_write = False  # maintained by the driver's selector loop
         #: A TLS socket whose handshake is not done yet (see :meth:`handshake`).
-        self.handshaking = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = _is_tls(sock)
         self._handshake_wants_write = False
         self.worker: Optional[str] = None
 
@@ -168,6 +190,8 @@ class ServerConnection:
     def handshake(self) -> bool:
         """Take the TLS handshake as far as the socket allows now; True once it is done.
         A peer that does not speak TLS (or not 1.2+) is a :class:`FrameError`."""
+        import ssl
+
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -188,16 +212,16 @@ class ServerConnection:
         ``recv``: they are taken too, since the selector would not report them)."""
         try:
             data = self.sock.recv(262144)
-        except _WOULD_BLOCK:
+        except _would_block():
             return b""
         except OSError as exc:
             raise ConnectionLost(str(exc)) from None
         if not data:
             raise ConnectionLost("connection closed by worker")
-        while isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        while _is_tls(self.sock) and self.sock.pending():
             try:
                 data += self.sock.recv(self.sock.pending())
-            except _WOULD_BLOCK:
+            except _would_block():
                 break
             except OSError as exc:
                 raise ConnectionLost(str(exc)) from None
@@ -253,7 +277,7 @@ class ServerConnection:
             return
         try:
             sent = 0 if self.handshaking else self.sock.send(frame)
-        except _WOULD_BLOCK:
+        except _would_block():
             sent = 0
         except OSError:
             self.closed = True
@@ -271,7 +295,7 @@ class ServerConnection:
             return
         try:
             sent = self.sock.send(self._outbuf)
-        except _WOULD_BLOCK:
+        except _would_block():
             return
         except OSError:
             self.closed = True
@@ -370,11 +394,13 @@ def connect(address: Tuple[str, int], timeout: float,
 CONNECT_PAUSE = 1.0
 
 
-def _pinned_tls(sock: socket.socket, fingerprint: str) -> ssl.SSLSocket:
+def _pinned_tls(sock: socket.socket, fingerprint: str) -> Any:
     """``sock`` wrapped in TLS, once the driver showed the certificate ``fingerprint``
     names (no CA, no host name: the pin is the whole check); else the socket is closed
     and a :class:`ConnectionLost` (handshake) or :class:`FrameError` (other certificate)
     says why."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -77,8 +77,9 @@ def shares_disk(run_dir: Optional[str], token: Optional[str]) -> bool:
     if token is None:
         return True
     try:
-        with open(os.path.join(run_dir, TOKEN_FILE), encoding="ascii") as handle:
-            return hmac.compare_digest(handle.read().strip(), str(token))
+        # bytes, not a text file: no codec lookup (a forked worker would import one)
+        with open(os.path.join(run_dir, TOKEN_FILE), "rb") as handle:
+            return hmac.compare_digest(handle.read().strip(), str(token).encode("ascii"))
     except (OSError, ValueError):
         return False
 

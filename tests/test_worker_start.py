@@ -152,3 +152,25 @@ def test_how_to_call_the_function_is_worked_out_once_before_the_forks(monkeypatc
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout
     assert shown.strip() == "(('x', 'budget'), False)"
+
+
+def test_workers_of_a_plain_run_do_without_ssl(tmp_path):
+    """The worker's modules import ``ssl`` only for a TLS connection: the template every
+    local worker is forked from loads less (each fork copies its mappings) and is ready
+    sooner. A run with TLS on does load it, in the same check."""
+
+    def train(x):
+        import sys
+
+        return {"metric": x, "ssl": int("ssl" in sys.modules), "parent": __import__("os").getppid()}
+
+    def loaded(tls):
+        result = experiment.lagom(train, HyperparameterOptConfig(
+            num_trials=2, searchspace=Searchspace(x=("DOUBLE", [0, 1])), es_policy="none",
+            workers=2, root=str(tmp_path / f"tls-{tls}"), tls=tls))
+        assert result.num_finished == 2
+        assert {t["metrics"]["parent"] for t in result.trial_records} != {os.getpid()}
+        return {t["metrics"]["ssl"] for t in result.trial_records}
+
+    assert loaded(False) == {0}
+    assert loaded(True) == {1}

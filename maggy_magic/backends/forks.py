@@ -70,9 +70,11 @@ class Template:
     def fork_all(self, workers: List[Tuple[str, Dict[str, Any]]]) -> bool:
         """Ask for several workers in one write: one command each, as :meth:`fork`.
         (Written one by one, each command would wait for the interpreter lock, which
-        the driver's thread holds while it registers the workers forked before.)"""
-        commands = b"".join(json.dumps({"fork": worker_id, "header": header}).encode()
-                            + b"\n" for worker_id, header in workers)
+        the driver's thread holds while it registers the workers forked before.) A
+        header's ``sys_path`` stays here: the template set its own from the setup."""
+        commands = b"".join(json.dumps({"fork": worker_id, "header": {
+            key: value for key, value in header.items() if key != "sys_path"}}).encode()
+            + b"\n" for worker_id, header in workers)
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(commands)

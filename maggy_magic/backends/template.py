@@ -149,8 +149,12 @@ def main() -> None:
                 os.close(ready)
                 closing[outputs.pop(ready)] = time.monotonic()
         *lines, buffered = buffered.split(b"\n")
+        # every command parsed before the first fork: what a fork's parent side writes
+        # to memory (each page it writes after a fork is copied, once per living child)
+        # is as little as it can be
+        commands = [json.loads(line) for line in lines]
         forked = []  # told in one write once every command read so far is served
-        for command in map(json.loads, lines):
+        for command in commands:
             read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:
