@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(bash scripts/setup.sh notebooks)
+# bytecode for the checkout, as pip writes it for an installed package (an editable
+# install leaves it to the first import, which PYTHONDONTWRITEBYTECODE=1 forbids): each
+# process a run starts (a template, a worker) then reads it instead of compiling
+"$py" -m compileall -q maggy_magic >/dev/null
 work=build/example
 rm -rf "$work"
 mkdir -p "$work"

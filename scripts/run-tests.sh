@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 py=$(bash scripts/setup.sh test)
+# bytecode for the checkout, as pip writes it for an installed package (an editable
+# install leaves it to the first import, which PYTHONDONTWRITEBYTECODE=1 forbids): each
+# process a run starts (a template, a worker) then reads it instead of compiling
+"$py" -m compileall -q maggy_magic >/dev/null
 # the Connect-client-only environment of tests/test_connect.py, set up with the rest
 bash scripts/setup-client.sh >/dev/null
 # the venvs of tests/test_extras.py (the wheel with one extra each), cached the same way
