@@ -37,9 +37,11 @@ class Template:
 
     @classmethod
     def start(cls, env: Dict[str, str], payload: bytes, sys_path: List[str], out_path: str,
-              on_exit: Callable[[str, int], None]) -> Optional["Template"]:
+              on_exit: Callable[[str, int], None], tls: bool = False
+              ) -> Optional["Template"]:
         """Spawn the template with ``payload`` (the cloudpickled function); None if it
-        cannot serve (see the module docstring)."""
+        cannot serve (see the module docstring). ``tls``: the workers will speak TLS to
+        the driver (the template loads ``ssl`` once, for all of them)."""
         with open(out_path, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from maggy_magic.backends.template import main; main()"],
@@ -48,8 +50,8 @@ class Template:
         assert proc.stdin is not None and proc.stdout is not None
         answer: List[Dict[str, Any]] = []
         try:
-            proc.stdin.write(json.dumps({"sys_path": sys_path, "payload_bytes": len(payload)})
-                             .encode() + b"\n" + payload)
+            proc.stdin.write(json.dumps({"sys_path": sys_path, "payload_bytes": len(payload),
+                                         "tls": tls}).encode() + b"\n" + payload)
             proc.stdin.flush()
             reader = threading.Thread(target=lambda: answer.append(_first_message(proc)),
                                       daemon=True)

@@ -114,7 +114,8 @@ class LocalBackend(Backend):
                 not self.resources and hasattr(os, "fork"):
             self._template = Template.start(
                 self._env(None), self._payload, [p for p in sys.path if p],
-                os.path.join(launch.run_dir, "workers", "template.out"), self._exited)
+                os.path.join(launch.run_dir, "workers", "template.out"), self._exited,
+                tls=bool(launch.fingerprint))
         ids = [str(index) for index in range(launch.num_workers)]
         if self._template is not None and \
                 self._template.fork_all([(wid, self._header(wid)) for wid in ids]):

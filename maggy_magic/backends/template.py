@@ -9,10 +9,11 @@ worker, and it starts no thread of its own.
 
 The protocol, JSON lines (the kernel's :class:`~.local.LocalBackend` speaks it):
 
-- stdin: ``{"sys_path": [...], "payload_bytes": N}``, then N bytes of the cloudpickled
-  function; then commands: ``{"fork": id, "header": {...}}`` (the worker's setup, as a
-  spawned worker reads it). End of input: no more workers; the template leaves once its
-  workers have.
+- stdin: ``{"sys_path": [...], "payload_bytes": N, "tls": bool}``, then N bytes of the
+  cloudpickled function (``tls``: the workers will connect with TLS, so ``ssl`` is
+  loaded here once rather than in each of them); then commands: ``{"fork": id,
+  "header": {...}}`` (the worker's setup, as a spawned worker reads it). End of input:
+  no more workers; the template leaves once its workers have.
 - stdout (lines that are not JSON objects, printed before the template took its stdout
   over, e.g. by a ``sitecustomize``, are skipped): ``{"ready": pid}`` once the function is
   loaded, or ``{"unavailable": reason}``
@@ -121,6 +122,9 @@ def main() -> None:
         import cloudpickle
 
         from .. import worker  # noqa: F401 - imported once, here, for every fork
+
+        if setup.get("tls"):
+            import ssl  # noqa: F401 - a plain run's workers never load it
 
         function = cloudpickle.loads(payload)
     except BaseException as exc:  # noqa: BLE001 - spawned workers report it properly
