@@ -28,6 +28,11 @@ second (``num_trials = W * K``); the ideal wall time is ``K * D``. Figures, one 
 4. ``--noop N``: N no-op trials (default 100,000) on 2 workers in a child process, and
    5,000 for comparison: trials/s and the driver's peak RSS (the child's ru_maxrss).
 
+Every case, peers included, starts once the machine is quiet (at most 10 % busy, waited
+for up to 30 s): Ray's processes take seconds to go after its run returns, and the case
+after it would pay for them. maggy_magic's bytecode is compiled first, as an installed
+package has it.
+
 Usage::
 
     PYTHONPATH=. python bench/scale.py                      # the table (~10 min)
@@ -235,6 +240,30 @@ def run_noop(trials: int) -> Dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def cpu_busy(window: float = 0.5) -> float:
+    """The machine's busy share of all its CPUs over ``window`` seconds (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(limit: float = 30.0, busy: float = 0.1) -> None:
+    """Before each measured case: wait (at most ``limit`` s) until the machine is at most
+    ``busy`` busy, so that no case pays for what the one before left running (Ray's
+    processes take seconds to go after its run returns). Every case, peers included."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and os.path.exists("/proc/stat"):
+        if cpu_busy() <= busy:
+            return
+    print(f"  (the machine was still busy after {limit:.0f} s; measuring anyway)")
+
+
 def compile_package() -> None:
     """Byte-compile maggy_magic where it is imported from, as pip does for an installed
     package: an editable install leaves it to the first import, and with
@@ -291,11 +320,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         ideal = per_worker * duration
         row: Dict[str, Any] = {"W": workers, "K": per_worker, "D": duration, "R": rate,
                                "ideal": ideal}
+        wait_for_quiet()
         row["floor"] = run_floor(workers, per_worker, duration, rate)
+        wait_for_quiet()
         row["fork"] = run_maggy(workers, per_worker, duration, rate, root, "fork")
         if not args.no_spawn:
+            wait_for_quiet()
             row["spawn"] = run_maggy(workers, per_worker, duration, rate, root, "spawn")
         if not args.no_ray:
+            wait_for_quiet()
             row["ray"] = run_ray(workers, per_worker, duration, rate, args.ray_timeout)
 
         fork = row["fork"]
@@ -315,6 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.ingest:
         figures["ingest"] = []
         for workers in (2, 16, 64, 96):
+            wait_for_quiet()
             fig = dict(run_ingest(workers, 48000.0, 5.0, root), W=workers)
             figures["ingest"].append(fig)
             print(f"ingest W={workers:>3}: {fig['results']:,} of {fig['expected']:,} points "
@@ -323,7 +357,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"of kernel CPU, {fig['driver_us_per_result']:.1f} us of the driver thread's "
                   f"({fig['driver_share']:.0%} of a core)")
     if args.noop:
-        small, big = run_noop(5000), run_noop(args.noop)
+        wait_for_quiet()
+        small = run_noop(5000)
+        wait_for_quiet()
+        big = run_noop(args.noop)
         figures["noop"] = {"5000": small, str(args.noop): big}
         print(f"no-op 5,000 trials: {small['per_s']:,.0f} trials/s, driver peak RSS "
               f"{small['rss_mb']:.0f} MB")
