@@ -45,26 +45,20 @@ PROTOCOL = 1
 _PLAIN_WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
 
-def _ssl() -> Any:
-    """The ``ssl`` module if something imported it, else None. It is imported only where
-    TLS is used (the driver's :mod:`~maggy_magic.driver.tls`, a worker's pinned
-    connection), so a plain worker, and the template every local worker is forked from,
-    does without it; a socket can be TLS only once it is imported."""
-    return sys.modules.get("ssl")
-
-
 def _is_tls(sock: Any) -> bool:
-    ssl = _ssl()
+    """Whether ``sock`` speaks TLS. ``ssl`` is imported only where TLS is used (the
+    driver's :mod:`~maggy_magic.driver.tls`, a worker's pinned connection), so a plain
+    worker, and the template local workers fork from, does without it."""
+    ssl = sys.modules.get("ssl")
     return ssl is not None and isinstance(sock, ssl.SSLSocket)
 
 
 def _would_block() -> tuple:
-    """What a non-blocking socket raises when it cannot go on now (a TLS one: either
-    way). An ``except`` clause evaluates it only once something was raised."""
-    ssl = _ssl()
-    if ssl is None:
-        return _PLAIN_WOULD_BLOCK
-    return _PLAIN_WOULD_BLOCK + (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    """What a non-blocking socket raises when it cannot go on now (TLS: either way); an
+    ``except`` clause evaluates it only once something was raised."""
+    ssl = sys.modules.get("ssl")
+    return _PLAIN_WOULD_BLOCK + ((ssl.SSLWantReadError, ssl.SSLWantWriteError) if ssl else ())
+
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -190,8 +184,7 @@ class ServerConnection:
     def handshake(self) -> bool:
         """Take the TLS handshake as far as the socket allows now; True once it is done.
         A peer that does not speak TLS (or not 1.2+) is a :class:`FrameError`."""
-        import ssl
-
+        import ssl  # only a TLS connection gets here
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:
